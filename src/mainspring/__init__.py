@@ -1,0 +1,79 @@
+"""Mainspring: durable execution for AI agents.
+
+Write an agent as a deterministic ``async`` workflow whose side effects are
+activities; Mainspring records every step, so the agent survives crashes, retries
+failing calls, sleeps and waits for humans, and resumes from its last recorded event.
+"""
+
+from __future__ import annotations
+
+from . import activity, workflow
+from .client import Client, WorkflowDescription, WorkflowHandle
+from .errors import (
+    ActivityError,
+    ApplicationError,
+    CancelledFailure,
+    Failure,
+    FailureError,
+    MainspringError,
+    NondeterminismError,
+    NotAMainspringDatabaseError,
+    PayloadError,
+    PayloadTooLargeError,
+    QueryFailedError,
+    QueryTimeoutError,
+    SchemaVersionError,
+    StoreError,
+    TerminatedFailure,
+    TimeoutFailure,
+    WorkerError,
+    WorkflowAlreadyStartedError,
+    WorkflowClosedError,
+    WorkflowFailureError,
+    WorkflowNotFoundError,
+    WorkflowResultTimeoutError,
+)
+from .history import Event, EventType
+from .retry import RetryPolicy
+from .store import WorkflowStatus
+from .testing import Replayer
+from .worker import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivityError",
+    "ApplicationError",
+    "CancelledFailure",
+    "Client",
+    "Event",
+    "EventType",
+    "Failure",
+    "FailureError",
+    "MainspringError",
+    "NondeterminismError",
+    "NotAMainspringDatabaseError",
+    "PayloadError",
+    "PayloadTooLargeError",
+    "QueryFailedError",
+    "QueryTimeoutError",
+    "Replayer",
+    "RetryPolicy",
+    "SchemaVersionError",
+    "StoreError",
+    "TerminatedFailure",
+    "TimeoutFailure",
+    "Worker",
+    "WorkerError",
+    "WorkflowAlreadyStartedError",
+    "WorkflowClosedError",
+    "WorkflowDescription",
+    "WorkflowFailureError",
+    "WorkflowHandle",
+    "WorkflowNotFoundError",
+    "WorkflowResultTimeoutError",
+    "WorkflowStatus",
+    "__version__",
+    "activity",
+    "workflow",
+]

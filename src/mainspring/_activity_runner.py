@@ -1,0 +1,287 @@
+"""The worker's activity side: claims attempts, runs them, heartbeats, records results."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from . import activity as activity_mod
+from .activity import ActivityDefinition, ActivityInfo
+from .converter import PayloadConverter
+from .errors import (
+    ApplicationError,
+    CancelledFailure,
+    PayloadError,
+    TimeoutFailure,
+    error_to_failure,
+)
+from .runtime.commands import ScheduleActivity
+from .store.base import Store
+from .store.records import ActivityTask
+
+log = logging.getLogger("mainspring.worker")
+
+
+class ActivityRunner:
+    """Runs the activity attempts of one task queue for a worker."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        converter: PayloadConverter,
+        task_queue: str,
+        activities: dict[str, ActivityDefinition],
+        owner: str,
+        max_concurrent: int,
+        poll_interval: float,
+        executor: ThreadPoolExecutor,
+        try_decide: Callable[[ActivityTask, str], Awaitable[bool]],
+    ) -> None:
+        self.store = store
+        self.converter = converter
+        self.task_queue = task_queue
+        self.activities = activities
+        self.owner = owner
+        self.max_concurrent = max_concurrent
+        self.poll_interval = poll_interval
+        self._executor = executor
+        self._try_decide = try_decide
+        self._free = max_concurrent
+        self._slot_freed = asyncio.Event()
+        self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self.stopping = False
+
+    # ------------------------------------------------------------------ slots
+
+    def reserve(self, schedules: list[ScheduleActivity]) -> int:
+        """Reserve slots to take freshly scheduled activities of this queue eagerly."""
+        if self.stopping:
+            return 0
+        wanted = sum(
+            1
+            for s in schedules
+            if s.task_queue == self.task_queue and s.activity_type in self.activities
+        )
+        n = min(wanted, self._free)
+        self._free -= n
+        return n
+
+    def release(self, n: int) -> None:
+        """Give back reserved slots that were not used."""
+        self._free += n
+        self._slot_freed.set()
+
+    def dispatch(self, task: ActivityTask) -> None:
+        """Run a claimed attempt whose slot is already reserved."""
+        t = asyncio.create_task(self._execute(task))
+        key = (task.run_id, task.seq)
+        self._running[key] = t
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._running.pop(key, None)
+            self.release(1)
+
+        t.add_done_callback(done)
+
+    # ------------------------------------------------------------------ polling
+
+    async def poll(self) -> None:
+        """Claim and run attempts until :attr:`stopping`."""
+        while not self.stopping:
+            if self._free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            n = self._free
+            self._free -= n
+            try:
+                tasks = await self.store.claim_activities(self.task_queue, self.owner, n)
+            except Exception:  # noqa: BLE001 - the database may come back
+                self._free += n
+                log.exception("claiming activities failed; retrying")
+                await asyncio.sleep(self.poll_interval)
+                continue
+            self._free += n - len(tasks)
+            for task in tasks:
+                self.dispatch(task)
+            if not tasks:
+                await self.store.wait_for_work(self.task_queue, self.poll_interval)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for running attempts, then cancel the rest."""
+        running = list(self._running.values())
+        if running:
+            await asyncio.wait(running, timeout=timeout)
+        for t in list(self._running.values()):
+            t.cancel()
+        rest = list(self._running.values())
+        if rest:
+            await asyncio.wait(rest, timeout=5)
+
+    # ------------------------------------------------------------------ one attempt
+
+    async def _execute(self, task: ActivityTask) -> None:
+        defn = self.activities.get(task.activity_type)
+        try:
+            if defn is None:
+                known = ", ".join(sorted(self.activities)) or "none"
+                raise ApplicationError(
+                    f"activity type {task.activity_type!r} is not registered on this worker "
+                    f"of task queue {task.task_queue!r} (registered: {known}); add it to "
+                    "Worker(activities=[...])",
+                    type="ActivityNotRegistered",
+                )
+            result = await self._invoke(defn, task)
+            text = self._encode_result(result, task)
+        except asyncio.CancelledError:
+            if self.stopping:
+                await self._record_failure(
+                    task,
+                    ApplicationError(
+                        "the worker shut down during the attempt", type="WorkerShutdown"
+                    ),
+                )
+                return
+            raise
+        except BaseException as exc:  # noqa: BLE001 - recorded as the attempt's failure
+            await self._record_failure(task, exc)
+            return
+        try:
+            if not await self._try_decide(task, text):
+                await self.store.complete_activity(task, text)
+        except Exception:  # noqa: BLE001 - the lease expires and the attempt is retried
+            log.exception("recording the result of activity %s failed", task.activity_type)
+
+    def _encode_result(self, result: Any, task: ActivityTask) -> str:
+        try:
+            return self.converter.encode(result, what=f"result of activity {task.activity_type!r}")
+        except PayloadError as exc:
+            raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from exc
+
+    async def _record_failure(self, task: ActivityTask, exc: BaseException) -> None:
+        failure = error_to_failure(exc)
+        if isinstance(exc, CancelledFailure):
+            failure = type(failure)(
+                type="CancelledError", message="activity cancelled", kind="CancelledFailure"
+            )
+        try:
+            await self.store.fail_activity(task, failure.to_dict())
+        except Exception:  # noqa: BLE001 - the lease expires and the attempt is retried
+            log.exception("recording the failure of activity %s failed", task.activity_type)
+
+    async def _invoke(self, defn: ActivityDefinition, task: ActivityTask) -> Any:
+        args = self.converter.decode_args(task.input, defn.arg_hints)
+        details = json.loads(task.heartbeat_details) if task.heartbeat_details else []
+        info = ActivityInfo(
+            activity_id=str(task.seq),
+            activity_type=task.activity_type,
+            attempt=task.attempt,
+            workflow_id=task.workflow_id,
+            run_id=task.run_id,
+            workflow_type=task.workflow_type,
+            task_queue=task.task_queue,
+            idempotency_key=f"{task.workflow_id}/{task.run_id}/{task.seq}",
+            heartbeat_details=details,
+            scheduled_time=task.scheduled_at,
+        )
+        loop = asyncio.get_running_loop()
+        beat = _Heartbeater(self, task, loop)
+        ctx = activity_mod._Context(info, beat.threadsafe_heartbeat)
+        beat.ctx = ctx
+        context = contextvars.copy_context()
+        context.run(activity_mod._current.set, ctx)
+        timeout = None
+        if task.attempt_deadline is not None:
+            timeout = max(0.0, task.attempt_deadline - self.store.clock.now())
+        if defn.is_async:
+            work: asyncio.Future[Any] = loop.create_task(defn.fn(*args), context=context)
+        else:
+            work = loop.run_in_executor(self._executor, lambda: context.run(defn.fn, *args))
+        beat.work = work
+        try:
+            done, _ = await asyncio.wait({work}, timeout=timeout)
+            if not done:
+                work.cancel()
+                raise TimeoutFailure(
+                    f"activity {task.activity_type!r} attempt {task.attempt} ran past its "
+                    "start_to_close timeout",
+                    timeout_type="start_to_close",
+                )
+            if beat.cancelled and work.cancelled():
+                raise CancelledFailure("activity cancelled")
+            return work.result()
+        except asyncio.CancelledError:
+            work.cancel()
+            raise
+        finally:
+            await beat.flush()
+
+
+class _Heartbeater:
+    """Sends an attempt's heartbeats, throttled, and cancels it when asked to stop."""
+
+    def __init__(self, runner: ActivityRunner, task: ActivityTask, loop: asyncio.AbstractEventLoop
+                 ) -> None:
+        self.runner = runner
+        self.task = task
+        self.loop = loop
+        self.ctx: activity_mod._Context | None = None
+        self.work: asyncio.Future[Any] | None = None
+        hb = task.options.get("heartbeat_timeout")
+        self.interval = min(float(hb) * 0.5, 1.0) if hb else 1.0
+        self.pending: list[Any] | None = None
+        self.last_sent = 0.0
+        self.sending: asyncio.Task[None] | None = None
+        self.cancelled = False
+
+    def threadsafe_heartbeat(self, details: list[Any]) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            self.heartbeat(details)
+        else:
+            self.loop.call_soon_threadsafe(self.heartbeat, details)
+
+    def heartbeat(self, details: list[Any]) -> None:
+        self.pending = details
+        if self.sending is None or self.sending.done():
+            self.sending = asyncio.ensure_future(self._send_soon())
+
+    async def _send_soon(self) -> None:
+        wait = self.last_sent + self.interval - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        await self._send()
+
+    async def _send(self) -> None:
+        if self.pending is None:
+            return
+        details, self.pending = self.pending, None
+        self.last_sent = time.monotonic()
+        try:
+            text = self.runner.converter.encode(details, what="heartbeat details")
+            stop = await self.runner.store.heartbeat_activity(self.task, text)
+        except Exception:  # noqa: BLE001 - a lost heartbeat only risks a timeout
+            log.warning("heartbeat of activity %s failed", self.task.activity_type, exc_info=True)
+            return
+        if stop and not self.cancelled:
+            self.cancelled = True
+            if self.ctx is not None:
+                self.ctx.cancelled = True
+            if self.work is not None and not self.work.done():
+                self.work.cancel()
+
+    async def flush(self) -> None:
+        if self.sending is not None and not self.sending.done():
+            self.sending.cancel()
+        if self.pending is not None and not self.cancelled:
+            await self._send()

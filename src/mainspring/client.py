@@ -1,0 +1,333 @@
+"""Client and WorkflowHandle: start, signal, query, cancel and watch workflows."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Literal
+
+from .converter import DEFAULT_MAX_PAYLOAD_SIZE, PayloadConverter, type_hints_of
+from .errors import (
+    Failure,
+    QueryFailedError,
+    QueryTimeoutError,
+    WorkflowFailureError,
+    WorkflowResultTimeoutError,
+    failure_to_error,
+)
+from .history import Event
+from .store import Clock, Store, store_from_url
+from .store.records import RunRecord, WorkflowStatus
+from .workflow import WorkflowDefinition
+
+__all__ = ["Client", "WorkflowDescription", "WorkflowHandle"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkflowDescription:
+    """A run as seen from outside.
+
+    Attributes:
+        workflow_id: The workflow's id.
+        run_id: This run's id.
+        workflow_type: The workflow's registered name.
+        task_queue: The queue its tasks go to.
+        status: RUNNING, COMPLETED, FAILED, CANCELED or TERMINATED.
+        start_time: When it started.
+        close_time: When it closed, if it did.
+        history_length: Events recorded so far.
+        failure: Why it failed, was cancelled or terminated.
+        workflow_task_failure: Set while the run is *blocked*: its last workflow task
+            failed (a bug, a ``NondeterminismError``, an unregistered type) and is being
+            retried; fixing the code and restarting the worker resumes it.
+        workflow_task_attempt: Attempts of the current workflow task.
+    """
+
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    task_queue: str
+    status: WorkflowStatus
+    start_time: datetime
+    close_time: datetime | None
+    history_length: int
+    failure: Failure | None
+    workflow_task_failure: Failure | None
+    workflow_task_attempt: int
+
+    @property
+    def blocked(self) -> bool:
+        """Whether the run is stuck on a failing workflow task."""
+        return self.status is WorkflowStatus.RUNNING and self.workflow_task_failure is not None
+
+    @classmethod
+    def from_record(cls, r: RunRecord) -> WorkflowDescription:
+        """Build from a store record."""
+        return cls(
+            workflow_id=r.workflow_id,
+            run_id=r.run_id,
+            workflow_type=r.workflow_type,
+            task_queue=r.task_queue,
+            status=r.status,
+            start_time=datetime.fromtimestamp(r.created_at, UTC),
+            close_time=datetime.fromtimestamp(r.closed_at, UTC) if r.closed_at else None,
+            history_length=r.history_length,
+            failure=Failure.from_dict(r.failure) if r.failure else None,
+            workflow_task_failure=Failure.from_dict(r.wft_failure) if r.wft_failure else None,
+            workflow_task_attempt=r.wft_attempt,
+        )
+
+
+def _workflow_target(workflow: Any) -> tuple[str, list[Any], Any]:
+    """(name, argument hints, return hint) of a workflow given by method, class or name."""
+    if isinstance(workflow, str):
+        if not workflow:
+            raise ValueError("workflow name must not be empty")
+        return workflow, [], None
+    if isinstance(workflow, type):
+        d = WorkflowDefinition.of(workflow)
+        return d.name, d.arg_hints, d.return_hint
+    name = getattr(workflow, "__mainspring_workflow_name__", None)
+    if name is None:
+        raise TypeError(
+            f"{workflow!r} is not a workflow: pass the @workflow.run method "
+            "(MyWorkflow.run), the class, or the workflow's name"
+        )
+    hints, ret = type_hints_of(workflow)
+    return str(name), hints, ret
+
+
+def _handler_name(handler: Any, kind: Literal["signal", "query"]) -> tuple[str, Any]:
+    if isinstance(handler, str):
+        return handler, None
+    name = getattr(handler, f"__mainspring_{kind}__", None)
+    if name is None:
+        raise TypeError(f"{handler!r} is not a @workflow.{kind} method; pass it or its name")
+    return str(name), type_hints_of(handler)[1]
+
+
+class Client:
+    """A connection to a Mainspring store. Cheap to share; one per process is typical."""
+
+    def __init__(self, store: Store, converter: PayloadConverter | None = None) -> None:
+        self.store = store
+        self.converter = converter or PayloadConverter()
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str | None = None,
+        *,
+        max_payload_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
+        clock: Clock | None = None,
+    ) -> Client:
+        """Open the store at ``url`` (default: ``MAINSPRING_DB``, else ``sqlite:///mainspring.db``).
+
+        The schema is created or migrated on first use; a database that is not
+        Mainspring's, or is newer than this code, is refused with a clear error.
+        """
+        store = store_from_url(url, clock=clock)
+        await store.open()
+        return cls(store, PayloadConverter(max_payload_size))
+
+    async def close(self) -> None:
+        """Close the store (after queued writes commit)."""
+        await self.store.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start_workflow(
+        self,
+        workflow: Callable[..., Any] | type | str,
+        *args: Any,
+        id: str,
+        task_queue: str,
+        id_conflict_policy: Literal["fail", "use_existing"] = "fail",
+        result_type: Any = None,
+    ) -> WorkflowHandle:
+        """Start a workflow; return its handle.
+
+        Idempotent by ``id``: if a run with this id is open, raises
+        :class:`~mainspring.WorkflowAlreadyStartedError`, or with
+        ``id_conflict_policy="use_existing"`` returns a handle to that run. Arguments
+        that cannot be serialized, or are too large, raise before anything is stored.
+        """
+        if not isinstance(id, str) or not id:
+            raise ValueError("workflow id must be a non-empty string")
+        if not task_queue:
+            raise ValueError("task_queue must be a non-empty string")
+        if id_conflict_policy not in ("fail", "use_existing"):
+            raise ValueError('id_conflict_policy must be "fail" or "use_existing"')
+        name, _, ret = _workflow_target(workflow)
+        payload = self.converter.encode_args(args, what=f"arguments of workflow {name!r}")
+        run_id, _ = await self.store.start_workflow(
+            workflow_id=id,
+            workflow_type=name,
+            task_queue=task_queue,
+            input=payload,
+            use_existing=id_conflict_policy == "use_existing",
+        )
+        return WorkflowHandle(self, id, run_id=run_id, result_type=result_type or ret)
+
+    async def execute_workflow(
+        self,
+        workflow: Callable[..., Any] | type | str,
+        *args: Any,
+        id: str,
+        task_queue: str,
+        id_conflict_policy: Literal["fail", "use_existing"] = "fail",
+        result_type: Any = None,
+    ) -> Any:
+        """Start a workflow and wait for its result."""
+        handle = await self.start_workflow(
+            workflow, *args, id=id, task_queue=task_queue,
+            id_conflict_policy=id_conflict_policy, result_type=result_type,
+        )
+        return await handle.result()
+
+    def get_workflow_handle(
+        self, workflow_id: str, *, run_id: str | None = None, result_type: Any = None
+    ) -> WorkflowHandle:
+        """A handle to an existing workflow (its latest run unless ``run_id`` is given)."""
+        return WorkflowHandle(self, workflow_id, run_id=run_id, result_type=result_type)
+
+    async def list_workflows(
+        self,
+        *,
+        status: WorkflowStatus | str | None = None,
+        workflow_type: str | None = None,
+        limit: int = 100,
+    ) -> list[WorkflowDescription]:
+        """Runs, newest first, optionally filtered by status and workflow type."""
+        st = WorkflowStatus(status.upper() if isinstance(status, str) else status).value if (
+            status is not None
+        ) else None
+        records = await self.store.list_runs(status=st, workflow_type=workflow_type, limit=limit)
+        return [WorkflowDescription.from_record(r) for r in records]
+
+
+class WorkflowHandle:
+    """A reference to one workflow (its latest run, or a given run)."""
+
+    def __init__(
+        self, client: Client, workflow_id: str, *, run_id: str | None = None,
+        result_type: Any = None,
+    ) -> None:
+        self.client = client
+        self.id = workflow_id
+        self.run_id = run_id
+        self.result_type = result_type
+
+    async def describe(self) -> WorkflowDescription:
+        """The run's status, times, failure and (when blocked) its workflow task failure."""
+        return WorkflowDescription.from_record(await self.client.store.describe(self.id, self.run_id))
+
+    async def result(self, *, timeout: timedelta | float | None = None) -> Any:
+        """Wait for the run to close; return its result.
+
+        Raises:
+            WorkflowFailureError: it failed, was cancelled or terminated (``cause`` says why).
+            WorkflowResultTimeoutError: ``timeout`` passed first; the run goes on.
+        """
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        loop = asyncio.get_running_loop()
+        deadline = None if seconds is None else loop.time() + seconds
+        store = self.client.store
+        while True:
+            rec = await store.describe(self.id, self.run_id)
+            if rec.status is WorkflowStatus.COMPLETED:
+                return self.client.converter.decode(rec.result, self.result_type)
+            if rec.status is not WorkflowStatus.RUNNING:
+                failure = Failure.from_dict(rec.failure) if rec.failure else None
+                raise WorkflowFailureError(
+                    f"workflow {self.id!r} {rec.status.value.lower()}"
+                    + (f": {failure.message}" if failure else ""),
+                    status=rec.status.value,
+                    failure=failure,
+                )
+            wait = 1.0
+            if deadline is not None:
+                wait = deadline - loop.time()
+                if wait <= 0:
+                    raise WorkflowResultTimeoutError(
+                        f"workflow {self.id!r} did not close within {seconds:g} s; it is "
+                        "still running"
+                    )
+                wait = min(wait, 1.0)
+            await store.wait_for_change(wait)
+
+    async def signal(self, signal: Callable[..., Any] | str, *args: Any) -> None:
+        """Send a signal; it is recorded in history before this returns.
+
+        Raises ``WorkflowNotFoundError`` for an unknown id and ``WorkflowClosedError`` if
+        the run has closed.
+        """
+        name, _ = _handler_name(signal, "signal")
+        payload = self.client.converter.encode_args(args, what=f"arguments of signal {name!r}")
+        await self.client.store.signal(self.id, self.run_id, name, payload)
+
+    async def query(
+        self, query: Callable[..., Any] | str, *args: Any,
+        timeout: timedelta | float = timedelta(seconds=10), result_type: Any = None,
+    ) -> Any:
+        """Ask a worker to run a query handler against the run's current state.
+
+        Raises:
+            QueryTimeoutError: no worker answered within ``timeout``.
+            QueryFailedError: the handler raised or does not exist.
+        """
+        name, ret = _handler_name(query, "query")
+        payload = self.client.converter.encode_args(args, what=f"arguments of query {name!r}")
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        store = self.client.store
+        qid = await store.submit_query(self.id, self.run_id, name, payload, seconds)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        try:
+            while True:
+                done, answer, error = await store.query_result(qid)
+                if done:
+                    if error is not None:
+                        try:
+                            failure = Failure.from_dict(json.loads(error))
+                        except (ValueError, AttributeError):
+                            raise QueryFailedError(f"query {name!r} failed: {error}") from None
+                        raise QueryFailedError(
+                            f"query {name!r} failed: {failure.message}"
+                        ) from failure_to_error(failure)
+                    return self.client.converter.decode(answer, result_type or ret)
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise QueryTimeoutError(
+                        f"no worker answered query {name!r} on workflow {self.id!r} within "
+                        f"{seconds:g} s; is a worker for its task queue running?"
+                    )
+                await store.wait_for_change(min(left, 0.5))
+        finally:
+            await store.drop_query(qid)
+
+    async def cancel(self) -> None:
+        """Ask the run to cancel: the workflow sees ``asyncio.CancelledError``."""
+        await self.client.store.request_cancel(self.id, self.run_id)
+
+    async def terminate(self, reason: str = "") -> None:
+        """Close the run now, without running any more workflow code."""
+        await self.client.store.terminate(self.id, self.run_id, reason)
+
+    async def fetch_history(self) -> list[Event]:
+        """Every event of the run, in order."""
+        _, events = await self.client.store.history(self.id, self.run_id)
+        return events

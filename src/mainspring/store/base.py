@@ -1,0 +1,468 @@
+"""The store: one interface of the transactions the engine needs.
+
+:class:`Store` owns the rules (the transactions in ``_tx``) and the in-process
+wake-ups; a dialect provides a connection, its named SQL and :meth:`Store._run`, which
+executes a transaction function. Dialects batch the transactions that arrive together
+into one database transaction, each in its own savepoint, so concurrent runs share
+one commit (group commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ..errors import StoreError
+from ..history import Event
+from . import _tx
+from ._tx import Tx
+from .records import (
+    ActivityTask,
+    CompletionOutcome,
+    QueryRequest,
+    RunRecord,
+    WorkflowTask,
+    WorkflowTaskCompletion,
+)
+
+T = TypeVar("T")
+
+ACTIVITY_LEASE_CAP = 600.0
+
+
+class Clock:
+    """Wall-clock time in seconds since the epoch. Replace it to control time in tests."""
+
+    def now(self) -> float:
+        """The current time."""
+        return time.time()
+
+
+class Store(ABC):
+    """Durable state of every workflow run, shared by clients and workers."""
+
+    def __init__(self, url: str, clock: Clock | None = None) -> None:
+        self.url = url
+        self.clock = clock or Clock()
+        self._queues: dict[str, asyncio.Event] = {}
+        self._changed: asyncio.Event | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect, check the schema, and apply pending migrations."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Finish queued transactions and disconnect."""
+
+    @abstractmethod
+    async def _run(self, fn: Callable[[Tx], T], *, readonly: bool = False) -> T:
+        """Run ``fn`` in a transaction (possibly sharing its commit with others)."""
+
+    # ------------------------------------------------------------------ wake-ups
+
+    def notify(self, task_queue: str | None = None) -> None:
+        """Wake in-process waiters: pollers of ``task_queue`` (all if ``None``) and watchers."""
+        if task_queue is None:
+            for ev in self._queues.values():
+                ev.set()
+        else:
+            ev = self._queues.get(task_queue)
+            if ev is not None:
+                ev.set()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def wait_for_work(self, task_queue: str, timeout: float) -> None:
+        """Return when work may be available on ``task_queue``, or after ``timeout``."""
+        ev = self._queues.setdefault(task_queue, asyncio.Event())
+        if not ev.is_set():
+            try:
+                await asyncio.wait_for(ev.wait(), timeout)
+            except TimeoutError:
+                pass
+        ev.clear()
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return when any run may have changed, or after ``timeout``."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    def _now(self) -> float:
+        return self.clock.now()
+
+    # ------------------------------------------------------------------ client operations
+
+    async def start_workflow(
+        self, *, workflow_id: str, workflow_type: str, task_queue: str, input: str,
+        use_existing: bool = False,
+    ) -> tuple[str, bool]:
+        """Start a run; return ``(run_id, started)``."""
+        result = await self._run(
+            functools.partial(
+                _tx.start_workflow,
+                workflow_id=workflow_id,
+                workflow_type=workflow_type,
+                task_queue=task_queue,
+                input=input,
+                now=self._now(),
+                use_existing=use_existing,
+            )
+        )
+        self.notify(task_queue)
+        return result
+
+    async def describe(self, workflow_id: str, run_id: str | None = None) -> RunRecord:
+        """The latest (or given) run of ``workflow_id``."""
+        return await self._run(
+            lambda tx: _tx.describe(tx, workflow_id, run_id), readonly=True
+        )
+
+    async def list_runs(
+        self, *, status: str | None = None, workflow_type: str | None = None, limit: int = 100
+    ) -> list[RunRecord]:
+        """Runs, newest first."""
+        return await self._run(
+            lambda tx: _tx.list_runs(tx, status, workflow_type, limit), readonly=True
+        )
+
+    async def history(
+        self, workflow_id: str, run_id: str | None = None
+    ) -> tuple[RunRecord, list[Event]]:
+        """A run and its full history."""
+        return await self._run(lambda tx: _tx.history(tx, workflow_id, run_id), readonly=True)
+
+    async def events_after(self, run_id: str, after: int) -> list[Event]:
+        """Events of ``run_id`` after ``after``."""
+        return await self._run(lambda tx: _tx.events_after(tx, run_id, after), readonly=True)
+
+    async def signal(self, workflow_id: str, run_id: str | None, name: str, input: str) -> None:
+        """Deliver a signal to the open run."""
+        now = self._now()
+        await self._run(lambda tx: _tx.signal(tx, workflow_id, run_id, name, input, now))
+        self.notify()
+
+    async def request_cancel(self, workflow_id: str, run_id: str | None) -> None:
+        """Ask the open run to cancel."""
+        now = self._now()
+        await self._run(lambda tx: _tx.request_cancel(tx, workflow_id, run_id, now))
+        self.notify()
+
+    async def terminate(self, workflow_id: str, run_id: str | None, reason: str) -> None:
+        """Close the open run now."""
+        now = self._now()
+        await self._run(lambda tx: _tx.terminate(tx, workflow_id, run_id, reason, now))
+        self.notify()
+
+    async def submit_query(
+        self, workflow_id: str, run_id: str | None, name: str, args: str, timeout: float
+    ) -> str:
+        """Queue a query; return its id."""
+        now = self._now()
+        qid = await self._run(
+            functools.partial(
+                _tx.submit_query, workflow_id=workflow_id, run_id=run_id, name=name,
+                args=args, now=now, expires_at=now + timeout,
+            )
+        )
+        self.notify()
+        return qid
+
+    async def query_result(self, query_id: str) -> tuple[bool, str | None, str | None]:
+        """``(done, answer, error)`` of a query."""
+        return await self._run(lambda tx: _tx.query_result(tx, query_id), readonly=True)
+
+    async def drop_query(self, query_id: str) -> None:
+        """Forget a query."""
+        now = self._now()
+        await self._run(lambda tx: _tx.drop_query(tx, query_id, now))
+
+    # ------------------------------------------------------------------ worker operations
+
+    async def claim_workflow_tasks(
+        self, task_queue: str, owner: str, limit: int, lease: float, known: dict[str, int]
+    ) -> list[WorkflowTask]:
+        """Lease ready workflow tasks."""
+        return await self._run(
+            functools.partial(
+                _tx.claim_workflow_tasks, task_queue=task_queue, owner=owner,
+                now=self._now(), limit=limit, lease=lease, known=known,
+            )
+        )
+
+    async def complete_workflow_task(self, c: WorkflowTaskCompletion) -> CompletionOutcome:
+        """Record a workflow task's decision."""
+        out = await self._run(
+            lambda tx: _tx.complete_workflow_task(tx, c, self._now(), ACTIVITY_LEASE_CAP)
+        )
+        self._notify_after(out, c)
+        return out
+
+    def _notify_after(self, out: CompletionOutcome | None, c: WorkflowTaskCompletion) -> None:
+        if out is None:
+            return
+        if not out.accepted or out.closed:
+            self.notify()
+            return
+        for cmd in c.commands:
+            tq = getattr(cmd, "task_queue", None)
+            if tq is not None:
+                self.notify(tq)
+
+    async def fail_workflow_task(
+        self, run_id: str, fence: int, owner: str, failure: dict[str, Any], retry_in: float
+    ) -> None:
+        """Record a failed workflow task and schedule its retry."""
+        now = self._now()
+        await self._run(
+            functools.partial(
+                _tx.fail_workflow_task, run_id=run_id, fence=fence, owner=owner,
+                failure=failure, now=now, retry_at=now + retry_in,
+            )
+        )
+        self.notify()
+
+    async def release_workflow_task(self, run_id: str, fence: int, owner: str) -> None:
+        """Hand a claimed workflow task back."""
+        now = self._now()
+        await self._run(
+            functools.partial(
+                _tx.release_workflow_task, run_id=run_id, fence=fence, owner=owner, now=now
+            )
+        )
+
+    async def reset_backoff(self, task_queue: str) -> int:
+        """Make failed workflow tasks of ``task_queue`` due now."""
+        now = self._now()
+        return await self._run(lambda tx: _tx.reset_backoff(tx, task_queue, now))
+
+    async def claim_activities(self, task_queue: str, owner: str, limit: int) -> list[ActivityTask]:
+        """Lease ready activity attempts."""
+        now = self._now()
+        return await self._run(
+            functools.partial(
+                _tx.claim_activities, task_queue=task_queue, owner=owner, now=now, limit=limit
+            )
+        )
+
+    async def complete_activity(self, task: ActivityTask, result: str) -> bool:
+        """Record an attempt's result; ``False`` if the attempt was stale."""
+        now = self._now()
+        run = await self._run(
+            functools.partial(
+                _tx.complete_activity, run_id=task.run_id, seq=task.seq, fence=task.fence,
+                result=result, now=now,
+            )
+        )
+        if run is not None:
+            self.notify(run.task_queue)
+        return run is not None
+
+    async def complete_activity_and_decide(
+        self, task: ActivityTask, result: str, expected_length: int, c: WorkflowTaskCompletion
+    ) -> CompletionOutcome | None:
+        """Record a result and the workflow's next decision in one transaction."""
+        out = await self._run(
+            lambda tx: _tx.complete_activity_and_decide(
+                tx, seq=task.seq, fence=task.fence, result=result,
+                expected_length=expected_length, completion=c, now=self._now(),
+                activity_lease_cap=ACTIVITY_LEASE_CAP,
+            )
+        )
+        if out is not None and not out.accepted:
+            self.notify()
+        else:
+            self._notify_after(out, c)
+        return out
+
+    async def fail_activity(self, task: ActivityTask, failure: dict[str, Any]) -> bool:
+        """Record a failed attempt (retried or final)."""
+        now = self._now()
+        ok = await self._run(
+            functools.partial(
+                _tx.fail_activity, run_id=task.run_id, seq=task.seq, fence=task.fence,
+                failure=failure, now=now,
+            )
+        )
+        self.notify()
+        return ok
+
+    async def heartbeat_activity(self, task: ActivityTask, details: str | None) -> bool:
+        """Record progress; return whether the activity should stop."""
+        now = self._now()
+        return await self._run(
+            functools.partial(
+                _tx.heartbeat_activity, run_id=task.run_id, seq=task.seq, fence=task.fence,
+                details=details, now=now,
+            )
+        )
+
+    async def activity_cancel_requested(self, task: ActivityTask) -> bool:
+        """Whether the attempt should stop."""
+        return await self._run(
+            functools.partial(
+                _tx.activity_cancel_requested, run_id=task.run_id, seq=task.seq,
+                fence=task.fence,
+            ),
+            readonly=True,
+        )
+
+    async def maintain(self, task_queue: str) -> float | None:
+        """Fire due timers and expire lapsed leases; return the next time work falls due."""
+        now = self._now()
+
+        def run(tx: Tx) -> tuple[int, float | None]:
+            fired = _tx.fire_timers(tx, now) + _tx.expire(tx, now)
+            return fired, _tx.next_wakeup(tx, task_queue)
+
+        fired, wake = await self._run(run)
+        if fired:
+            self.notify()
+        return wake
+
+    async def claim_queries(self, task_queue: str, owner: str, limit: int) -> list[QueryRequest]:
+        """Lease open queries."""
+        now = self._now()
+        return await self._run(
+            functools.partial(
+                _tx.claim_queries, task_queue=task_queue, owner=owner, now=now, limit=limit
+            )
+        )
+
+    async def answer_query(self, query_id: str, answer: str | None, error: str | None) -> None:
+        """Answer a query."""
+        await self._run(
+            functools.partial(_tx.answer_query, query_id=query_id, answer=answer, error=error)
+        )
+        self.notify()
+
+
+# --------------------------------------------------------------------------- group commit
+
+
+class _Op:
+    __slots__ = ("fn", "fut", "loop", "readonly", "result", "error")
+
+    def __init__(
+        self, fn: Callable[[Any], Any], fut: asyncio.Future[Any], loop: asyncio.AbstractEventLoop,
+        readonly: bool,
+    ) -> None:
+        self.fn = fn
+        self.fut = fut
+        self.loop = loop
+        self.readonly = readonly
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+def _deliver(ops: list[_Op]) -> None:
+    for op in ops:
+        if op.fut.done():
+            continue
+        if op.error is not None:
+            op.fut.set_exception(op.error)
+        else:
+            op.fut.set_result(op.result)
+
+
+class GroupCommitThread:
+    """One database connection in its own thread, committing queued work in batches.
+
+    Every queued function runs in its own savepoint, so one failing function rolls back
+    alone; the batch then commits once. Results are delivered after the commit, so a
+    caller never sees an effect that is not yet durable.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        connect: Callable[[], Any],
+        execute: Callable[[Any, list[_Op]], None],
+        max_batch: int = 256,
+    ) -> None:
+        self._connect = connect
+        self._execute = execute
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _main(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:  # noqa: BLE001 - reported to the opener
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while True:
+                op = self._queue.get()
+                if op is None:
+                    break
+                batch = [op]
+                stop = False
+                while len(batch) < self._max_batch:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    batch.append(nxt)
+                try:
+                    self._execute(conn, batch)
+                except BaseException as exc:  # noqa: BLE001 - every op learns of it
+                    err = exc if isinstance(exc, StoreError) else StoreError(
+                        f"database error: {exc}"
+                    )
+                    if err is not exc:
+                        err.__cause__ = exc
+                    for o in batch:
+                        o.error = err
+                by_loop: dict[asyncio.AbstractEventLoop, list[_Op]] = {}
+                for o in batch:
+                    by_loop.setdefault(o.loop, []).append(o)
+                for loop, ops in by_loop.items():
+                    try:
+                        loop.call_soon_threadsafe(_deliver, ops)
+                    except RuntimeError:
+                        pass  # the caller's loop is closed
+                if stop:
+                    break
+        finally:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+
+    def submit(self, fn: Callable[[Any], T], readonly: bool) -> asyncio.Future[T]:
+        """Queue ``fn``; the future resolves after the batch holding it commits."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Op(fn, fut, loop, readonly))
+        return fut
+
+    def stop(self) -> None:
+        """Finish queued work and close the connection."""
+        self._queue.put(None)
+        self._thread.join()

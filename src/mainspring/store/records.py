@@ -1,0 +1,146 @@
+"""Records the store returns and takes."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..history import Event
+from ..runtime.commands import Command
+
+
+class WorkflowStatus(enum.StrEnum):
+    """A run's lifecycle state.
+
+    RUNNING: not closed yet (it may be waiting, or blocked by a failing workflow task).
+    COMPLETED, FAILED, CANCELED, TERMINATED: closed, with a result or a failure.
+    """
+
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"
+    TERMINATED = "TERMINATED"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord:
+    """A stored workflow run."""
+
+    run_id: str
+    workflow_id: str
+    workflow_type: str
+    task_queue: str
+    status: WorkflowStatus
+    input: str
+    result: str | None
+    failure: dict[str, Any] | None
+    created_at: float
+    closed_at: float | None
+    history_length: int
+    wft_ready_at: float | None
+    wft_attempt: int
+    wft_failure: dict[str, Any] | None
+    cancel_requested: bool
+    wft_fence: int = 0
+    wft_lease_owner: str | None = None
+    wft_lease_until: float | None = None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> RunRecord:
+        """Build from a ``run_by_id``-shaped row."""
+        return cls(
+            run_id=row[0],
+            workflow_id=row[1],
+            workflow_type=row[2],
+            task_queue=row[3],
+            status=WorkflowStatus(row[4]),
+            input=row[5],
+            result=row[6],
+            failure=json.loads(row[7]) if row[7] else None,
+            created_at=row[8],
+            closed_at=row[9],
+            history_length=row[10] - 1,
+            wft_ready_at=row[11],
+            wft_lease_owner=row[12],
+            wft_lease_until=row[13],
+            wft_fence=row[14],
+            wft_attempt=row[15],
+            wft_failure=json.loads(row[16]) if row[16] else None,
+            cancel_requested=bool(row[17]),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkflowTask:
+    """A claimed workflow task: the run and the events its worker has not seen."""
+
+    run_id: str
+    workflow_id: str
+    workflow_type: str
+    task_queue: str
+    fence: int
+    attempt: int
+    start_time: float
+    history_length: int
+    events: list[Event]
+    events_after: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActivityTask:
+    """A claimed activity attempt. ``fence`` must accompany its completion."""
+
+    run_id: str
+    seq: int
+    fence: int
+    workflow_id: str
+    workflow_type: str
+    activity_type: str
+    task_queue: str
+    input: str
+    options: dict[str, Any]
+    attempt: int
+    scheduled_at: float
+    heartbeat_details: str | None
+    attempt_deadline: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkflowTaskCompletion:
+    """What a worker hands back for a workflow task."""
+
+    run_id: str
+    fence: int
+    owner: str
+    through: int
+    time: float
+    commands: list[Command]
+    eager_activity_slots: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompletionOutcome:
+    """What the store did with a completion.
+
+    ``accepted`` is false when the lease was lost (another worker has the run) or new
+    signals arrived that the closing code did not see: the worker must drop its cached
+    state. ``history_length`` is the run's length after the write.
+    """
+
+    accepted: bool
+    history_length: int = 0
+    closed: bool = False
+    eager: list[ActivityTask] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueryRequest:
+    """A claimed query."""
+
+    query_id: str
+    run_id: str
+    name: str
+    args: str

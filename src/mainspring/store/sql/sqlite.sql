@@ -1,0 +1,199 @@
+-- Named queries of the SQLite store. Each block starts with `-- name: NAME`;
+-- postgres.sql holds the same names.
+
+-- name: get_meta
+SELECT value FROM mainspring_meta WHERE key = :key;
+
+-- name: set_meta
+INSERT INTO mainspring_meta (key, value) VALUES (:key, :value)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- name: insert_run
+INSERT INTO mainspring_runs (run_id, workflow_id, workflow_type, task_queue, status, input,
+    created_at, next_event_id, wft_ready_at)
+VALUES (:run_id, :workflow_id, :workflow_type, :task_queue, 'RUNNING', :input,
+    :now, 2, :now);
+
+-- name: run_by_id
+SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
+    created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
+    wft_fence, wft_attempt, wft_failure, cancel_requested
+FROM mainspring_runs WHERE run_id = :run_id;
+
+-- name: run_by_id_for_update
+SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
+    created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
+    wft_fence, wft_attempt, wft_failure, cancel_requested
+FROM mainspring_runs WHERE run_id = :run_id;
+
+-- name: open_run_by_workflow_id
+SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
+    created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
+    wft_fence, wft_attempt, wft_failure, cancel_requested
+FROM mainspring_runs WHERE workflow_id = :workflow_id AND status = 'RUNNING';
+
+-- name: latest_run_by_workflow_id
+SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
+    created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
+    wft_fence, wft_attempt, wft_failure, cancel_requested
+FROM mainspring_runs WHERE workflow_id = :workflow_id
+ORDER BY status = 'RUNNING' DESC, created_at DESC LIMIT 1;
+
+-- name: list_runs
+SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
+    created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
+    wft_fence, wft_attempt, wft_failure, cancel_requested
+FROM mainspring_runs
+WHERE (:status IS NULL OR status = :status)
+  AND (:workflow_type IS NULL OR workflow_type = :workflow_type)
+ORDER BY created_at DESC LIMIT :limit;
+
+-- name: insert_event
+INSERT INTO mainspring_events (run_id, event_id, event_type, time, data)
+VALUES (:run_id, :event_id, :event_type, :time, :data);
+
+-- name: events_after
+SELECT event_id, event_type, time, data FROM mainspring_events
+WHERE run_id = :run_id AND event_id > :after ORDER BY event_id;
+
+-- name: wft_candidates
+SELECT run_id FROM mainspring_runs
+WHERE task_queue = :task_queue AND wft_ready_at IS NOT NULL AND wft_ready_at <= :now
+  AND (wft_lease_owner IS NULL OR wft_lease_until < :now) AND status = 'RUNNING'
+ORDER BY wft_ready_at LIMIT :limit;
+
+-- name: lease_wft
+UPDATE mainspring_runs
+SET wft_lease_owner = :owner, wft_lease_until = :until, wft_fence = wft_fence + 1
+WHERE run_id = :run_id
+RETURNING wft_fence;
+
+-- name: set_run_progress
+UPDATE mainspring_runs
+SET next_event_id = :next_event_id, wft_ready_at = :wft_ready_at, wft_lease_owner = :owner,
+    wft_lease_until = :until, wft_attempt = :wft_attempt, wft_failure = :wft_failure,
+    cancel_requested = :cancel_requested
+WHERE run_id = :run_id;
+
+-- name: close_run
+UPDATE mainspring_runs
+SET status = :status, result = :result, failure = :failure, closed_at = :now,
+    next_event_id = :next_event_id, wft_ready_at = NULL, wft_lease_owner = NULL,
+    wft_lease_until = NULL, wft_failure = NULL
+WHERE run_id = :run_id;
+
+-- name: reset_wft_backoff
+UPDATE mainspring_runs SET wft_ready_at = :now
+WHERE task_queue = :task_queue AND status = 'RUNNING' AND wft_ready_at > :now
+  AND wft_attempt > 1;
+
+-- name: insert_activity
+INSERT INTO mainspring_activities (run_id, seq, workflow_id, workflow_type, activity_type,
+    task_queue, input, options, attempt, scheduled_at, ready_at, deadline, lease_owner,
+    lease_until, attempt_deadline, fence)
+VALUES (:run_id, :seq, :workflow_id, :workflow_type, :activity_type, :task_queue, :input,
+    :options, 1, :now, :now, :deadline, :owner, :until, :attempt_deadline, :fence);
+
+-- name: activity_candidates
+SELECT run_id, seq, options, deadline FROM mainspring_activities
+WHERE task_queue = :task_queue AND lease_owner IS NULL AND ready_at <= :now
+ORDER BY ready_at LIMIT :limit;
+
+-- name: lease_activity
+UPDATE mainspring_activities
+SET lease_owner = :owner, lease_until = :until, attempt_deadline = :attempt_deadline,
+    fence = fence + 1
+WHERE run_id = :run_id AND seq = :seq
+RETURNING run_id, seq, workflow_id, workflow_type, activity_type, task_queue, input, options,
+    attempt, scheduled_at, deadline, fence, heartbeat_details, lease_until;
+
+-- name: activity_by_key
+SELECT run_id, seq, workflow_id, workflow_type, activity_type, task_queue, input, options,
+    attempt, scheduled_at, deadline, fence, heartbeat_details, lease_owner, lease_until,
+    attempt_deadline, cancel_requested, last_failure, ready_at
+FROM mainspring_activities WHERE run_id = :run_id AND seq = :seq;
+
+-- name: retry_activity
+UPDATE mainspring_activities
+SET attempt = attempt + 1, ready_at = :ready_at, lease_owner = NULL, lease_until = NULL,
+    attempt_deadline = NULL, last_failure = :failure
+WHERE run_id = :run_id AND seq = :seq;
+
+-- name: heartbeat_activity
+UPDATE mainspring_activities
+SET heartbeat_details = :details, lease_until = :until
+WHERE run_id = :run_id AND seq = :seq AND fence = :fence AND lease_owner IS NOT NULL;
+
+-- name: delete_activity
+DELETE FROM mainspring_activities WHERE run_id = :run_id AND seq = :seq;
+
+-- name: request_cancel_activity
+UPDATE mainspring_activities SET cancel_requested = 1
+WHERE run_id = :run_id AND seq = :seq;
+
+-- name: delete_run_activities
+DELETE FROM mainspring_activities WHERE run_id = :run_id;
+
+-- name: expired_activities
+SELECT run_id, seq FROM mainspring_activities
+WHERE (lease_owner IS NOT NULL AND lease_until < :now)
+   OR (lease_owner IS NULL AND deadline IS NOT NULL AND deadline < :now)
+LIMIT :limit;
+
+-- name: insert_timer
+INSERT INTO mainspring_timers (run_id, seq, task_queue, fire_at)
+VALUES (:run_id, :seq, :task_queue, :fire_at);
+
+-- name: delete_timer
+DELETE FROM mainspring_timers WHERE run_id = :run_id AND seq = :seq;
+
+-- name: delete_run_timers
+DELETE FROM mainspring_timers WHERE run_id = :run_id;
+
+-- name: due_timers
+SELECT run_id, seq FROM mainspring_timers WHERE fire_at <= :now ORDER BY fire_at LIMIT :limit;
+
+-- name: next_timer
+SELECT MIN(fire_at) FROM mainspring_timers;
+
+-- name: next_activity_ready
+SELECT MIN(ready_at) FROM mainspring_activities
+WHERE task_queue = :task_queue AND lease_owner IS NULL;
+
+-- name: next_activity_expiry
+SELECT MIN(lease_until) FROM mainspring_activities WHERE lease_owner IS NOT NULL;
+
+-- name: next_wft_ready
+SELECT MIN(CASE WHEN wft_lease_owner IS NULL THEN wft_ready_at ELSE wft_lease_until END)
+FROM mainspring_runs WHERE task_queue = :task_queue AND wft_ready_at IS NOT NULL;
+
+-- name: insert_query
+INSERT INTO mainspring_queries (query_id, run_id, task_queue, name, args, created_at, expires_at)
+VALUES (:query_id, :run_id, :task_queue, :name, :args, :now, :expires_at);
+
+-- name: query_candidates
+SELECT query_id FROM mainspring_queries
+WHERE task_queue = :task_queue AND done = 0 AND expires_at > :now
+  AND (lease_owner IS NULL OR lease_until < :now)
+ORDER BY created_at LIMIT :limit;
+
+-- name: lease_query
+UPDATE mainspring_queries SET lease_owner = :owner, lease_until = :until
+WHERE query_id = :query_id
+RETURNING query_id, run_id, name, args;
+
+-- name: answer_query
+UPDATE mainspring_queries SET done = 1, answer = :answer, error = :error
+WHERE query_id = :query_id AND done = 0;
+
+-- name: query_by_id
+SELECT done, answer, error FROM mainspring_queries WHERE query_id = :query_id;
+
+-- name: delete_query
+DELETE FROM mainspring_queries WHERE query_id = :query_id;
+
+-- name: fail_run_queries
+UPDATE mainspring_queries SET done = 1, error = :error WHERE run_id = :run_id AND done = 0;
+
+-- name: delete_expired_queries
+DELETE FROM mainspring_queries WHERE expires_at < :cutoff;

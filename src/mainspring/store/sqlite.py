@@ -1,0 +1,270 @@
+"""The embedded SQLite store: one file, zero set-up.
+
+WAL journal with ``synchronous=FULL`` by default: a committed step survives power
+loss, not only a process crash. ``?synchronous=normal`` in the URL trades that for
+speed: in WAL mode a power cut may then lose the last commits, never corrupt the
+file. Several processes may share one file; SQLite serialises their writes and every
+claim carries a lease and a fencing token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Callable
+from importlib import resources
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..errors import NotAMainspringDatabaseError, SchemaVersionError, StoreError
+from ._tx import Tx
+from .base import Clock, GroupCommitThread, Store, _Op
+from .sqlfile import load_queries
+
+T = TypeVar("T")
+
+SCHEMA_MARK = "mainspring"
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    folder = resources.files("mainspring.store") / "migrations" / "sqlite"
+    out = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            out.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
+    return sorted(out)
+
+
+def schema_version() -> int:
+    """The schema version this code writes."""
+    return _migrations()[-1][0]
+
+
+def _statements(script: str) -> list[str]:
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        if line.lstrip().startswith("--") and not buf.strip():
+            continue
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
+
+
+class _SQLiteTx:
+    __slots__ = ("conn", "sql")
+
+    def __init__(self, conn: sqlite3.Connection, sql: dict[str, str]) -> None:
+        self.conn = conn
+        self.sql = sql
+
+    def q(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return self.conn.execute(self.sql[name], params).fetchall()
+
+    def x(self, name: str, params: dict[str, Any]) -> int:
+        return self.conn.execute(self.sql[name], params).rowcount
+
+    def xmany(self, name: str, params: Any) -> None:
+        self.conn.executemany(self.sql[name], params)
+
+
+def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
+    """Return (path, options) of ``sqlite:///path.db?synchronous=normal``."""
+    if url in ("memory://", "sqlite://:memory:", "sqlite:///:memory:", ":memory:"):
+        return ":memory:", {}
+    parts = urlsplit(url)
+    if parts.scheme and parts.scheme != "sqlite":
+        raise StoreError(f"not a SQLite URL: {url!r}")
+    path = unquote(parts.path if parts.scheme else url.split("?", 1)[0])
+    if parts.scheme and parts.netloc:
+        path = parts.netloc + path
+    if parts.scheme and path.startswith("/") and not path.startswith("//"):
+        path = path[1:]  # sqlite:///rel.db -> rel.db ; sqlite:////abs.db -> /abs.db
+    elif path.startswith("//"):
+        path = path[1:]
+    if not path:
+        raise StoreError(f"the SQLite URL {url!r} names no file; use sqlite:///path/to/file.db")
+    opts = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    return path, opts
+
+
+class SQLiteStore(Store):
+    """A :class:`Store` on one SQLite file (or in memory, for tests)."""
+
+    def __init__(self, url: str, clock: Clock | None = None, *, watch_interval: float = 0.01
+                 ) -> None:
+        super().__init__(url, clock)
+        self.path, opts = parse_sqlite_url(url)
+        sync = opts.get("synchronous", "full").upper()
+        if sync not in ("FULL", "NORMAL", "EXTRA"):
+            raise StoreError(f"synchronous must be full, normal or extra, not {sync.lower()!r}")
+        self.synchronous = sync
+        self._sql = load_queries("sqlite")
+        self._writer: GroupCommitThread | None = None
+        self._watch_interval = watch_interval
+        self._watcher: asyncio.Task[None] | None = None
+        self.commits = 0
+
+    # ------------------------------------------------------------------ connection
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=60, isolation_level=None, check_same_thread=False,
+                cached_statements=512,
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.execute("PRAGMA foreign_keys=OFF")
+            self._migrate(conn)
+        except sqlite3.DatabaseError as exc:
+            raise NotAMainspringDatabaseError(
+                f"{self.path} is not a Mainspring database ({exc}); point --db / "
+                "MAINSPRING_DB at a new or existing Mainspring file"
+            ) from exc
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        migrations = _migrations()
+        latest = migrations[-1][0]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            tables = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%'"
+                )
+            }
+            current = 0
+            if tables:
+                if "mainspring_meta" not in tables:
+                    raise NotAMainspringDatabaseError(
+                        f"{self.path} holds tables that are not Mainspring's "
+                        f"({', '.join(sorted(tables)[:5])}); refusing to touch it. Point "
+                        "--db / MAINSPRING_DB at a new file"
+                    )
+                meta = dict(conn.execute("SELECT key, value FROM mainspring_meta").fetchall())
+                if meta.get("schema") != SCHEMA_MARK:
+                    raise NotAMainspringDatabaseError(
+                        f"{self.path} is not a Mainspring database (no schema mark)"
+                    )
+                current = int(meta.get("version", "0"))
+                if current > latest:
+                    raise SchemaVersionError(
+                        f"{self.path} has schema version {current}, newer than this "
+                        f"Mainspring's {latest}; upgrade Mainspring (pip install -U "
+                        "mainspring) to open it. Nothing was changed"
+                    )
+            for version, _name, script in migrations:
+                if version <= current:
+                    continue
+                for stmt in _statements(script):
+                    conn.execute(stmt)
+                conn.execute(
+                    "INSERT INTO mainspring_meta (key, value) VALUES ('schema', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (SCHEMA_MARK,),
+                )
+                conn.execute(
+                    "INSERT INTO mainspring_meta (key, value) VALUES ('version', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (str(version),),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _execute(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+        tx = _SQLiteTx(conn, self._sql)
+        readonly = all(op.readonly for op in batch)
+        conn.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        try:
+            if len(batch) == 1:
+                op = batch[0]
+                try:
+                    op.result = op.fn(tx)
+                except Exception as exc:  # noqa: BLE001 - delivered to the caller
+                    op.error = exc
+                    conn.execute("ROLLBACK")
+                    return
+            else:
+                for op in batch:
+                    conn.execute("SAVEPOINT op")
+                    try:
+                        op.result = op.fn(tx)
+                    except Exception as exc:  # noqa: BLE001 - delivered to the caller
+                        op.error = exc
+                        conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+            conn.execute("COMMIT")
+            self.commits += 1
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        """Open the file (creating and migrating it if needed)."""
+        if self._writer is not None:
+            return
+        self._writer = await asyncio.to_thread(
+            GroupCommitThread, "mainspring-sqlite", self._connect, self._execute
+        )
+        if self.path != ":memory:":
+            self._watcher = asyncio.create_task(self._watch())
+
+    async def close(self) -> None:
+        """Finish queued transactions and close the file."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await asyncio.to_thread(writer.stop)
+
+    async def _run(self, fn: Callable[[Tx], T], *, readonly: bool = False) -> T:
+        if self._writer is None:
+            raise StoreError("the store is closed; use Client.connect() to open it")
+        return await self._writer.submit(fn, readonly)
+
+    async def _watch(self) -> None:
+        """Wake local waiters when another process commits (``PRAGMA data_version``).
+
+        ``data_version`` also moves on this process's own commits; those already woke
+        local waiters, so such changes wake them again at most every 100 ms.
+        """
+        conn = await asyncio.to_thread(
+            sqlite3.connect, self.path, timeout=60, isolation_level=None,
+            check_same_thread=False,
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            last = None
+            own = self.commits
+            last_wake = 0.0
+            while True:
+                version = await asyncio.to_thread(
+                    lambda: conn.execute("PRAGMA data_version").fetchone()[0]
+                )
+                now = loop.time()
+                if last is not None and version != last and (
+                    self.commits == own or now - last_wake > 0.1
+                ):
+                    self.notify()
+                    last_wake = now
+                last = version
+                own = self.commits
+                await asyncio.sleep(self._watch_interval)
+        finally:
+            conn.close()

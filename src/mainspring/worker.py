@@ -1,0 +1,249 @@
+"""The Worker: serves a task queue's workflows and activities."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._activity_runner import ActivityRunner
+from ._workflow_runner import WorkflowRunner
+from .activity import ActivityDefinition
+from .errors import WorkerError
+from .workflow import WorkflowDefinition
+
+if TYPE_CHECKING:
+    from .client import Client
+
+log = logging.getLogger("mainspring.worker")
+
+
+class Worker:
+    """Polls one task queue and runs its workflow tasks and activities.
+
+    Use it as an async context manager (``async with Worker(...):``) around code that
+    needs it, or ``await worker.run()`` to serve until SIGTERM/SIGINT. On shutdown it
+    stops taking work, lets running activities finish for ``graceful_shutdown_timeout``,
+    then cancels the rest (they are retried elsewhere).
+
+    Args:
+        client: The client whose store this worker serves.
+        task_queue: The queue to poll.
+        workflows: ``@workflow.defn`` classes.
+        activities: ``@activity.defn`` functions.
+        max_concurrent_activities: Activity attempts run at once.
+        max_concurrent_workflow_tasks: Workflow tasks processed at once.
+        max_cached_workflows: Runs kept in memory between steps; evicted runs are
+            replayed from history when they next wake.
+        deadlock_timeout: How long workflow code may hold the thread in one step before
+            the step fails as a deadlock.
+        graceful_shutdown_timeout: How long running activities get to finish on shutdown.
+        poll_interval: The longest a worker waits before polling again when nothing woke
+            it (other processes' work is usually noticed within milliseconds).
+        identity: This worker's name in leases; defaults to ``host:pid:random``.
+        activity_executor: The thread pool of sync activities (default: one sized to
+            ``max_concurrent_activities``).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        task_queue: str,
+        workflows: Sequence[type] = (),
+        activities: Sequence[Callable[..., Any]] = (),
+        max_concurrent_activities: int = 100,
+        max_concurrent_workflow_tasks: int = 100,
+        max_cached_workflows: int = 1000,
+        deadlock_timeout: timedelta = timedelta(seconds=2),
+        graceful_shutdown_timeout: timedelta = timedelta(seconds=10),
+        poll_interval: timedelta = timedelta(seconds=1),
+        identity: str | None = None,
+        activity_executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        if not task_queue:
+            raise WorkerError("task_queue must be a non-empty string")
+        if not workflows and not activities:
+            raise WorkerError("a worker needs at least one workflow or activity")
+        for name, value in (
+            ("max_concurrent_activities", max_concurrent_activities),
+            ("max_concurrent_workflow_tasks", max_concurrent_workflow_tasks),
+            ("max_cached_workflows", max_cached_workflows),
+        ):
+            if value < 1:
+                raise WorkerError(f"{name} must be at least 1")
+        self.client = client
+        self.task_queue = task_queue
+        self.identity = identity or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._workflows = _register_workflows(workflows)
+        self._activities = _register_activities(activities)
+        self._grace = graceful_shutdown_timeout.total_seconds()
+        self._poll = poll_interval.total_seconds()
+        self._own_executor = activity_executor is None
+        self._executor = activity_executor or ThreadPoolExecutor(
+            max_workers=max_concurrent_activities, thread_name_prefix="mainspring-activity"
+        )
+        store = client.store
+        self._timer_wake = asyncio.Event()
+        self._activity = ActivityRunner(
+            store=store,
+            converter=client.converter,
+            task_queue=task_queue,
+            activities=self._activities,
+            owner=self.identity,
+            max_concurrent=max_concurrent_activities,
+            poll_interval=self._poll,
+            executor=self._executor,
+            try_decide=self._try_decide,
+        )
+        self._workflow = WorkflowRunner(
+            store=store,
+            converter=client.converter,
+            task_queue=task_queue,
+            workflows=self._workflows,
+            owner=self.identity,
+            max_concurrent=max_concurrent_workflow_tasks,
+            max_cached=max_cached_workflows,
+            deadlock_timeout=deadlock_timeout.total_seconds(),
+            poll_interval=self._poll,
+            reserve_activity_slots=self._activity.reserve,
+            dispatch_activity=self._activity.dispatch,
+            release_activity_slots=self._activity.release,
+            timer_started=self._timer_wake.set,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+        self._started = False
+
+    async def _try_decide(self, task: Any, result: str) -> bool:
+        if not self._workflows:
+            return False
+        return await self._workflow.try_decide(task, result)
+
+    @property
+    def cached_workflows(self) -> int:
+        """Runs currently held in this worker's cache."""
+        return self._workflow.cached_runs
+
+    async def start(self) -> None:
+        """Start polling. Failed workflow tasks of this queue are retried at once."""
+        if self._started:
+            return
+        self._started = True
+        store = self.client.store
+        if self._workflows:
+            await store.reset_backoff(self.task_queue)
+            self._tasks.append(asyncio.create_task(self._workflow.poll()))
+            self._tasks.append(asyncio.create_task(self._workflow.poll_queries()))
+        if self._activities:
+            self._tasks.append(asyncio.create_task(self._activity.poll()))
+        self._tasks.append(asyncio.create_task(self._maintain()))
+        log.info(
+            "worker %s serving task queue %r: %d workflow(s), %d activity(ies)",
+            self.identity, self.task_queue, len(self._workflows), len(self._activities),
+        )
+
+    async def _maintain(self) -> None:
+        store = self.client.store
+        while True:
+            try:
+                wake = await store.maintain(self.task_queue)
+            except Exception:  # noqa: BLE001 - the database may come back
+                log.exception("firing timers failed; retrying")
+                wake = None
+            now = store.clock.now()
+            delay = self._poll if wake is None else max(0.0, min(self._poll, wake - now))
+            self._timer_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_wake.wait(), delay)
+            if wake is not None and store.clock.now() >= wake:
+                store.notify(self.task_queue)  # a retry backoff or a lease ran out
+
+    async def shutdown(self) -> None:
+        """Stop taking work, let running work finish (up to the grace period), stop."""
+        if not self._started or self._stopped.is_set():
+            self._stopped.set()
+            return
+        self._workflow.stopping = True
+        self._activity.stopping = True
+        self.client.store.notify()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await self._activity.drain(self._grace)
+        await self._workflow.drain(self._grace)
+        self._workflow.close()
+        if self._own_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._stopped.set()
+        log.info("worker %s stopped", self.identity)
+
+    async def run(self) -> None:
+        """Serve until SIGTERM or SIGINT (or :meth:`shutdown`), then shut down gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop.set)
+                installed.append(sig)
+        await self.start()
+        try:
+            stopped = asyncio.create_task(self._stopped.wait())
+            asked = asyncio.create_task(stop.wait())
+            await asyncio.wait({stopped, asked}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            asked.cancel()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+            await self.shutdown()
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+
+def _register_workflows(classes: Sequence[type]) -> dict[str, WorkflowDefinition]:
+    out: dict[str, WorkflowDefinition] = {}
+    for cls in classes:
+        try:
+            d = WorkflowDefinition.of(cls)
+        except TypeError as exc:
+            raise WorkerError(str(exc)) from exc
+        if d.name in out and out[d.name].cls is not cls:
+            raise WorkerError(f"two workflows are named {d.name!r}; give one @workflow.defn(name=…)")
+        out[d.name] = d
+    return out
+
+
+def _register_activities(fns: Sequence[Callable[..., Any]]) -> dict[str, ActivityDefinition]:
+    out: dict[str, ActivityDefinition] = {}
+    for fn in fns:
+        try:
+            d = ActivityDefinition.of(fn)
+        except TypeError as exc:
+            raise WorkerError(str(exc)) from exc
+        if d.name in out and out[d.name].fn is not d.fn:
+            raise WorkerError(f"two activities are named {d.name!r}; give one @activity.defn(name=…)")
+        out[d.name] = d
+    return out
