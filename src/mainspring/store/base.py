@@ -64,6 +64,10 @@ class Store(ABC):
         """Finish queued transactions and disconnect."""
 
     @abstractmethod
+    async def schema_status(self) -> tuple[int, int]:
+        """``(version in the database, latest version this code knows)``."""
+
+    @abstractmethod
     async def _run(self, fn: Callable[[Tx], T], *, readonly: bool = False) -> T:
         """Run ``fn`` in a transaction (possibly sharing its commit with others)."""
 

@@ -233,6 +233,15 @@ class SQLiteStore(Store):
             writer, self._writer = self._writer, None
             await asyncio.to_thread(writer.stop)
 
+    async def schema_status(self) -> tuple[int, int]:
+        """``(version in the database, latest version this code knows)``."""
+
+        def read(tx: Tx) -> int:
+            rows = tx.q("get_meta", {"key": "version"})
+            return int(rows[0][0]) if rows else 0
+
+        return await self._run(read, readonly=True), schema_version()
+
     async def _run(self, fn: Callable[[Tx], T], *, readonly: bool = False) -> T:
         if self._writer is None:
             raise StoreError("the store is closed; use Client.connect() to open it")
