@@ -103,7 +103,7 @@ class ActivityRunner:
             self._free -= n
             try:
                 tasks = await self.store.claim_activities(self.task_queue, self.owner, n)
-            except Exception:  # noqa: BLE001 - the database may come back
+            except Exception:
                 self._free += n
                 log.exception("claiming activities failed; retrying")
                 await asyncio.sleep(self.poll_interval)
@@ -156,7 +156,7 @@ class ActivityRunner:
         try:
             if not await self._try_decide(task, text):
                 await self.store.complete_activity(task, text)
-        except Exception:  # noqa: BLE001 - the lease expires and the attempt is retried
+        except Exception:
             log.exception("recording the result of activity %s failed", task.activity_type)
 
     def _encode_result(self, result: Any, task: ActivityTask) -> str:
@@ -173,7 +173,7 @@ class ActivityRunner:
             )
         try:
             await self.store.fail_activity(task, failure.to_dict())
-        except Exception:  # noqa: BLE001 - the lease expires and the attempt is retried
+        except Exception:
             log.exception("recording the failure of activity %s failed", task.activity_type)
 
     async def _invoke(self, defn: ActivityDefinition, task: ActivityTask) -> Any:
@@ -227,8 +227,9 @@ class ActivityRunner:
 class _Heartbeater:
     """Sends an attempt's heartbeats, throttled, and cancels it when asked to stop."""
 
-    def __init__(self, runner: ActivityRunner, task: ActivityTask, loop: asyncio.AbstractEventLoop
-                 ) -> None:
+    def __init__(
+        self, runner: ActivityRunner, task: ActivityTask, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.runner = runner
         self.task = task
         self.loop = loop
@@ -270,7 +271,7 @@ class _Heartbeater:
         try:
             text = self.runner.converter.encode(details, what="heartbeat details")
             stop = await self.runner.store.heartbeat_activity(self.task, text)
-        except Exception:  # noqa: BLE001 - a lost heartbeat only risks a timeout
+        except Exception:
             log.warning("heartbeat of activity %s failed", self.task.activity_type, exc_info=True)
             return
         if stop and not self.cancelled:

@@ -73,6 +73,7 @@ class WorkflowRunner:
         self._cache: collections.OrderedDict[str, _Cached] = collections.OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
         self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight_queries: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
         self._executor = ThreadPoolExecutor(
             max_workers=max(4, min(max_concurrent, 32)) + 2,
@@ -95,7 +96,7 @@ class WorkflowRunner:
                 tasks = await self.store.claim_workflow_tasks(
                     self.task_queue, self.owner, free, WORKFLOW_TASK_LEASE, known
                 )
-            except Exception:  # noqa: BLE001 - the database may come back
+            except Exception:
                 log.exception("claiming workflow tasks failed; retrying")
                 await asyncio.sleep(self.poll_interval)
                 continue
@@ -215,7 +216,8 @@ class WorkflowRunner:
         if cached is not None and task.events_after == cached.instance.applied_through:
             inst = cached.instance
             if any(
-                e.event_type is EventType.WORKFLOW_TASK_COMPLETED and e.event_id > inst.last_marker_id
+                e.event_type is EventType.WORKFLOW_TASK_COMPLETED
+                and e.event_id > inst.last_marker_id
                 for e in events
             ):
                 self._evict(task.run_id)  # another worker moved the run on
@@ -234,23 +236,25 @@ class WorkflowRunner:
                 pending = inst.replay(events)
             else:
                 pending = [
-                    e for e in events
-                    if e.event_id > inst.applied_through and _is_incoming(e)
+                    e for e in events if e.event_id > inst.applied_through and _is_incoming(e)
                 ]
             return inst.activate(pending, now, replaying=False)
 
         commands = await self._in_thread(inst, run)
+        through = max(task.history_length, inst.applied_through)
         inst.history_length = max(inst.history_length, task.history_length)
-        await self._complete(inst, commands, fence=task.fence)
+        await self._complete(inst, commands, fence=task.fence, through=through)
 
-    async def _complete(self, inst: WorkflowInstance, commands: list[Command], fence: int) -> None:
+    async def _complete(
+        self, inst: WorkflowInstance, commands: list[Command], *, fence: int, through: int
+    ) -> None:
         schedules = [c for c in commands if isinstance(c, ScheduleActivity)]
         slots = self._reserve(schedules) if schedules else 0
         completion = WorkflowTaskCompletion(
             run_id=inst.info.run_id,
             fence=fence,
             owner=self.owner,
-            through=inst.applied_through,
+            through=through,
             time=inst.now,
             commands=commands,
             eager_activity_slots=slots,
@@ -295,7 +299,10 @@ class WorkflowRunner:
         log.log(
             level,
             "workflow task of %s (run %s, attempt %d) failed: %s",
-            task.workflow_id, task.run_id, task.attempt, failure.describe(),
+            task.workflow_id,
+            task.run_id,
+            task.attempt,
+            failure.describe(),
         )
         retry_in = min(2.0 ** (task.attempt - 1), 60.0)
         if isinstance(cause, NondeterminismError):
@@ -304,7 +311,7 @@ class WorkflowRunner:
             await self.store.fail_workflow_task(
                 task.run_id, task.fence, self.owner, failure.to_dict(), retry_in
             )
-        except Exception:  # noqa: BLE001 - the lease expires and the task is retried
+        except Exception:
             log.exception("recording the workflow task failure of %s failed", task.run_id)
 
     # ------------------------------------------------------------------ one-commit steps
@@ -343,8 +350,13 @@ class WorkflowRunner:
             schedules = [c for c in commands if isinstance(c, ScheduleActivity)]
             slots = self._reserve(schedules) if schedules else 0
             completion = WorkflowTaskCompletion(
-                run_id=task.run_id, fence=0, owner=self.owner, through=event.event_id,
-                time=inst.now, commands=commands, eager_activity_slots=slots,
+                run_id=task.run_id,
+                fence=0,
+                owner=self.owner,
+                through=event.event_id,
+                time=inst.now,
+                commands=commands,
+                eager_activity_slots=slots,
             )
             try:
                 out = await self.store.complete_activity_and_decide(
@@ -370,12 +382,14 @@ class WorkflowRunner:
         while not self.stopping:
             try:
                 queries = await self.store.claim_queries(self.task_queue, self.owner, 16)
-            except Exception:  # noqa: BLE001 - the database may come back
+            except Exception:
                 log.exception("claiming queries failed; retrying")
                 await asyncio.sleep(self.poll_interval)
                 continue
             for q in queries:
-                asyncio.create_task(self._answer(q.query_id, q.run_id, q.name, q.args))
+                t = asyncio.create_task(self._answer(q.query_id, q.run_id, q.name, q.args))
+                self._inflight_queries.add(t)
+                t.add_done_callback(self._inflight_queries.discard)
             if not queries:
                 await self.store.wait_for_work(self.task_queue + "\x00q", self.poll_interval)
 
@@ -395,7 +409,7 @@ class WorkflowRunner:
             error = json.dumps(error_to_failure(exc).to_dict())
         try:
             await self.store.answer_query(query_id, answer, error)
-        except Exception:  # noqa: BLE001 - the client times out and says so
+        except Exception:
             log.exception("answering query %s failed", query_id)
 
     async def _rebuild(self, run_id: str) -> WorkflowInstance:

@@ -193,8 +193,12 @@ class Client:
     ) -> Any:
         """Start a workflow and wait for its result."""
         handle = await self.start_workflow(
-            workflow, *args, id=id, task_queue=task_queue,
-            id_conflict_policy=id_conflict_policy, result_type=result_type,
+            workflow,
+            *args,
+            id=id,
+            task_queue=task_queue,
+            id_conflict_policy=id_conflict_policy,
+            result_type=result_type,
         )
         return await handle.result()
 
@@ -212,9 +216,11 @@ class Client:
         limit: int = 100,
     ) -> list[WorkflowDescription]:
         """Runs, newest first, optionally filtered by status and workflow type."""
-        st = WorkflowStatus(status.upper() if isinstance(status, str) else status).value if (
-            status is not None
-        ) else None
+        st = (
+            WorkflowStatus(status.upper() if isinstance(status, str) else status).value
+            if (status is not None)
+            else None
+        )
         records = await self.store.list_runs(status=st, workflow_type=workflow_type, limit=limit)
         return [WorkflowDescription.from_record(r) for r in records]
 
@@ -223,7 +229,11 @@ class WorkflowHandle:
     """A reference to one workflow (its latest run, or a given run)."""
 
     def __init__(
-        self, client: Client, workflow_id: str, *, run_id: str | None = None,
+        self,
+        client: Client,
+        workflow_id: str,
+        *,
+        run_id: str | None = None,
         result_type: Any = None,
     ) -> None:
         self.client = client
@@ -233,7 +243,8 @@ class WorkflowHandle:
 
     async def describe(self) -> WorkflowDescription:
         """The run's status, times, failure and (when blocked) its workflow task failure."""
-        return WorkflowDescription.from_record(await self.client.store.describe(self.id, self.run_id))
+        record = await self.client.store.describe(self.id, self.run_id)
+        return WorkflowDescription.from_record(record)
 
     async def result(self, *, timeout: timedelta | float | None = None) -> Any:
         """Wait for the run to close; return its result.
@@ -280,8 +291,11 @@ class WorkflowHandle:
         await self.client.store.signal(self.id, self.run_id, name, payload)
 
     async def query(
-        self, query: Callable[..., Any] | str, *args: Any,
-        timeout: timedelta | float = timedelta(seconds=10), result_type: Any = None,
+        self,
+        query: Callable[..., Any] | str,
+        *args: Any,
+        timeout: timedelta | float = timedelta(seconds=10),
+        result_type: Any = None,
     ) -> Any:
         """Ask a worker to run a query handler against the run's current state.
 

@@ -105,7 +105,7 @@ class PayloadConverter:
 
 def from_jsonable(value: Any, hint: Any) -> Any:
     """Convert a decoded JSON value to ``hint``; unknown or absent hints pass it through."""
-    if hint is None or hint is Any or value is None and hint is not type(None):
+    if hint is None or hint is Any or (value is None and hint is not type(None)):
         return value
     origin = typing.get_origin(hint)
     if origin is typing.Annotated:
@@ -115,8 +115,10 @@ def from_jsonable(value: Any, hint: Any) -> Any:
     if origin in (list, Sequence, set, frozenset) or hint in (list, set, frozenset):
         args = typing.get_args(hint)
         items = [from_jsonable(v, args[0] if args else None) for v in value]
-        return set(items) if origin is set or hint is set else (
-            frozenset(items) if origin is frozenset or hint is frozenset else items
+        return (
+            set(items)
+            if origin is set or hint is set
+            else (frozenset(items) if origin is frozenset or hint is frozenset else items)
         )
     if origin is tuple or hint is tuple:
         args = typing.get_args(hint)
@@ -194,7 +196,7 @@ def type_hints_of(fn: Any) -> tuple[list[Any], Any]:
 
     try:
         hints = typing.get_type_hints(fn)
-    except Exception:  # unresolvable forward references: decode as plain JSON
+    except Exception:  # noqa: BLE001 - unresolvable forward references: plain JSON
         hints = {}
     params = [
         p

@@ -25,7 +25,8 @@ class Replayer:
     """
 
     def __init__(self, *, workflows: Sequence[type]) -> None:
-        self._workflows = {WorkflowDefinition.of(c).name: WorkflowDefinition.of(c) for c in workflows}
+        defs = [WorkflowDefinition.of(c) for c in workflows]
+        self._workflows = {d.name: d for d in defs}
         self._converter = PayloadConverter()
 
     def replay(self, history: list[Event] | dict[str, Any] | str | Path) -> None:

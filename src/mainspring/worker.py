@@ -149,7 +149,10 @@ class Worker:
         self._tasks.append(asyncio.create_task(self._maintain()))
         log.info(
             "worker %s serving task queue %r: %d workflow(s), %d activity(ies)",
-            self.identity, self.task_queue, len(self._workflows), len(self._activities),
+            self.identity,
+            self.task_queue,
+            len(self._workflows),
+            len(self._activities),
         )
 
     async def _maintain(self) -> None:
@@ -157,7 +160,7 @@ class Worker:
         while True:
             try:
                 wake = await store.maintain(self.task_queue)
-            except Exception:  # noqa: BLE001 - the database may come back
+            except Exception:
                 log.exception("firing timers failed; retrying")
                 wake = None
             now = store.clock.now()
@@ -231,7 +234,9 @@ def _register_workflows(classes: Sequence[type]) -> dict[str, WorkflowDefinition
         except TypeError as exc:
             raise WorkerError(str(exc)) from exc
         if d.name in out and out[d.name].cls is not cls:
-            raise WorkerError(f"two workflows are named {d.name!r}; give one @workflow.defn(name=…)")
+            raise WorkerError(
+                f"two workflows are named {d.name!r}; give one @workflow.defn(name=…)"
+            )
         out[d.name] = d
     return out
 
@@ -244,6 +249,8 @@ def _register_activities(fns: Sequence[Callable[..., Any]]) -> dict[str, Activit
         except TypeError as exc:
             raise WorkerError(str(exc)) from exc
         if d.name in out and out[d.name].fn is not d.fn:
-            raise WorkerError(f"two activities are named {d.name!r}; give one @activity.defn(name=…)")
+            raise WorkerError(
+                f"two activities are named {d.name!r}; give one @activity.defn(name=…)"
+            )
         out[d.name] = d
     return out

@@ -331,7 +331,7 @@ def start_activity(
     result_type: Any = None,
 ) -> asyncio.Future[Any]:
     """Schedule an activity and return a future of its result (see :func:`execute_activity`)."""
-    name, options, hints, ret = _activity_options(
+    name, options, _hints, ret = _activity_options(
         activity,
         task_queue,
         start_to_close_timeout,

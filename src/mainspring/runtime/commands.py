@@ -154,7 +154,7 @@ def describe_event(event: Event) -> str:
 
 def matches(cmd: Command, event: Event) -> bool:
     """Whether ``cmd`` is what ``event`` recorded."""
-    etype, attrs = command_event(cmd)
+    etype, _ = command_event(cmd)
     if etype is not event.event_type:
         return False
     a = event.attributes

@@ -65,7 +65,7 @@ class WorkflowInstance:
         self.definition = definition
         self.info = info
         self.converter = converter
-        self.loop = WorkflowEventLoop(self)
+        self.loop = WorkflowEventLoop(self)  # type: ignore[abstract]
         self.now = info.start_time.timestamp()
         self.random = random.Random(info.run_id)
         self.replaying = False
@@ -277,7 +277,7 @@ class WorkflowInstance:
         try:
             args = self.converter.decode_args(str(a["input"]), d.arg_hints)
             self._obj = d.cls()
-            coro = d.run_fn(self._obj, *args)
+            coro: Any = d.run_fn(self._obj, *args)
         except BaseException as exc:  # noqa: BLE001 - becomes a task failure or workflow failure
             fut = self.loop.create_future()
             fut.set_exception(exc)

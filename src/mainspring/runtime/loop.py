@@ -49,7 +49,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         return ran
 
     # ---- scheduling
-    def call_soon(
+    def call_soon(  # type: ignore[override]
         self,
         callback: Callable[..., object],
         *args: Any,
@@ -59,7 +59,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         self._ready.append(handle)
         return handle
 
-    def call_soon_threadsafe(
+    def call_soon_threadsafe(  # type: ignore[override]
         self,
         callback: Callable[..., object],
         *args: Any,
@@ -67,7 +67,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
     ) -> asyncio.Handle:
         raise RuntimeError("workflow code cannot use threads; use activities for I/O")
 
-    def call_later(
+    def call_later(  # type: ignore[override]
         self,
         delay: float,
         callback: Callable[..., object],
@@ -82,7 +82,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         handle.seq = self._instance.start_timer(delay, handle)
         return handle
 
-    def call_at(
+    def call_at(  # type: ignore[override]
         self,
         when: float,
         callback: Callable[..., object],
@@ -101,7 +101,7 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
     def create_future(self) -> asyncio.Future[Any]:
         return asyncio.Future(loop=self)
 
-    def create_task(  # type: ignore[override]
+    def create_task(
         self,
         coro: Coroutine[Any, Any, _T] | Generator[Any, None, _T],
         *,
@@ -145,12 +145,10 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
         return None
 
     def _io_forbidden(self, *args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError(
-            "workflow code cannot do I/O or run executors; move it into an activity"
-        )
+        raise RuntimeError("workflow code cannot do I/O or run executors; move it into an activity")
 
     run_in_executor = _io_forbidden  # type: ignore[assignment]
-    getaddrinfo = _io_forbidden  # type: ignore[assignment]
-    create_connection = _io_forbidden  # type: ignore[assignment]
-    subprocess_exec = _io_forbidden  # type: ignore[assignment]
-    subprocess_shell = _io_forbidden  # type: ignore[assignment]
+    getaddrinfo = _io_forbidden
+    create_connection = _io_forbidden
+    subprocess_exec = _io_forbidden
+    subprocess_shell = _io_forbidden

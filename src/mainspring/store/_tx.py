@@ -45,6 +45,10 @@ from .records import (
 )
 
 _rng = random.Random()
+_LATE_EVENTS = (
+    EventType.WORKFLOW_EXECUTION_SIGNALED,
+    EventType.WORKFLOW_EXECUTION_CANCEL_REQUESTED,
+)
 
 
 class Tx(Protocol):
@@ -98,8 +102,7 @@ def _open_run(tx: Tx, workflow_id: str, run_id: str | None, action: str) -> RunR
     run = _find_run(tx, workflow_id, run_id)
     if run.status is not WorkflowStatus.RUNNING:
         raise WorkflowClosedError(
-            f"cannot {action} workflow {workflow_id!r}: it already closed as "
-            f"{run.status.value}"
+            f"cannot {action} workflow {workflow_id!r}: it already closed as {run.status.value}"
         )
     if run_id is None:
         fresh = _run(tx, run.run_id)  # lock the row (PostgreSQL) before writing
@@ -222,13 +225,9 @@ def describe(tx: Tx, workflow_id: str, run_id: str | None) -> RunRecord:
     return _find_run(tx, workflow_id, run_id)
 
 
-def list_runs(
-    tx: Tx, status: str | None, workflow_type: str | None, limit: int
-) -> list[RunRecord]:
+def list_runs(tx: Tx, status: str | None, workflow_type: str | None, limit: int) -> list[RunRecord]:
     """Runs, newest first, filtered by status and type."""
-    rows = tx.q(
-        "list_runs", {"status": status, "workflow_type": workflow_type, "limit": limit}
-    )
+    rows = tx.q("list_runs", {"status": status, "workflow_type": workflow_type, "limit": limit})
     return [RunRecord.from_row(r) for r in rows]
 
 
@@ -243,9 +242,7 @@ def events_after(tx: Tx, run_id: str, after: int) -> list[Event]:
     return [Event.from_row(*r) for r in tx.q("events_after", {"run_id": run_id, "after": after})]
 
 
-def signal(
-    tx: Tx, workflow_id: str, run_id: str | None, name: str, input: str, now: float
-) -> str:
+def signal(tx: Tx, workflow_id: str, run_id: str | None, name: str, input: str, now: float) -> str:
     """Record a signal for the open run; return its run id."""
     run = _open_run(tx, workflow_id, run_id, f"signal {name!r} to")
     _append_incoming(
@@ -356,8 +353,9 @@ def complete_workflow_task(
         or run.wft_fence != c.fence
         or run.wft_lease_owner != c.owner
     ):
-        return CompletionOutcome(accepted=False, closed=run is not None and run.status
-                                 is not WorkflowStatus.RUNNING)
+        return CompletionOutcome(
+            accepted=False, closed=run is not None and run.status is not WorkflowStatus.RUNNING
+        )
     return _apply_completion(tx, run, c, now, activity_lease_cap)
 
 
@@ -365,21 +363,20 @@ def _apply_completion(
     tx: Tx, run: RunRecord, c: WorkflowTaskCompletion, now: float, activity_lease_cap: float
 ) -> CompletionOutcome:
     closing = next(
-        (cmd for cmd in c.commands if isinstance(cmd, CompleteWorkflow | FailWorkflow
-                                                  | CancelWorkflow)),
+        (
+            cmd
+            for cmd in c.commands
+            if isinstance(cmd, CompleteWorkflow | FailWorkflow | CancelWorkflow)
+        ),
         None,
     )
     unseen = run.history_length > c.through
     if closing is not None and unseen:
-        late = [
-            e
-            for e in events_after(tx, run.run_id, c.through)
-            if e.event_type
-            in (EventType.WORKFLOW_EXECUTION_SIGNALED, EventType.WORKFLOW_EXECUTION_CANCEL_REQUESTED)
-        ]
+        late = [e for e in events_after(tx, run.run_id, c.through) if e.event_type in _LATE_EVENTS]
         if late:  # the code would close without seeing them: run it again with them
-            _progress(tx, run, next_event_id=run.history_length + 1, wft_ready_at=now,
-                      wft_attempt=1)
+            _progress(
+                tx, run, next_event_id=run.history_length + 1, wft_ready_at=now, wft_attempt=1
+            )
             return CompletionOutcome(accepted=False)
     marker = (EventType.WORKFLOW_TASK_COMPLETED, {"through": c.through, "time": c.time})
     events = [marker] + [command_event(cmd) for cmd in c.commands]
@@ -388,8 +385,9 @@ def _apply_completion(
     slots = c.eager_activity_slots
     for cmd in c.commands:
         if isinstance(cmd, ScheduleActivity):
-            task = _insert_activity(tx, run, cmd, now, c.owner if slots > 0 else None,
-                                    activity_lease_cap)
+            task = _insert_activity(
+                tx, run, cmd, now, c.owner if slots > 0 else None, activity_lease_cap
+            )
             if task is not None:
                 eager.append(task)
                 slots -= 1
@@ -434,7 +432,13 @@ def _apply_completion(
 
 
 def fail_workflow_task(
-    tx: Tx, *, run_id: str, fence: int, owner: str, failure: dict[str, Any], now: float,
+    tx: Tx,
+    *,
+    run_id: str,
+    fence: int,
+    owner: str,
+    failure: dict[str, Any],
+    now: float,
     retry_at: float,
 ) -> None:
     """Record a failed workflow task (once per streak) and schedule its retry."""
@@ -446,7 +450,10 @@ def fail_workflow_task(
     next_id = run.history_length + 1
     if run.wft_attempt == 1:
         next_id, _ = _append(
-            tx, run_id, next_id, now,
+            tx,
+            run_id,
+            next_id,
+            now,
             [(EventType.WORKFLOW_TASK_FAILED, {"failure": failure, "attempt": 1})],
         )
     _progress(
@@ -464,8 +471,9 @@ def release_workflow_task(tx: Tx, *, run_id: str, fence: int, owner: str, now: f
     run = _run(tx, run_id)
     if run is None or run.wft_fence != fence or run.wft_lease_owner != owner:
         return
-    _progress(tx, run, next_event_id=run.history_length + 1, wft_ready_at=now,
-              wft_failure=run.wft_failure)
+    _progress(
+        tx, run, next_event_id=run.history_length + 1, wft_ready_at=now, wft_failure=run.wft_failure
+    )
 
 
 def reset_backoff(tx: Tx, task_queue: str, now: float) -> int:
@@ -476,9 +484,9 @@ def reset_backoff(tx: Tx, task_queue: str, now: float) -> int:
 # --------------------------------------------------------------------------- activities
 
 
-def _attempt_window(options: dict[str, Any], deadline: float | None, now: float) -> tuple[
-    float, float
-]:
+def _attempt_window(
+    options: dict[str, Any], deadline: float | None, now: float
+) -> tuple[float, float]:
     """Return (lease_until, attempt_deadline) for an attempt starting ``now``."""
     stc = options.get("start_to_close_timeout")
     attempt_deadline = now + float(stc) if stc else (deadline or now + 600.0)
@@ -594,7 +602,10 @@ def complete_activity(
     if run is None or run.status is not WorkflowStatus.RUNNING or row[16]:
         return run
     _append_incoming(
-        tx, run, now, EventType.ACTIVITY_TASK_COMPLETED,
+        tx,
+        run,
+        now,
+        EventType.ACTIVITY_TASK_COMPLETED,
         {"seq": seq, "result": result, "attempt": row[8]},
     )
     return run
@@ -638,7 +649,10 @@ def complete_activity_and_decide(
     assert run is not None
     tx.x("delete_activity", {"run_id": run_id, "seq": seq})
     next_id, _ = _append(
-        tx, run_id, run.history_length + 1, now,
+        tx,
+        run_id,
+        run.history_length + 1,
+        now,
         [(EventType.ACTIVITY_TASK_COMPLETED, {"seq": seq, "result": result, "attempt": row[8]})],
     )
     run = replace(run, history_length=next_id - 1)
@@ -679,7 +693,10 @@ def _fail_attempt(tx: Tx, row: tuple[Any, ...], failure: dict[str, Any], now: fl
     if run is None or run.status is not WorkflowStatus.RUNNING:
         return
     _append_incoming(
-        tx, run, now, EventType.ACTIVITY_TASK_FAILED,
+        tx,
+        run,
+        now,
+        EventType.ACTIVITY_TASK_FAILED,
         {"seq": seq, "failure": failure, "attempt": attempt},
     )
 
@@ -769,7 +786,13 @@ def next_wakeup(tx: Tx, task_queue: str) -> float | None:
 
 
 def submit_query(
-    tx: Tx, *, workflow_id: str, run_id: str | None, name: str, args: str, now: float,
+    tx: Tx,
+    *,
+    workflow_id: str,
+    run_id: str | None,
+    name: str,
+    args: str,
+    now: float,
     expires_at: float,
 ) -> str:
     """Queue a query for a worker of the run's task queue; return its id."""

@@ -76,12 +76,12 @@ class Store(ABC):
     def notify(self, task_queue: str | None = None) -> None:
         """Wake in-process waiters: pollers of ``task_queue`` (all if ``None``) and watchers."""
         if task_queue is None:
-            for ev in self._queues.values():
-                ev.set()
+            for each in self._queues.values():
+                each.set()
         else:
-            ev = self._queues.get(task_queue)
-            if ev is not None:
-                ev.set()
+            one = self._queues.get(task_queue)
+            if one is not None:
+                one.set()
         if self._changed is not None:
             self._changed.set()
             self._changed = None
@@ -111,7 +111,12 @@ class Store(ABC):
     # ------------------------------------------------------------------ client operations
 
     async def start_workflow(
-        self, *, workflow_id: str, workflow_type: str, task_queue: str, input: str,
+        self,
+        *,
+        workflow_id: str,
+        workflow_type: str,
+        task_queue: str,
+        input: str,
         use_existing: bool = False,
     ) -> tuple[str, bool]:
         """Start a run; return ``(run_id, started)``."""
@@ -131,9 +136,7 @@ class Store(ABC):
 
     async def describe(self, workflow_id: str, run_id: str | None = None) -> RunRecord:
         """The latest (or given) run of ``workflow_id``."""
-        return await self._run(
-            lambda tx: _tx.describe(tx, workflow_id, run_id), readonly=True
-        )
+        return await self._run(lambda tx: _tx.describe(tx, workflow_id, run_id), readonly=True)
 
     async def list_runs(
         self, *, status: str | None = None, workflow_type: str | None = None, limit: int = 100
@@ -178,8 +181,13 @@ class Store(ABC):
         now = self._now()
         qid = await self._run(
             functools.partial(
-                _tx.submit_query, workflow_id=workflow_id, run_id=run_id, name=name,
-                args=args, now=now, expires_at=now + timeout,
+                _tx.submit_query,
+                workflow_id=workflow_id,
+                run_id=run_id,
+                name=name,
+                args=args,
+                now=now,
+                expires_at=now + timeout,
             )
         )
         self.notify()
@@ -202,8 +210,13 @@ class Store(ABC):
         """Lease ready workflow tasks."""
         return await self._run(
             functools.partial(
-                _tx.claim_workflow_tasks, task_queue=task_queue, owner=owner,
-                now=self._now(), limit=limit, lease=lease, known=known,
+                _tx.claim_workflow_tasks,
+                task_queue=task_queue,
+                owner=owner,
+                now=self._now(),
+                limit=limit,
+                lease=lease,
+                known=known,
             )
         )
 
@@ -233,8 +246,13 @@ class Store(ABC):
         now = self._now()
         await self._run(
             functools.partial(
-                _tx.fail_workflow_task, run_id=run_id, fence=fence, owner=owner,
-                failure=failure, now=now, retry_at=now + retry_in,
+                _tx.fail_workflow_task,
+                run_id=run_id,
+                fence=fence,
+                owner=owner,
+                failure=failure,
+                now=now,
+                retry_at=now + retry_in,
             )
         )
         self.notify()
@@ -267,8 +285,12 @@ class Store(ABC):
         now = self._now()
         run = await self._run(
             functools.partial(
-                _tx.complete_activity, run_id=task.run_id, seq=task.seq, fence=task.fence,
-                result=result, now=now,
+                _tx.complete_activity,
+                run_id=task.run_id,
+                seq=task.seq,
+                fence=task.fence,
+                result=result,
+                now=now,
             )
         )
         if run is not None:
@@ -281,8 +303,13 @@ class Store(ABC):
         """Record a result and the workflow's next decision in one transaction."""
         out = await self._run(
             lambda tx: _tx.complete_activity_and_decide(
-                tx, seq=task.seq, fence=task.fence, result=result,
-                expected_length=expected_length, completion=c, now=self._now(),
+                tx,
+                seq=task.seq,
+                fence=task.fence,
+                result=result,
+                expected_length=expected_length,
+                completion=c,
+                now=self._now(),
                 activity_lease_cap=ACTIVITY_LEASE_CAP,
             )
         )
@@ -297,8 +324,12 @@ class Store(ABC):
         now = self._now()
         ok = await self._run(
             functools.partial(
-                _tx.fail_activity, run_id=task.run_id, seq=task.seq, fence=task.fence,
-                failure=failure, now=now,
+                _tx.fail_activity,
+                run_id=task.run_id,
+                seq=task.seq,
+                fence=task.fence,
+                failure=failure,
+                now=now,
             )
         )
         self.notify()
@@ -309,8 +340,12 @@ class Store(ABC):
         now = self._now()
         return await self._run(
             functools.partial(
-                _tx.heartbeat_activity, run_id=task.run_id, seq=task.seq, fence=task.fence,
-                details=details, now=now,
+                _tx.heartbeat_activity,
+                run_id=task.run_id,
+                seq=task.seq,
+                fence=task.fence,
+                details=details,
+                now=now,
             )
         )
 
@@ -318,7 +353,9 @@ class Store(ABC):
         """Whether the attempt should stop."""
         return await self._run(
             functools.partial(
-                _tx.activity_cancel_requested, run_id=task.run_id, seq=task.seq,
+                _tx.activity_cancel_requested,
+                run_id=task.run_id,
+                seq=task.seq,
                 fence=task.fence,
             ),
             readonly=True,
@@ -358,10 +395,13 @@ class Store(ABC):
 
 
 class _Op:
-    __slots__ = ("fn", "fut", "loop", "readonly", "result", "error")
+    __slots__ = ("error", "fn", "fut", "loop", "readonly", "result")
 
     def __init__(
-        self, fn: Callable[[Any], Any], fut: asyncio.Future[Any], loop: asyncio.AbstractEventLoop,
+        self,
+        fn: Callable[[Any], Any],
+        fut: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
         readonly: bool,
     ) -> None:
         self.fn = fn
@@ -436,8 +476,8 @@ class GroupCommitThread:
                 try:
                     self._execute(conn, batch)
                 except BaseException as exc:  # noqa: BLE001 - every op learns of it
-                    err = exc if isinstance(exc, StoreError) else StoreError(
-                        f"database error: {exc}"
+                    err = (
+                        exc if isinstance(exc, StoreError) else StoreError(f"database error: {exc}")
                     )
                     if err is not exc:
                         err.__cause__ = exc

@@ -96,8 +96,9 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
 class SQLiteStore(Store):
     """A :class:`Store` on one SQLite file (or in memory, for tests)."""
 
-    def __init__(self, url: str, clock: Clock | None = None, *, watch_interval: float = 0.01
-                 ) -> None:
+    def __init__(
+        self, url: str, clock: Clock | None = None, *, watch_interval: float = 0.01
+    ) -> None:
         super().__init__(url, clock)
         self.path, opts = parse_sqlite_url(url)
         sync = opts.get("synchronous", "full").upper()
@@ -115,7 +116,10 @@ class SQLiteStore(Store):
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
-                self.path, timeout=60, isolation_level=None, check_same_thread=False,
+                self.path,
+                timeout=60,
+                isolation_level=None,
+                check_same_thread=False,
                 cached_statements=512,
             )
             conn.execute("PRAGMA journal_mode=WAL")
@@ -254,7 +258,10 @@ class SQLiteStore(Store):
         local waiters, so such changes wake them again at most every 100 ms.
         """
         conn = await asyncio.to_thread(
-            sqlite3.connect, self.path, timeout=60, isolation_level=None,
+            sqlite3.connect,
+            self.path,
+            timeout=60,
+            isolation_level=None,
             check_same_thread=False,
         )
         loop = asyncio.get_running_loop()
@@ -267,8 +274,10 @@ class SQLiteStore(Store):
                     lambda: conn.execute("PRAGMA data_version").fetchone()[0]
                 )
                 now = loop.time()
-                if last is not None and version != last and (
-                    self.commits == own or now - last_wake > 0.1
+                if (
+                    last is not None
+                    and version != last
+                    and (self.commits == own or now - last_wake > 0.1)
                 ):
                     self.notify()
                     last_wake = now
