@@ -209,10 +209,15 @@ class ActivityRunner:
             done, _ = await asyncio.wait({work}, timeout=timeout)
             if not done:
                 work.cancel()
+                kind = (
+                    "start_to_close"
+                    if task.options.get("start_to_close_timeout")
+                    else "schedule_to_close"
+                )
                 raise TimeoutFailure(
                     f"activity {task.activity_type!r} attempt {task.attempt} ran past its "
-                    "start_to_close timeout",
-                    timeout_type="start_to_close",
+                    f"{kind} timeout",
+                    timeout_type=kind,
                 )
             if beat.cancelled and work.cancelled():
                 raise CancelledFailure("activity cancelled")

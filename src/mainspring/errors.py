@@ -274,6 +274,8 @@ def error_to_failure(exc: BaseException) -> Failure:
 
 
 def _to_failure(exc: BaseException, depth: int) -> Failure:
+    if isinstance(exc, FailureError) and exc.failure is not None:
+        return exc.failure  # rebuilt from history: keep the original record
     stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, chain=False))
     cause_exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     cause = None

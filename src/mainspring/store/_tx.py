@@ -678,6 +678,15 @@ def _fail_attempt(tx: Tx, row: tuple[Any, ...], failure: dict[str, Any], now: fl
     options = json.loads(row[7])
     policy = RetryPolicy.from_dict(options["retry_policy"])
     f = Failure.from_dict(failure)
+    if f.kind == "TimeoutError" and deadline is not None and now >= deadline - 0.05:
+        f = Failure(
+            type="TimeoutError",
+            message=f"activity {row[4]!r} hit its schedule_to_close timeout",
+            kind="TimeoutError",
+            non_retryable=True,
+            details={"timeout_type": "schedule_to_close"},
+        )
+        failure = f.to_dict()
     delay = f.details.get("next_retry_delay")
     wait = float(delay) if delay is not None else policy.backoff(attempt, _rng)
     if policy.should_retry(attempt, f.type, f.non_retryable) and (

@@ -10,8 +10,9 @@ claim carries a lease and a fencing token.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
+import threading
+import time
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, TypeVar
@@ -108,7 +109,8 @@ class SQLiteStore(Store):
         self._sql = load_queries("sqlite")
         self._writer: GroupCommitThread | None = None
         self._watch_interval = watch_interval
-        self._watcher: asyncio.Task[None] | None = None
+        self._watcher: threading.Thread | None = None
+        self._watch_stop = threading.Event()
         self.commits = 0
 
     # ------------------------------------------------------------------ connection
@@ -224,14 +226,20 @@ class SQLiteStore(Store):
             GroupCommitThread, "mainspring-sqlite", self._connect, self._execute
         )
         if self.path != ":memory:":
-            self._watcher = asyncio.create_task(self._watch())
+            self._watch_stop = threading.Event()
+            self._watcher = threading.Thread(
+                target=self._watch,
+                args=(asyncio.get_running_loop(), self._watch_stop),
+                name="mainspring-sqlite-watch",
+                daemon=True,
+            )
+            self._watcher.start()
 
     async def close(self) -> None:
         """Finish queued transactions and close the file."""
         if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+            self._watch_stop.set()
+            await asyncio.to_thread(self._watcher.join)
             self._watcher = None
         if self._writer is not None:
             writer, self._writer = self._writer, None
@@ -251,38 +259,36 @@ class SQLiteStore(Store):
             raise StoreError("the store is closed; use Client.connect() to open it")
         return await self._writer.submit(fn, readonly)
 
-    async def _watch(self) -> None:
+    def _watch(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
         """Wake local waiters when another process commits (``PRAGMA data_version``).
 
-        ``data_version`` also moves on this process's own commits; those already woke
-        local waiters, so such changes wake them again at most every 100 ms.
+        Runs in its own thread. ``data_version`` also moves on this process's own
+        commits; those already woke local waiters, so such changes wake them again at
+        most every 100 ms.
         """
-        conn = await asyncio.to_thread(
-            sqlite3.connect,
-            self.path,
-            timeout=60,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        loop = asyncio.get_running_loop()
+        try:
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        except sqlite3.Error:
+            return
         try:
             last = None
             own = self.commits
             last_wake = 0.0
-            while True:
-                version = await asyncio.to_thread(
-                    lambda: conn.execute("PRAGMA data_version").fetchone()[0]
-                )
-                now = loop.time()
-                if (
-                    last is not None
-                    and version != last
-                    and (self.commits == own or now - last_wake > 0.1)
+            while not stop.wait(self._watch_interval):
+                try:
+                    version = conn.execute("PRAGMA data_version").fetchone()[0]
+                except sqlite3.Error:
+                    continue
+                now = time.monotonic()
+                if last is not None and version != last and (
+                    self.commits == own or now - last_wake > 0.1
                 ):
-                    self.notify()
                     last_wake = now
+                    try:
+                        loop.call_soon_threadsafe(self.notify)
+                    except RuntimeError:
+                        return  # the loop closed
                 last = version
                 own = self.commits
-                await asyncio.sleep(self._watch_interval)
         finally:
             conn.close()

@@ -1,0 +1,214 @@
+-- Named queries of the PostgreSQL store (psycopg `%(name)s` parameters). sqlite.sql holds
+-- the same names returning the same columns. Claim candidates are locked with
+-- FOR UPDATE SKIP LOCKED, so concurrent claimers take different rows instead of queueing.
+
+-- name: get_meta
+SELECT value FROM mainspring_meta WHERE key = %(key)s;
+
+-- name: set_meta
+INSERT INTO mainspring_meta (key, value) VALUES (%(key)s, %(value)s)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- name: insert_run
+INSERT INTO mainspring_runs (run_id, workflow_id, workflow_type, task_queue, status, input,
+    created_at, next_event_id, wft_ready_at)
+VALUES (%(run_id)s, %(workflow_id)s, %(workflow_type)s, %(task_queue)s, 'RUNNING',
+    %(input)s, %(now)s, 2, %(now)s);
+
+-- name: run_by_id
+SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
+    created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
+    wft_fence, wft_attempt, wft_failure, cancel_requested
+FROM mainspring_runs WHERE run_id = %(run_id)s;
+
+-- name: run_by_id_for_update
+-- Every change to a run holds its row lock, so history appends of one run are serial.
+SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
+    created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
+    wft_fence, wft_attempt, wft_failure, cancel_requested
+FROM mainspring_runs WHERE run_id = %(run_id)s
+FOR UPDATE;
+
+-- name: open_run_by_workflow_id
+SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
+    created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
+    wft_fence, wft_attempt, wft_failure, cancel_requested
+FROM mainspring_runs WHERE workflow_id = %(workflow_id)s AND status = 'RUNNING';
+
+-- name: latest_run_by_workflow_id
+SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
+    created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
+    wft_fence, wft_attempt, wft_failure, cancel_requested
+FROM mainspring_runs WHERE workflow_id = %(workflow_id)s
+ORDER BY status = 'RUNNING' DESC, created_at DESC LIMIT 1;
+
+-- name: list_runs
+SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
+    created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
+    wft_fence, wft_attempt, wft_failure, cancel_requested
+FROM mainspring_runs
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(workflow_type)s::text IS NULL OR workflow_type = %(workflow_type)s)
+ORDER BY created_at DESC LIMIT %(limit)s;
+
+-- name: insert_event
+INSERT INTO mainspring_events (run_id, event_id, event_type, time, data)
+VALUES (%(run_id)s, %(event_id)s, %(event_type)s, %(time)s, %(data)s);
+
+-- name: events_after
+SELECT event_id, event_type, time, data FROM mainspring_events
+WHERE run_id = %(run_id)s AND event_id > %(after)s ORDER BY event_id;
+
+-- name: wft_candidates
+SELECT run_id FROM mainspring_runs
+WHERE task_queue = %(task_queue)s AND wft_ready_at IS NOT NULL AND wft_ready_at <= %(now)s
+  AND (wft_lease_owner IS NULL OR wft_lease_until < %(now)s) AND status = 'RUNNING'
+ORDER BY wft_ready_at LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: lease_wft
+UPDATE mainspring_runs
+SET wft_lease_owner = %(owner)s, wft_lease_until = %(until)s, wft_fence = wft_fence + 1
+WHERE run_id = %(run_id)s
+RETURNING wft_fence;
+
+-- name: set_run_progress
+UPDATE mainspring_runs
+SET next_event_id = %(next_event_id)s, wft_ready_at = %(wft_ready_at)s,
+    wft_lease_owner = %(owner)s, wft_lease_until = %(until)s, wft_attempt = %(wft_attempt)s,
+    wft_failure = %(wft_failure)s, cancel_requested = %(cancel_requested)s
+WHERE run_id = %(run_id)s;
+
+-- name: close_run
+UPDATE mainspring_runs
+SET status = %(status)s, result = %(result)s, failure = %(failure)s, closed_at = %(now)s,
+    next_event_id = %(next_event_id)s, wft_ready_at = NULL, wft_lease_owner = NULL,
+    wft_lease_until = NULL, wft_failure = NULL
+WHERE run_id = %(run_id)s;
+
+-- name: reset_wft_backoff
+UPDATE mainspring_runs SET wft_ready_at = %(now)s
+WHERE task_queue = %(task_queue)s AND status = 'RUNNING' AND wft_ready_at > %(now)s
+  AND wft_attempt > 1;
+
+-- name: insert_activity
+INSERT INTO mainspring_activities (run_id, seq, workflow_id, workflow_type, activity_type,
+    task_queue, input, options, attempt, scheduled_at, ready_at, deadline, lease_owner,
+    lease_until, attempt_deadline, fence)
+VALUES (%(run_id)s, %(seq)s, %(workflow_id)s, %(workflow_type)s, %(activity_type)s,
+    %(task_queue)s, %(input)s, %(options)s, 1, %(now)s, %(now)s, %(deadline)s, %(owner)s,
+    %(until)s, %(attempt_deadline)s, %(fence)s);
+
+-- name: activity_candidates
+SELECT run_id, seq, options, deadline FROM mainspring_activities
+WHERE task_queue = %(task_queue)s AND lease_owner IS NULL AND ready_at <= %(now)s
+ORDER BY ready_at LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: lease_activity
+UPDATE mainspring_activities
+SET lease_owner = %(owner)s, lease_until = %(until)s, attempt_deadline = %(attempt_deadline)s,
+    fence = fence + 1
+WHERE run_id = %(run_id)s AND seq = %(seq)s
+RETURNING run_id, seq, workflow_id, workflow_type, activity_type, task_queue, input, options,
+    attempt, scheduled_at, deadline, fence, heartbeat_details, lease_until;
+
+-- name: activity_by_key
+-- Locked: every caller goes on to change the attempt, and the fence check must see the
+-- latest committed row (a concurrent expiry or completion), as SQLite's single writer does.
+SELECT run_id, seq, workflow_id, workflow_type, activity_type, task_queue, input, options,
+    attempt, scheduled_at, deadline, fence, heartbeat_details, lease_owner, lease_until,
+    attempt_deadline, cancel_requested, last_failure, ready_at
+FROM mainspring_activities WHERE run_id = %(run_id)s AND seq = %(seq)s
+FOR UPDATE;
+
+-- name: retry_activity
+UPDATE mainspring_activities
+SET attempt = attempt + 1, ready_at = %(ready_at)s, lease_owner = NULL, lease_until = NULL,
+    attempt_deadline = NULL, last_failure = %(failure)s
+WHERE run_id = %(run_id)s AND seq = %(seq)s;
+
+-- name: heartbeat_activity
+UPDATE mainspring_activities
+SET heartbeat_details = %(details)s, lease_until = %(until)s
+WHERE run_id = %(run_id)s AND seq = %(seq)s AND fence = %(fence)s AND lease_owner IS NOT NULL;
+
+-- name: delete_activity
+DELETE FROM mainspring_activities WHERE run_id = %(run_id)s AND seq = %(seq)s;
+
+-- name: request_cancel_activity
+UPDATE mainspring_activities SET cancel_requested = 1
+WHERE run_id = %(run_id)s AND seq = %(seq)s;
+
+-- name: delete_run_activities
+DELETE FROM mainspring_activities WHERE run_id = %(run_id)s;
+
+-- name: expired_activities
+SELECT run_id, seq FROM mainspring_activities
+WHERE (lease_owner IS NOT NULL AND lease_until < %(now)s)
+   OR (lease_owner IS NULL AND deadline IS NOT NULL AND deadline < %(now)s)
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: insert_timer
+INSERT INTO mainspring_timers (run_id, seq, task_queue, fire_at)
+VALUES (%(run_id)s, %(seq)s, %(task_queue)s, %(fire_at)s);
+
+-- name: delete_timer
+DELETE FROM mainspring_timers WHERE run_id = %(run_id)s AND seq = %(seq)s;
+
+-- name: delete_run_timers
+DELETE FROM mainspring_timers WHERE run_id = %(run_id)s;
+
+-- name: due_timers
+SELECT run_id, seq FROM mainspring_timers WHERE fire_at <= %(now)s
+ORDER BY fire_at LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: next_timer
+SELECT MIN(fire_at) FROM mainspring_timers;
+
+-- name: next_activity_ready
+SELECT MIN(ready_at) FROM mainspring_activities
+WHERE task_queue = %(task_queue)s AND lease_owner IS NULL;
+
+-- name: next_activity_expiry
+SELECT MIN(lease_until) FROM mainspring_activities WHERE lease_owner IS NOT NULL;
+
+-- name: next_wft_ready
+SELECT MIN(CASE WHEN wft_lease_owner IS NULL THEN wft_ready_at ELSE wft_lease_until END)
+FROM mainspring_runs WHERE task_queue = %(task_queue)s AND wft_ready_at IS NOT NULL;
+
+-- name: insert_query
+INSERT INTO mainspring_queries (query_id, run_id, task_queue, name, args, created_at, expires_at)
+VALUES (%(query_id)s, %(run_id)s, %(task_queue)s, %(name)s, %(args)s, %(now)s,
+    %(expires_at)s);
+
+-- name: query_candidates
+SELECT query_id FROM mainspring_queries
+WHERE task_queue = %(task_queue)s AND done = 0 AND expires_at > %(now)s
+  AND (lease_owner IS NULL OR lease_until < %(now)s)
+ORDER BY created_at LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: lease_query
+UPDATE mainspring_queries SET lease_owner = %(owner)s, lease_until = %(until)s
+WHERE query_id = %(query_id)s
+RETURNING query_id, run_id, name, args;
+
+-- name: answer_query
+UPDATE mainspring_queries SET done = 1, answer = %(answer)s, error = %(error)s
+WHERE query_id = %(query_id)s AND done = 0;
+
+-- name: query_by_id
+SELECT done, answer, error FROM mainspring_queries WHERE query_id = %(query_id)s;
+
+-- name: delete_query
+DELETE FROM mainspring_queries WHERE query_id = %(query_id)s;
+
+-- name: fail_run_queries
+UPDATE mainspring_queries SET done = 1, error = %(error)s
+WHERE run_id = %(run_id)s AND done = 0;
+
+-- name: delete_expired_queries
+DELETE FROM mainspring_queries WHERE expires_at < %(cutoff)s;
