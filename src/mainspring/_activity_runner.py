@@ -43,6 +43,7 @@ class ActivityRunner:
         poll_interval: float,
         executor: ThreadPoolExecutor,
         try_decide: Callable[[ActivityTask, str], Awaitable[bool]],
+        schedule_changed: Callable[[], None],
     ) -> None:
         self.store = store
         self.converter = converter
@@ -53,6 +54,7 @@ class ActivityRunner:
         self.poll_interval = poll_interval
         self._executor = executor
         self._try_decide = try_decide
+        self._schedule_changed = schedule_changed
         self._free = max_concurrent
         self._slot_freed = asyncio.Event()
         self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
@@ -91,6 +93,10 @@ class ActivityRunner:
         t.add_done_callback(done)
 
     # ------------------------------------------------------------------ polling
+
+    def wake(self) -> None:
+        """Wake the poller (to notice :attr:`stopping`)."""
+        self._slot_freed.set()
 
     async def poll(self) -> None:
         """Claim and run attempts until :attr:`stopping`."""
@@ -173,6 +179,7 @@ class ActivityRunner:
             )
         try:
             await self.store.fail_activity(task, failure.to_dict())
+            self._schedule_changed()  # a retry may now be due soon
         except Exception:
             log.exception("recording the failure of activity %s failed", task.activity_type)
 

@@ -83,6 +83,10 @@ class WorkflowRunner:
 
     # ------------------------------------------------------------------ polling
 
+    def wake(self) -> None:
+        """Wake the poller (to notice :attr:`stopping`)."""
+        self._slot_freed.set()
+
     async def poll(self) -> None:
         """Claim and run workflow tasks until :attr:`stopping`."""
         while not self.stopping:

@@ -104,6 +104,7 @@ class Worker:
             poll_interval=self._poll,
             executor=self._executor,
             try_decide=self._try_decide,
+            schedule_changed=self._timer_wake.set,
         )
         self._workflow = WorkflowRunner(
             store=store,
@@ -157,7 +158,7 @@ class Worker:
 
     async def _maintain(self) -> None:
         store = self.client.store
-        while True:
+        while not self._workflow.stopping:
             try:
                 wake = await store.maintain(self.task_queue)
             except Exception:
@@ -167,7 +168,8 @@ class Worker:
             delay = self._poll if wake is None else max(0.0, min(self._poll, wake - now))
             self._timer_wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._timer_wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._timer_wake.wait()
             if wake is not None and store.clock.now() >= wake:
                 store.notify(self.task_queue)  # a retry backoff or a lease ran out
 
@@ -179,11 +181,14 @@ class Worker:
         self._workflow.stopping = True
         self._activity.stopping = True
         self.client.store.notify()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        self._timer_wake.set()
+        self._workflow.wake()
+        self._activity.wake()
+        pending = {t for t in self._tasks if not t.done()}
+        while pending:  # pollers check `stopping` at every turn
+            _, pending = await asyncio.wait(pending, timeout=1.0)
+            for t in pending:
+                t.cancel()
         await self._activity.drain(self._grace)
         await self._workflow.drain(self._grace)
         self._workflow.close()

@@ -31,6 +31,7 @@ async def worker(client: Client) -> AsyncIterator[Worker]:
         workflows=ALL_WORKFLOWS,
         activities=ALL_ACTIVITIES,
         deadlock_timeout=td(milliseconds=500),
+        graceful_shutdown_timeout=td(milliseconds=200),
     ) as w:
         yield w
 

@@ -91,7 +91,8 @@ class Store(ABC):
         ev = self._queues.setdefault(task_queue, asyncio.Event())
         if not ev.is_set():
             try:
-                await asyncio.wait_for(ev.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await ev.wait()
             except TimeoutError:
                 pass
         ev.clear()
@@ -101,7 +102,8 @@ class Store(ABC):
         if self._changed is None:
             self._changed = asyncio.Event()
         try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
         except TimeoutError:
             pass
 
