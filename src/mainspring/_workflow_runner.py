@@ -31,6 +31,10 @@ class DeadlockError(Exception):
     """Workflow code held the thread past the deadlock threshold."""
 
 
+class NotRegisteredError(Exception):
+    """The workflow type is not registered on this worker."""
+
+
 @dataclass
 class _Cached:
     instance: WorkflowInstance
@@ -207,7 +211,7 @@ class WorkflowRunner:
         definition = self.workflows.get(task.workflow_type)
         if definition is None:
             known = ", ".join(sorted(self.workflows)) or "none"
-            raise LookupError(
+            raise NotRegisteredError(
                 f"workflow type {task.workflow_type!r} is not registered on this worker of "
                 f"task queue {task.task_queue!r} (registered: {known}); add it to "
                 "Worker(workflows=[...]). The task is retried until a worker that knows it "
@@ -293,7 +297,7 @@ class WorkflowRunner:
     async def _fail(self, task: WorkflowTask, exc: BaseException) -> None:
         cause = exc.cause if isinstance(exc, WorkflowTaskError) else exc
         failure = error_to_failure(cause)
-        if isinstance(cause, LookupError):
+        if isinstance(cause, NotRegisteredError):
             failure = type(failure)(
                 type="WorkflowNotRegistered", message=str(cause), kind="ApplicationError"
             )
