@@ -36,6 +36,10 @@ class Replayer:
             NondeterminismError: the code does not match the history.
             ValueError: the history is empty or its workflow type is not registered.
         """
+        if isinstance(history, Path):
+            history = history.read_text(encoding="utf-8")
+        if isinstance(history, str):
+            history = json.loads(history)
         events = self._events(history)
         if not events or events[0].event_type is not EventType.WORKFLOW_EXECUTION_STARTED:
             raise ValueError("a history must start with WorkflowExecutionStarted")

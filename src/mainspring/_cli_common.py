@@ -1,0 +1,156 @@
+"""Shared pieces of the ``mainspring`` command: options, output, error handling."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from .client import Client, WorkflowDescription
+from .errors import Failure, MainspringError
+from .store import DEFAULT_URL
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+DB_ENVVAR = "MAINSPRING_DB"
+
+# Piped output gets room for a table rather than Rich's 80-column default.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
+
+
+def db_option(fn: F) -> F:
+    """``--db URL``, falling back to ``MAINSPRING_DB``, then ``sqlite:///mainspring.db``."""
+    return click.option(
+        "--db",
+        "db",
+        envvar=DB_ENVVAR,
+        show_envvar=True,
+        default=DEFAULT_URL,
+        show_default=True,
+        metavar="URL",
+        help="Database URL: sqlite:///path.db, sqlite:////abs/path.db or postgresql://…",
+    )(fn)
+
+
+def json_option(fn: F) -> F:
+    """``--json``: print machine-readable JSON instead of a table."""
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of a table."
+    )(fn)
+
+
+def fail(message: str) -> NoReturn:
+    """Print one red line on stderr and exit 1."""
+    err.print(Text("error: ", style="bold red") + Text(message, style="red"))
+    sys.exit(1)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro``; turn Mainspring errors into one red line and exit status 1."""
+    try:
+        return asyncio.run(coro)
+    except MainspringError as exc:
+        fail(" ".join(str(exc).split("\n")))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+@asynccontextmanager
+async def connect(db: str) -> AsyncIterator[Client]:
+    """A client on ``db``, closed on exit."""
+    client = await Client.connect(db)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def parse_json_args(values: tuple[str, ...], what: str = "--arg") -> list[Any]:
+    """Decode each ``--arg`` value as JSON: ``'"text"'``, ``42``, ``'{"k": 1}'``."""
+    parsed: list[Any] = []
+    for raw in values:
+        try:
+            parsed.append(json.loads(raw))
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(
+                f"{raw!r} is not valid JSON ({exc.msg}); a string needs JSON quotes, "
+                """e.g. --arg '"some text"'""",
+                param_hint=what,
+            ) from None
+    return parsed
+
+
+def print_json(value: Any) -> None:
+    """Print ``value`` as indented JSON on stdout (plain text, no colour)."""
+    click.echo(json.dumps(value, indent=2, default=str, ensure_ascii=False))
+
+
+def decode_payload(text: str | None) -> Any:
+    """A stored JSON payload as a Python value (the raw text if it is not JSON)."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def fmt_time(value: datetime | float | None) -> str:
+    """A local, second-precision timestamp, or ``-``."""
+    if value is None:
+        return "-"
+    if isinstance(value, float | int):
+        value = datetime.fromtimestamp(value)
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+STATUS_STYLE = {
+    "RUNNING": "cyan",
+    "COMPLETED": "green",
+    "FAILED": "red",
+    "CANCELED": "yellow",
+    "TERMINATED": "magenta",
+}
+
+
+def status_text(d: WorkflowDescription) -> Text:
+    """The run's status, coloured; ``RUNNING (blocked)`` when its workflow task fails."""
+    label = d.status.value + (" (blocked)" if d.blocked else "")
+    return Text(label, style="red" if d.blocked else STATUS_STYLE.get(d.status.value, ""))
+
+
+def failure_dict(f: Failure | None) -> dict[str, Any] | None:
+    """A failure as JSON (without its stack, which ``history --json`` keeps)."""
+    if f is None:
+        return None
+    data = f.to_dict()
+    data.pop("stack", None)
+    return data
+
+
+def description_dict(d: WorkflowDescription) -> dict[str, Any]:
+    """A description as JSON."""
+    return {
+        "workflow_id": d.workflow_id,
+        "run_id": d.run_id,
+        "workflow_type": d.workflow_type,
+        "task_queue": d.task_queue,
+        "status": d.status.value,
+        "blocked": d.blocked,
+        "start_time": d.start_time.isoformat(),
+        "close_time": d.close_time.isoformat() if d.close_time else None,
+        "history_length": d.history_length,
+        "failure": failure_dict(d.failure),
+        "workflow_task_failure": failure_dict(d.workflow_task_failure),
+        "workflow_task_attempt": d.workflow_task_attempt,
+    }

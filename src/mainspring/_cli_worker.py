@@ -1,0 +1,129 @@
+"""``mainspring worker MODULE``: serve a module's workflows and activities."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import click
+
+from ._cli_common import connect, db_option, fail, run
+from .activity import ActivityDefinition
+from .worker import Worker
+from .workflow import WorkflowDefinition
+
+log = logging.getLogger("mainspring.cli")
+
+
+def load_module(target: str) -> ModuleType:
+    """Import ``target``: a dotted module name, or a path to a ``.py`` file."""
+    path = Path(target)
+    if target.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise click.ClickException(f"no such file: {target}")
+        path = path.resolve()
+        # Let the module import its neighbours, as `python path/to/module.py` would.
+        sys.path.insert(0, str(path.parent))
+        name = path.stem
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise click.ClickException(f"cannot import {target}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`: the current directory is importable
+    return importlib.import_module(target)
+
+
+def collect(module: ModuleType) -> tuple[list[type], list[Callable[..., Any]]]:
+    """The ``@workflow.defn`` classes and ``@activity.defn`` functions in ``module``.
+
+    Everything bound at the module's top level counts, whether defined there or
+    imported into it, so a small ``worker.py`` can gather definitions from elsewhere.
+    """
+    workflows: list[type] = []
+    activities: list[Callable[..., Any]] = []
+    for name, value in vars(module).items():
+        if name.startswith("__"):
+            continue
+        definition = getattr(value, "__mainspring_workflow__", None)
+        if isinstance(value, type) and isinstance(definition, WorkflowDefinition):
+            if definition.cls is value and value not in workflows:
+                workflows.append(value)
+        elif callable(value) and isinstance(
+            getattr(value, "__mainspring_activity__", None), ActivityDefinition
+        ) and value not in activities:
+            activities.append(value)
+    return workflows, activities
+
+
+@click.command("worker")
+@click.argument("module")
+@click.option(
+    "--task-queue", "-q", envvar="MAINSPRING_TASK_QUEUE", show_envvar=True,
+    help="The queue to poll (default: the module's TASK_QUEUE, else 'default').",
+)
+@click.option("--max-concurrent-activities", default=100, show_default=True,
+              type=click.IntRange(min=1), help="Activity attempts run at once.")
+@click.option("--max-concurrent-workflow-tasks", default=100, show_default=True,
+              type=click.IntRange(min=1), help="Workflow tasks processed at once.")
+@click.option("--max-cached-workflows", default=1000, show_default=True,
+              type=click.IntRange(min=1), help="Runs kept in memory between steps.")
+@click.option("--graceful-shutdown-timeout", default=10.0, show_default=True,
+              type=click.FloatRange(min=0),
+              help="Seconds running activities get to finish on SIGTERM/SIGINT.")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@db_option
+def worker(
+    module: str, task_queue: str | None, max_concurrent_activities: int,
+    max_concurrent_workflow_tasks: int, max_cached_workflows: int,
+    graceful_shutdown_timeout: float, log_level: str, db: str,
+) -> None:
+    """Serve the workflows and activities of MODULE until SIGTERM or SIGINT.
+
+    MODULE is a dotted module name (myapp.agents) or a path to a .py file. Every
+    @workflow.defn class and @activity.defn function bound at its top level is served.
+    """
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        mod = load_module(module)
+    except click.ClickException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any import failure is the user's to see
+        fail(f"cannot import {module!r}: {type(exc).__name__}: {exc}")
+    workflows, activities = collect(mod)
+    if not workflows and not activities:
+        fail(f"{module!r} defines no @workflow.defn classes and no @activity.defn functions")
+    queue = task_queue or str(getattr(mod, "TASK_QUEUE", None) or "default")
+
+    async def serve() -> None:
+        async with connect(db) as client:
+            w = Worker(
+                client, task_queue=queue, workflows=workflows, activities=activities,
+                max_concurrent_activities=max_concurrent_activities,
+                max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
+                max_cached_workflows=max_cached_workflows,
+                graceful_shutdown_timeout=timedelta(seconds=graceful_shutdown_timeout),
+            )
+            log.info(
+                "serving %s on task queue %r (db %s): workflows [%s], activities [%s]",
+                module, queue, db,
+                ", ".join(WorkflowDefinition.of(c).name for c in workflows),
+                ", ".join(ActivityDefinition.of(f).name for f in activities),
+            )
+            await w.run()
+
+    run(serve())

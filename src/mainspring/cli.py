@@ -1,0 +1,117 @@
+"""The ``mainspring`` command: run workers, steer workflows, manage the database, demo.
+
+One function per subcommand; every command takes ``--db URL`` (or ``MAINSPRING_DB``);
+output is a human-readable table unless ``--json`` is given; a Mainspring error prints
+one red line and exits 1.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from . import __version__
+from ._cli_common import connect, db_option, json_option, out, print_json, run
+from ._cli_worker import worker
+from ._cli_workflow import workflow_group
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="mainspring")
+def cli() -> None:
+    """Mainspring: durable execution for AI agents.
+
+    Try `mainspring demo` to watch an agent survive a SIGKILL.
+    """
+
+
+cli.add_command(worker)
+cli.add_command(workflow_group)
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Create, migrate and inspect the database schema."""
+
+
+@db_group.command("migrate")
+@json_option
+@db_option
+def migrate(as_json: bool, db: str) -> None:
+    """Create the schema or apply pending migrations (opening the store does this)."""
+
+    async def go() -> tuple[int, int]:
+        async with connect(db) as client:
+            return await client.store.schema_status()
+
+    current, latest = run(go())
+    if as_json:
+        print_json({"current": current, "latest": latest})
+    else:
+        out.print(f"schema is at version {current} (latest {latest}): up to date")
+
+
+@db_group.command("status")
+@json_option
+@db_option
+def status(as_json: bool, db: str) -> None:
+    """Print the schema version in the database and the latest this code knows.
+
+    A SQLite file that does not exist yet is reported, not created.
+    """
+    from .store.sqlite import parse_sqlite_url, schema_version
+
+    scheme = db.split(":", 1)[0].lower() if "://" in db else "sqlite"
+    if scheme == "sqlite":
+        path, _ = parse_sqlite_url(db)
+        if path != ":memory:" and not os.path.exists(path):
+            if as_json:
+                print_json({"current": 0, "latest": schema_version(), "exists": False})
+            else:
+                out.print(f"no database at {path} yet (latest schema version "
+                          f"{schema_version()}); `mainspring db migrate` creates it")
+            return
+
+    async def go() -> tuple[int, int]:
+        async with connect(db) as client:
+            return await client.store.schema_status()
+
+    current, latest = run(go())
+    if as_json:
+        print_json({"current": current, "latest": latest, "exists": True})
+    else:
+        state = "up to date" if current == latest else f"{latest - current} migration(s) pending"
+        out.print(f"current schema version {current}, latest {latest}: {state}")
+
+
+@cli.command("demo")
+@click.option("--workflows", "-n", default=1, show_default=True, type=click.IntRange(1, 20),
+              help="How many agent runs to start.")
+@click.option("--kill-after", default=3, show_default=True, type=click.IntRange(1, 6),
+              help="Kill the worker once this many steps of the first run have finished.")
+@click.option("--db", "db", envvar="MAINSPRING_DB", show_envvar=True, default=None,
+              metavar="URL", help="Database URL (default: a temporary SQLite file).")
+def demo(workflows: int, kill_after: int, db: str | None) -> None:
+    """Run a research agent, SIGKILL its worker mid-run, and watch it resume.
+
+    The agent's activities (simulated web searches and LLM calls) log every execution
+    to a side-effect ledger; the demo checks it against the recorded history to show
+    that no finished step ran again. Exits 1 if any promise is broken.
+    """
+    from .demo.driver import run_demo
+
+    ok = run(run_demo(db=db, workflows=workflows, kill_after=kill_after, console=out))
+    if not ok:
+        raise SystemExit(1)
+
+
+def main() -> None:
+    """Entry point of the ``mainspring`` console script."""
+    try:
+        cli.main(prog_name="mainspring")
+    except BrokenPipeError:  # e.g. `mainspring workflow list | head`
+        os._exit(1)
+

@@ -1,0 +1,199 @@
+"""The `mainspring` command end to end: real processes on a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mainspring import Replayer
+from tests.acceptance.cli_agent import TASK_QUEUE, Greeter, Sleeper
+
+AGENT = Path(__file__).with_name("cli_agent.py")
+
+
+def cli(*args: str, db: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `python -m mainspring ARGS` (with MAINSPRING_DB=db); return the finished process."""
+    env = {k: v for k, v in os.environ.items() if k != "MAINSPRING_DB"}
+    if db is not None:
+        env["MAINSPRING_DB"] = db
+    proc = subprocess.run(
+        [sys.executable, "-m", "mainspring", *args],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mainspring {' '.join(args)} exited {proc.returncode}:\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """Assert the process failed with one error line and no traceback; return it."""
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('cli') / 'cli.db'}"
+
+
+@pytest.fixture(scope="module")
+def worker(db: str) -> Iterator[subprocess.Popen[str]]:
+    """`mainspring worker tests/acceptance/cli_agent.py`, ready when this yields."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mainspring", "worker", str(AGENT), "--db", db],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stderr is not None
+    log: list[str] = []
+    for line in proc.stderr:  # the worker logs this once it polls
+        log.append(line)
+        if "serving task queue" in line:
+            break
+    else:
+        raise AssertionError("worker exited before serving:\n" + "".join(log))
+    drain = threading.Thread(target=lambda: log.extend(proc.stderr or ()), daemon=True)
+    drain.start()
+    yield proc
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0, "".join(log)
+    drain.join(5)
+    if proc.stderr is not None:
+        proc.stderr.close()
+    text = "".join(log)
+    assert "serving" in text and "cli_agent.py" in text and TASK_QUEUE in text
+    assert "Traceback" not in text, text
+
+
+def test_help_shows_the_db_env_var() -> None:
+    for command in (["workflow", "list"], ["worker"], ["db", "status"], ["demo"]):
+        out = cli(*command, "--help").stdout
+        assert "MAINSPRING_DB" in out, command
+
+
+def test_start_query_signal_result(db: str, worker: subprocess.Popen[str]) -> None:
+    started = json.loads(cli("workflow", "start", "Greeter", "--id", "greet-1",
+                             "--task-queue", TASK_QUEUE, "--arg", '"bob"', "--json",
+                             db=db).stdout)
+    assert started["workflow_id"] == "greet-1" and started["run_id"]
+
+    again = cli("workflow", "start", "Greeter", "--id", "greet-1", "-q", TASK_QUEUE,
+                "--arg", '"bob"', db=db, check=False)
+    assert "already" in one_line_error(again)
+    same = cli("workflow", "start", "Greeter", "--id", "greet-1", "-q", TASK_QUEUE,
+               "--arg", '"bob"', "--use-existing", "--json", db=db)
+    assert json.loads(same.stdout)["run_id"] == started["run_id"]
+
+    assert json.loads(cli("workflow", "query", "greet-1", "status", db=db).stdout) == "waiting"
+    assert json.loads(cli("workflow", "query", "greet-1", "echo", "--arg", "21",
+                          db=db).stdout) == 42
+    cli("workflow", "signal", "greet-1", "approve", "--arg", '"alice"', db=db)
+    result = cli("workflow", "result", "greet-1", "--timeout", "30", db=db)
+    assert json.loads(result.stdout) == {"greeting": "hello bob", "approved_by": "alice"}
+
+    described = json.loads(cli("workflow", "describe", "greet-1", "--json", db=db).stdout)
+    assert described["status"] == "COMPLETED"
+    assert described["run_id"] == started["run_id"]
+    table = cli("workflow", "describe", "greet-1", db=db).stdout
+    assert "COMPLETED" in table and "Greeter" in table
+
+
+def test_list_and_history(db: str, worker: subprocess.Popen[str]) -> None:
+    cli("workflow", "start", "Greeter", "--id", "greet-2", "-q", TASK_QUEUE,
+        "--arg", '"carol"', db=db)
+    cli("workflow", "signal", "greet-2", "approve", "--arg", '"dan"', db=db)
+    cli("workflow", "result", "greet-2", "--timeout", "30", db=db)
+
+    runs = json.loads(cli("workflow", "list", "--json", db=db).stdout)
+    assert {"greet-2"} <= {r["workflow_id"] for r in runs}
+    completed = json.loads(cli("workflow", "list", "--status", "completed", "--type", "Greeter",
+                               "--limit", "1", "--json", db=db).stdout)
+    assert [r["workflow_id"] for r in completed] == ["greet-2"]
+    table = cli("workflow", "list", db=db).stdout
+    assert "greet-2" in table and "COMPLETED" in table
+
+    doc = json.loads(cli("workflow", "history", "greet-2", "--json", db=db).stdout)
+    assert doc["format"] == "mainspring.history/1" and doc["workflow_id"] == "greet-2"
+    assert doc["events"][-1]["event_type"] == "WorkflowExecutionCompleted"
+    Replayer(workflows=[Greeter, Sleeper]).replay(doc)
+    table = cli("workflow", "history", "greet-2", db=db).stdout
+    assert "ActivityTaskCompleted" in table and "approve" in table
+
+
+def test_cancel_and_terminate(db: str, worker: subprocess.Popen[str]) -> None:
+    for wid in ("sleep-1", "sleep-2"):
+        cli("workflow", "start", "Sleeper", "--id", wid, "-q", TASK_QUEUE, db=db)
+    cli("workflow", "cancel", "sleep-1", db=db)
+    cli("workflow", "terminate", "sleep-2", "--reason", "not needed", db=db)
+
+    cancelled = cli("workflow", "result", "sleep-1", "--timeout", "30", db=db, check=False)
+    assert "canceled" in one_line_error(cancelled)
+    terminated = json.loads(cli("workflow", "describe", "sleep-2", "--json", db=db).stdout)
+    assert terminated["status"] == "TERMINATED"
+    assert "not needed" in json.dumps(terminated["failure"])
+    closed = cli("workflow", "signal", "sleep-2", "anything", db=db, check=False)
+    assert "TERMINATED" in one_line_error(closed)
+
+
+def test_unknown_workflow_is_one_line_error(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'empty.db'}"
+    for command in (["describe"], ["result"], ["cancel"], ["history"]):
+        line = one_line_error(cli("workflow", *command, "no-such-id", db=db, check=False))
+        assert "no-such-id" in line, command
+
+
+def test_bad_json_argument_is_a_usage_error(tmp_path: Path) -> None:
+    proc = cli("workflow", "start", "Greeter", "--id", "x", "-q", "q", "--arg", "bob",
+               "--db", f"sqlite:///{tmp_path / 'x.db'}", check=False)
+    assert proc.returncode == 2 and "not valid JSON" in proc.stderr
+
+
+def test_db_that_is_not_mainspring_is_refused(tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database at all\n" * 100)
+    line = one_line_error(cli("workflow", "list", "--db", f"sqlite:///{text}", check=False))
+    assert "not a Mainspring database" in line
+
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY)")
+    conn.close()
+    line = one_line_error(cli("db", "migrate", "--db", f"sqlite:///{other}", check=False))
+    assert "not Mainspring's" in line
+    with sqlite3.connect(other) as conn:  # untouched
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    assert tables == {"customers"}
+
+
+def test_db_status_and_migrate(tmp_path: Path) -> None:
+    path = tmp_path / "fresh.db"
+    db = f"sqlite:///{path}"
+    status = json.loads(cli("db", "status", "--json", db=db).stdout)
+    assert status["exists"] is False and status["current"] == 0 and status["latest"] >= 1
+    assert not path.exists()
+    migrated = json.loads(cli("db", "migrate", "--json", db=db).stdout)
+    assert migrated["current"] == migrated["latest"] == status["latest"]
+    assert "up to date" in cli("db", "status", db=db).stdout
+
+
+def test_worker_needs_definitions(tmp_path: Path) -> None:
+    empty = tmp_path / "empty_module.py"
+    empty.write_text("X = 1\n")
+    line = one_line_error(cli("worker", str(empty), "--db", f"sqlite:///{tmp_path / 'w.db'}",
+                              check=False))
+    assert "no @workflow.defn" in line
+    line = one_line_error(cli("worker", "no_such_module_xyz", check=False))
+    assert "cannot import" in line

@@ -1,0 +1,133 @@
+"""SQLite-specific store behaviour: the file, its schema, its durability settings."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from mainspring import (
+    Client,
+    NotAMainspringDatabaseError,
+    SchemaVersionError,
+    StoreError,
+)
+from mainspring.store.sqlite import SQLiteStore, parse_sqlite_url, schema_version
+
+
+async def test_fresh_file_gets_the_latest_schema(tmp_path: Path) -> None:
+    client = await Client.connect(f"sqlite:///{tmp_path / 'new.db'}")
+    try:
+        assert await client.store.schema_status() == (schema_version(), schema_version())
+    finally:
+        await client.close()
+    conn = sqlite3.connect(tmp_path / "new.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+async def test_reopening_is_idempotent(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'again.db'}"
+    for _ in range(3):
+        client = await Client.connect(url)
+        await client.start_workflow("X", id=f"w{_}", task_queue="q")
+        await client.close()
+    client = await Client.connect(url)
+    assert len(await client.list_workflows()) == 3
+    await client.close()
+
+
+async def test_foreign_database_is_refused_and_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "theirs.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO customers (name) VALUES ('ada')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(NotAMainspringDatabaseError, match="not Mainspring's"):
+        await Client.connect(f"sqlite:///{path}")
+    conn = sqlite3.connect(path)
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    assert tables == ["customers"]
+    conn.close()
+
+
+async def test_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"these are my notes, not a database\n" * 100)
+    with pytest.raises(NotAMainspringDatabaseError, match="not a Mainspring database"):
+        await Client.connect(f"sqlite:///{path}")
+    assert path.read_bytes() == b"these are my notes, not a database\n" * 100
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'future.db'}"
+    client = await Client.connect(url)
+    await client.close()
+    conn = sqlite3.connect(tmp_path / "future.db")
+    conn.execute("UPDATE mainspring_meta SET value = '999' WHERE key = 'version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(SchemaVersionError, match="newer than this Mainspring"):
+        await Client.connect(url)
+    conn = sqlite3.connect(tmp_path / "future.db")
+    assert conn.execute("SELECT value FROM mainspring_meta WHERE key='version'").fetchone() == (
+        "999",
+    )
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "path", "sync"),
+    [
+        ("sqlite:///rel/agents.db", "rel/agents.db", "full"),
+        ("sqlite:////abs/agents.db", "/abs/agents.db", "full"),
+        ("sqlite:///a.db?synchronous=normal", "a.db", "normal"),
+        ("agents.db", "agents.db", "full"),
+    ],
+)
+def test_url_parsing(url: str, path: str, sync: str) -> None:
+    parsed, opts = parse_sqlite_url(url)
+    assert parsed == path
+    assert opts.get("synchronous", "full") == sync
+
+
+def test_bad_urls_have_clear_errors() -> None:
+    with pytest.raises(StoreError, match="synchronous must be"):
+        SQLiteStore("sqlite:///x.db?synchronous=sometimes")
+    with pytest.raises(StoreError, match="names no file"):
+        SQLiteStore("sqlite://")
+    from mainspring.store import store_from_url
+
+    with pytest.raises(StoreError, match="unknown database URL"):
+        store_from_url("mysql://localhost/db")
+
+
+async def test_synchronous_setting_is_applied(tmp_path: Path) -> None:
+    for setting, expected in (("", 2), ("?synchronous=normal", 1)):
+        store = SQLiteStore(f"sqlite:///{tmp_path / 's.db'}{setting}")
+        await store.open()
+        try:
+            value = await store._run(lambda tx: tx.conn.execute("PRAGMA synchronous").fetchone())  # type: ignore[attr-defined]
+            assert value[0] == expected
+        finally:
+            await store.close()
+
+
+async def test_in_memory_store() -> None:
+    client = await Client.connect("memory://")
+    try:
+        h = await client.start_workflow("X", id="m", task_queue="q")
+        assert (await h.describe()).workflow_type == "X"
+    finally:
+        await client.close()
+
+
+async def test_environment_variable_names_the_default_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAINSPRING_DB", f"sqlite:///{tmp_path / 'env.db'}")
+    client = await Client.connect()
+    await client.close()
+    assert (tmp_path / "env.db").exists()
