@@ -199,40 +199,42 @@ class ActivityRunner:
             scheduled_time=task.scheduled_at,
         )
         loop = asyncio.get_running_loop()
-        beat = _Heartbeater(self, task, loop)
+        beat = _Heartbeater(self, task, loop, asyncio.current_task())
         ctx = activity_mod._Context(info, beat.threadsafe_heartbeat)
         beat.ctx = ctx
-        context = contextvars.copy_context()
-        context.run(activity_mod._current.set, ctx)
+        token = activity_mod._current.set(ctx)  # this task's own context
         timeout = None
         if task.attempt_deadline is not None:
             timeout = max(0.0, task.attempt_deadline - self.store.clock.now())
-        if defn.is_async:
-            work: asyncio.Future[Any] = loop.create_task(defn.fn(*args), context=context)
-        else:
-            work = loop.run_in_executor(self._executor, lambda: context.run(defn.fn, *args))
-        beat.work = work
+        limit = asyncio.timeout(timeout)
         try:
-            done, _ = await asyncio.wait({work}, timeout=timeout)
-            if not done:
-                work.cancel()
-                kind = (
-                    "start_to_close"
-                    if task.options.get("start_to_close_timeout")
-                    else "schedule_to_close"
-                )
-                raise TimeoutFailure(
-                    f"activity {task.activity_type!r} attempt {task.attempt} ran past its "
-                    f"{kind} timeout",
-                    timeout_type=kind,
-                )
-            if beat.cancelled and work.cancelled():
-                raise CancelledFailure("activity cancelled")
-            return work.result()
+            async with limit:
+                if defn.is_async:
+                    return await defn.fn(*args)
+                context = contextvars.copy_context()
+                return await loop.run_in_executor(self._executor, context.run, defn.fn, *args)
+        except TimeoutError:
+            if not limit.expired():
+                raise  # the activity's own TimeoutError
+            kind = (
+                "start_to_close"
+                if task.options.get("start_to_close_timeout")
+                else "schedule_to_close"
+            )
+            raise TimeoutFailure(
+                f"activity {task.activity_type!r} attempt {task.attempt} ran past its "
+                f"{kind} timeout",
+                timeout_type=kind,
+            ) from None
         except asyncio.CancelledError:
-            work.cancel()
+            if beat.cancelled and not self.stopping:
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                raise CancelledFailure("activity cancelled") from None
             raise
         finally:
+            activity_mod._current.reset(token)
             await beat.flush()
 
 
@@ -240,13 +242,17 @@ class _Heartbeater:
     """Sends an attempt's heartbeats, throttled, and cancels it when asked to stop."""
 
     def __init__(
-        self, runner: ActivityRunner, task: ActivityTask, loop: asyncio.AbstractEventLoop
+        self,
+        runner: ActivityRunner,
+        task: ActivityTask,
+        loop: asyncio.AbstractEventLoop,
+        work: asyncio.Future[Any] | None,
     ) -> None:
         self.runner = runner
         self.task = task
         self.loop = loop
         self.ctx: activity_mod._Context | None = None
-        self.work: asyncio.Future[Any] | None = None
+        self.work = work
         hb = task.options.get("heartbeat_timeout")
         self.interval = min(float(hb) * 0.5, 1.0) if hb else 1.0
         self.pending: list[Any] | None = None
@@ -294,7 +300,9 @@ class _Heartbeater:
                 self.work.cancel()
 
     async def flush(self) -> None:
-        if self.sending is not None and not self.sending.done():
+        if self.sending is None:
+            return  # never heartbeated
+        if not self.sending.done():
             self.sending.cancel()
         if self.pending is not None and not self.cancelled:
             await self._send()

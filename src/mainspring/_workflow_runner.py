@@ -78,6 +78,8 @@ class WorkflowRunner:
         self._locks: dict[str, asyncio.Lock] = {}
         self._inflight: set[asyncio.Task[None]] = set()
         self._inflight_queries: set[asyncio.Task[None]] = set()
+        self._running_code: dict[asyncio.Future[Any], tuple[WorkflowInstance, int]] = {}
+        self._watchdog: asyncio.Task[None] | None = None
         self._slot_freed = asyncio.Event()
         self._executor = ThreadPoolExecutor(
             max_workers=max(4, min(max_concurrent, 32)) + 2,
@@ -130,6 +132,8 @@ class WorkflowRunner:
 
     def close(self) -> None:
         """Drop cached runs and stop the thread pool."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for c in self._cache.values():
             c.instance.discard()
         self._cache.clear()
@@ -170,23 +174,49 @@ class WorkflowRunner:
     # ------------------------------------------------------------------ running code
 
     async def _in_thread(self, inst: WorkflowInstance, fn: Callable[[], T]) -> T:
-        """Run ``fn`` (workflow code) in a thread, failing if an activation hangs."""
+        """Run ``fn`` (workflow code) in a thread; the watchdog fails it if it hangs."""
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._executor, fn)
-        last = -1
-        while True:
-            done, _ = await asyncio.wait({fut}, timeout=self.deadlock_timeout)
-            if done:
-                return fut.result()
-            if inst.activations == last:
+        fut: asyncio.Future[T] = loop.create_future()
+        work = loop.run_in_executor(self._executor, fn)
+
+        def relay(w: asyncio.Future[T]) -> None:
+            if fut.done():
+                return  # the watchdog already failed it
+            if w.cancelled():
+                fut.cancel()
+            elif w.exception() is not None:
+                fut.set_exception(w.exception())  # type: ignore[arg-type]
+            else:
+                fut.set_result(w.result())
+
+        work.add_done_callback(relay)
+        self._running_code[fut] = (inst, inst.activations)
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.create_task(self._watch_deadlocks())
+        try:
+            return await fut
+        finally:
+            self._running_code.pop(fut, None)
+
+    async def _watch_deadlocks(self) -> None:
+        """Fail workflow code that made no progress for ``deadlock_timeout``."""
+        while self._running_code:
+            await asyncio.sleep(self.deadlock_timeout)
+            for fut, (inst, seen) in list(self._running_code.items()):
+                if fut.done():
+                    continue
+                if inst.activations != seen:
+                    self._running_code[fut] = (inst, inst.activations)
+                    continue
                 inst.discard()
-                raise DeadlockError(
-                    f"workflow code of {inst.info.workflow_id!r} did not yield for "
-                    f"{self.deadlock_timeout:g} s: it blocks the thread (time.sleep, "
-                    "blocking I/O or a busy loop?). Use workflow.sleep and activities; "
-                    "raise Worker(deadlock_timeout=…) if a step legitimately takes longer"
+                fut.set_exception(
+                    DeadlockError(
+                        f"workflow code of {inst.info.workflow_id!r} did not yield for "
+                        f"{self.deadlock_timeout:g} s: it blocks the thread (time.sleep, "
+                        "blocking I/O or a busy loop?). Use workflow.sleep and activities; "
+                        "raise Worker(deadlock_timeout=…) if a step legitimately takes longer"
+                    )
                 )
-            last = inst.activations
 
     def _new_instance(self, task: WorkflowTask, definition: WorkflowDefinition) -> WorkflowInstance:
         info = WorkflowInfo(

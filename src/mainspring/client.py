@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -257,28 +258,32 @@ class WorkflowHandle:
         loop = asyncio.get_running_loop()
         deadline = None if seconds is None else loop.time() + seconds
         store = self.client.store
+        run_id = self.run_id or (await store.describe(self.id, None)).run_id
         while True:
-            rec = await store.describe(self.id, self.run_id)
-            if rec.status is WorkflowStatus.COMPLETED:
-                return self.client.converter.decode(rec.result, self.result_type)
-            if rec.status is not WorkflowStatus.RUNNING:
-                failure = Failure.from_dict(rec.failure) if rec.failure else None
-                raise WorkflowFailureError(
-                    f"workflow {self.id!r} {rec.status.value.lower()}"
-                    + (f": {failure.message}" if failure else ""),
-                    status=rec.status.value,
-                    failure=failure,
-                )
-            wait = 1.0
-            if deadline is not None:
-                wait = deadline - loop.time()
-                if wait <= 0:
-                    raise WorkflowResultTimeoutError(
-                        f"workflow {self.id!r} did not close within {seconds:g} s; it is "
-                        "still running"
+            with store.watch(run_id) as changed:
+                rec = await store.describe(self.id, run_id)
+                if rec.status is WorkflowStatus.COMPLETED:
+                    return self.client.converter.decode(rec.result, self.result_type)
+                if rec.status is not WorkflowStatus.RUNNING:
+                    failure = Failure.from_dict(rec.failure) if rec.failure else None
+                    raise WorkflowFailureError(
+                        f"workflow {self.id!r} {rec.status.value.lower()}"
+                        + (f": {failure.message}" if failure else ""),
+                        status=rec.status.value,
+                        failure=failure,
                     )
-                wait = min(wait, 1.0)
-            await store.wait_for_change(wait)
+                wait = 2.0  # local closes wake us at once; this bounds cross-process lag
+                if deadline is not None:
+                    wait = deadline - loop.time()
+                    if wait <= 0:
+                        raise WorkflowResultTimeoutError(
+                            f"workflow {self.id!r} did not close within {seconds:g} s; it is "
+                            "still running"
+                        )
+                    wait = min(wait, 2.0)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await changed.wait()
 
     async def signal(self, signal: Callable[..., Any] | str, *args: Any) -> None:
         """Send a signal; it is recorded in history before this returns.
@@ -312,26 +317,34 @@ class WorkflowHandle:
         deadline = loop.time() + seconds
         try:
             while True:
-                done, answer, error = await store.query_result(qid)
-                if done:
-                    if error is not None:
-                        try:
-                            failure = Failure.from_dict(json.loads(error))
-                        except (ValueError, AttributeError):
-                            raise QueryFailedError(f"query {name!r} failed: {error}") from None
-                        raise QueryFailedError(
-                            f"query {name!r} failed: {failure.message}"
-                        ) from failure_to_error(failure)
-                    return self.client.converter.decode(answer, result_type or ret)
-                left = deadline - loop.time()
-                if left <= 0:
-                    raise QueryTimeoutError(
-                        f"no worker answered query {name!r} on workflow {self.id!r} within "
-                        f"{seconds:g} s; is a worker for its task queue running?"
-                    )
-                await store.wait_for_change(min(left, 0.5))
+                with store.watch(qid) as changed:
+                    done, answer, error = await store.query_result(qid)
+                    if done:
+                        return self._query_answer(name, answer, error, result_type or ret)
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        raise QueryTimeoutError(
+                            f"no worker answered query {name!r} on workflow {self.id!r} "
+                            f"within {seconds:g} s; is a worker for its task queue running?"
+                        )
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(min(left, 0.5)):
+                            await changed.wait()
         finally:
             await store.drop_query(qid)
+
+    def _query_answer(
+        self, name: str, answer: str | None, error: str | None, hint: Any
+    ) -> Any:
+        if error is not None:
+            try:
+                failure = Failure.from_dict(json.loads(error))
+            except (ValueError, AttributeError):
+                raise QueryFailedError(f"query {name!r} failed: {error}") from None
+            raise QueryFailedError(
+                f"query {name!r} failed: {failure.message}"
+            ) from failure_to_error(failure)
+        return self.client.converter.decode(answer, hint)
 
     async def cancel(self) -> None:
         """Ask the run to cancel: the workflow sees ``asyncio.CancelledError``."""

@@ -10,16 +10,18 @@ one commit (group commit).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import queue
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from ..errors import StoreError
 from ..history import Event
+from ..runtime.commands import ScheduleActivity
 from . import _tx
 from ._tx import Tx
 from .records import (
@@ -52,6 +54,7 @@ class Store(ABC):
         self.clock = clock or Clock()
         self._queues: dict[str, asyncio.Event] = {}
         self._changed: asyncio.Event | None = None
+        self._keyed: dict[str, set[asyncio.Event]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -85,6 +88,35 @@ class Store(ABC):
         if self._changed is not None:
             self._changed.set()
             self._changed = None
+
+    def notify_key(self, key: str) -> None:
+        """Wake watchers of one run or query (see :meth:`watch`)."""
+        for ev in self._keyed.get(key, ()):
+            ev.set()
+
+    def notify_external(self) -> None:
+        """Another process changed the database: wake every waiter."""
+        self.notify()
+        for events in self._keyed.values():
+            for ev in events:
+                ev.set()
+
+    @contextlib.contextmanager
+    def watch(self, key: str) -> Iterator[asyncio.Event]:
+        """An event set when run or query ``key`` may have changed.
+
+        Enter it *before* reading the state you will wait on, so no change is missed.
+        """
+        ev = asyncio.Event()
+        self._keyed.setdefault(key, set()).add(ev)
+        try:
+            yield ev
+        finally:
+            events = self._keyed.get(key)
+            if events is not None:
+                events.discard(ev)
+                if not events:
+                    del self._keyed[key]
 
     async def wait_for_work(self, task_queue: str, timeout: float) -> None:
         """Return when work may be available on ``task_queue``, or after ``timeout``."""
@@ -173,7 +205,8 @@ class Store(ABC):
     async def terminate(self, workflow_id: str, run_id: str | None, reason: str) -> None:
         """Close the open run now."""
         now = self._now()
-        await self._run(lambda tx: _tx.terminate(tx, workflow_id, run_id, reason, now))
+        rid = await self._run(lambda tx: _tx.terminate(tx, workflow_id, run_id, reason, now))
+        self.notify_key(rid)
         self.notify()
 
     async def submit_query(
@@ -233,12 +266,14 @@ class Store(ABC):
     def _notify_after(self, out: CompletionOutcome | None, c: WorkflowTaskCompletion) -> None:
         if out is None:
             return
+        if out.closed:
+            self.notify_key(c.run_id)
         if not out.accepted or out.closed:
             self.notify()
             return
-        for cmd in c.commands:
-            tq = getattr(cmd, "task_queue", None)
-            if tq is not None:
+        scheduled = [cmd for cmd in c.commands if isinstance(cmd, ScheduleActivity)]
+        if len(scheduled) > len(out.eager):  # some were not taken by the deciding worker
+            for tq in {cmd.task_queue for cmd in scheduled}:
                 self.notify(tq)
 
     async def fail_workflow_task(
@@ -390,7 +425,7 @@ class Store(ABC):
         await self._run(
             functools.partial(_tx.answer_query, query_id=query_id, answer=answer, error=error)
         )
-        self.notify()
+        self.notify_key(query_id)
 
 
 # --------------------------------------------------------------------------- group commit

@@ -188,33 +188,38 @@ class SQLiteStore(Store):
             raise
 
     def _execute(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+        """Run a batch in one transaction.
+
+        No savepoint per op (they cost as much as the ops): if an op raises, the whole
+        transaction rolls back, the op keeps its error, and the others run again in a
+        new transaction. Nothing is delivered before its commit, so re-running is safe.
+        """
         tx = _SQLiteTx(conn, self._sql)
-        readonly = all(op.readonly for op in batch)
-        conn.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
-        try:
-            if len(batch) == 1:
-                op = batch[0]
-                try:
-                    op.result = op.fn(tx)
-                except Exception as exc:  # noqa: BLE001 - delivered to the caller
-                    op.error = exc
-                    conn.execute("ROLLBACK")
-                    return
-            else:
-                for op in batch:
-                    conn.execute("SAVEPOINT op")
+        pending = batch
+        while pending:
+            readonly = all(op.readonly for op in pending)
+            conn.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
+            failed: _Op | None = None
+            try:
+                for op in pending:
                     try:
                         op.result = op.fn(tx)
                     except Exception as exc:  # noqa: BLE001 - delivered to the caller
                         op.error = exc
-                        conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-            conn.execute("COMMIT")
-            self.commits += 1
-        except BaseException:
-            if conn.in_transaction:
+                        failed = op
+                        break
+                if failed is None:
+                    conn.execute("COMMIT")
+                    self.commits += 1
+                    return
                 conn.execute("ROLLBACK")
-            raise
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            pending = [op for op in pending if op.error is None]
+            for op in pending:
+                op.result = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -263,8 +268,10 @@ class SQLiteStore(Store):
         """Wake local waiters when another process commits (``PRAGMA data_version``).
 
         Runs in its own thread. ``data_version`` also moves on this process's own
-        commits; those already woke local waiters, so such changes wake them again at
-        most every 100 ms.
+        commits, and the two cannot be told apart: while this process commits too, a
+        change wakes only the task pollers, at most every 100 ms (result and query
+        waiters re-read on their own within a second); a change made while this
+        process is quiet wakes everyone within ``watch_interval``.
         """
         try:
             conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
@@ -280,14 +287,18 @@ class SQLiteStore(Store):
                 except sqlite3.Error:
                     continue
                 now = time.monotonic()
-                if last is not None and version != last and (
-                    self.commits == own or now - last_wake > 0.1
-                ):
-                    last_wake = now
-                    try:
-                        loop.call_soon_threadsafe(self.notify)
-                    except RuntimeError:
-                        return  # the loop closed
+                if last is not None and version != last:
+                    ours = self.commits != own
+                    if ours and now - last_wake < 0.1:
+                        pass
+                    else:
+                        last_wake = now
+                        try:  # ambiguous (we committed too): wake pollers, not watchers
+                            loop.call_soon_threadsafe(
+                                self.notify if ours else self.notify_external
+                            )
+                        except RuntimeError:
+                            return  # the loop closed
                 last = version
                 own = self.commits
         finally:
