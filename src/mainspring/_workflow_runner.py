@@ -24,7 +24,7 @@ from .workflow import WorkflowDefinition, WorkflowInfo
 log = logging.getLogger("mainspring.worker")
 T = TypeVar("T")
 
-WORKFLOW_TASK_LEASE = 30.0
+WORKFLOW_TASK_LEASE = 10.0
 
 
 class DeadlockError(Exception):
