@@ -1,0 +1,135 @@
+"""Worker configuration, registration errors and logging."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta as td
+
+import pytest
+
+from mainspring import (
+    ActivityError,
+    Client,
+    EventType,
+    Worker,
+    WorkerError,
+    WorkflowFailureError,
+    activity,
+    workflow,
+)
+from tests.integration import agents
+from tests.integration.agents import TQ
+
+
+@activity.defn
+async def huge() -> str:
+    return "x" * 5000
+
+
+@workflow.defn
+class HugeResult:
+    @workflow.run
+    async def run(self) -> str:
+        try:
+            return str(await huge())
+        except ActivityError as err:
+            return f"{type(err.__cause__).__name__}: {err.__cause__}"
+
+
+@workflow.defn
+class Chatty:
+    @workflow.run
+    async def run(self) -> str:
+        workflow.logger.info("starting chatty")
+        await agents.echo("one")
+        workflow.logger.info("after one")
+        await agents.echo("two")
+        return "done"
+
+
+def test_registration_errors() -> None:
+    client = Client.__new__(Client)
+    with pytest.raises(WorkerError, match="not a workflow class"):
+        Worker(client, task_queue="q", workflows=[int])
+    with pytest.raises(WorkerError, match="not an activity"):
+        Worker(client, task_queue="q", activities=[print])
+    with pytest.raises(WorkerError, match="at least one"):
+        Worker(client, task_queue="q")
+    with pytest.raises(WorkerError, match="task_queue"):
+        Worker(client, task_queue="", workflows=[agents.Hello])
+    with pytest.raises(WorkerError, match="max_concurrent_activities"):
+        Worker(client, task_queue="q", workflows=[agents.Hello], max_concurrent_activities=0)
+
+
+def test_workflow_definition_errors() -> None:
+    with pytest.raises(TypeError, match="@workflow.run"):
+
+        @workflow.defn
+        class NoRun:
+            pass
+
+    with pytest.raises(TypeError, match="async def"):
+
+        @workflow.defn
+        class SyncRun:
+            @workflow.run
+            def run(self) -> None:  # type: ignore[misc]
+                pass
+
+    with pytest.raises(TypeError, match="plain"):
+
+        class AsyncQuery:
+            @workflow.query
+            async def q(self) -> None:
+                pass
+
+
+async def test_oversized_activity_result_fails_without_retry(client: Client) -> None:
+    small = await Client.connect(client.store.url, max_payload_size=1000)
+    try:
+        async with Worker(small, task_queue=TQ, workflows=[HugeResult], activities=[huge]):
+            result = await small.execute_workflow(HugeResult.run, id="huge", task_queue=TQ)
+        assert result.startswith("ApplicationError: the result of activity 'huge' is")
+        history = await small.get_workflow_handle("huge").fetch_history()
+        failed = [e for e in history if e.event_type is EventType.ACTIVITY_TASK_FAILED]
+        assert failed[0].attributes["attempt"] == 1
+    finally:
+        await small.close()
+
+
+async def test_workflow_logger_is_silent_during_replay(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mainspring import Replayer
+
+    caplog.set_level(logging.INFO, logger="mainspring.workflow")
+    async with Worker(client, task_queue=TQ, workflows=[Chatty], activities=[agents.echo]):
+        h = await client.start_workflow(
+            Chatty.run, id=f"chatty-{uuid.uuid4().hex[:6]}", task_queue=TQ
+        )
+        assert await h.result() == "done"
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("starting chatty" in m for m in messages) == 1
+    assert sum("after one" in m for m in messages) == 1
+    assert any(h.id in m for m in messages)  # lines name the workflow
+    caplog.clear()
+    Replayer(workflows=[Chatty]).replay(await h.fetch_history())
+    assert not [r for r in caplog.records if "chatty" in r.getMessage()]
+
+
+async def test_workflow_failure_error_carries_the_cause(client: Client) -> None:
+    async with Worker(
+        client,
+        task_queue=TQ,
+        workflows=[agents.Failing],
+        activities=[agents.always_fails],
+        graceful_shutdown_timeout=td(milliseconds=100),
+    ):
+        h = await client.start_workflow(
+            agents.Failing.run, "k", "workflow", id="fails", task_queue=TQ
+        )
+        with pytest.raises(WorkflowFailureError) as info:
+            await h.result()
+    cause = info.value.cause
+    assert cause is not None and "workflow gave up" in str(cause)
