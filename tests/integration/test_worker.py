@@ -63,7 +63,7 @@ def test_registration_errors() -> None:
 
 
 def test_workflow_definition_errors() -> None:
-    with pytest.raises(TypeError, match="@workflow.run"):
+    with pytest.raises(TypeError, match=r"@workflow\.run"):
 
         @workflow.defn
         class NoRun:
