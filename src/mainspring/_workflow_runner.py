@@ -24,7 +24,6 @@ from .workflow import WorkflowDefinition, WorkflowInfo
 log = logging.getLogger("mainspring.worker")
 T = TypeVar("T")
 
-WORKFLOW_TASK_LEASE = 10.0
 
 
 class DeadlockError(Exception):
@@ -56,6 +55,7 @@ class WorkflowRunner:
         max_cached: int,
         deadlock_timeout: float,
         poll_interval: float,
+        task_lease: float,
         reserve_activity_slots: Callable[[list[ScheduleActivity]], int],
         dispatch_activity: Callable[[ActivityTask], None],
         release_activity_slots: Callable[[int], None],
@@ -70,6 +70,7 @@ class WorkflowRunner:
         self.max_cached = max_cached
         self.deadlock_timeout = deadlock_timeout
         self.poll_interval = poll_interval
+        self.task_lease = task_lease
         self._reserve = reserve_activity_slots
         self._dispatch = dispatch_activity
         self._release = release_activity_slots
@@ -104,7 +105,7 @@ class WorkflowRunner:
             known = {rid: c.instance.applied_through for rid, c in self._cache.items()}
             try:
                 tasks = await self.store.claim_workflow_tasks(
-                    self.task_queue, self.owner, free, WORKFLOW_TASK_LEASE, known
+                    self.task_queue, self.owner, free, self.task_lease, known
                 )
             except Exception:
                 log.exception("claiming workflow tasks failed; retrying")

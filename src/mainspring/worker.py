@@ -49,6 +49,8 @@ class Worker:
         graceful_shutdown_timeout: How long running activities get to finish on shutdown.
         poll_interval: The longest a worker waits before polling again when nothing woke
             it (other processes' work is usually noticed within milliseconds).
+        workflow_task_timeout: The lease on a claimed workflow task: if this worker dies
+            holding it, another worker takes the run over after this long.
         identity: This worker's name in leases; defaults to ``host:pid:random``.
         activity_executor: The thread pool of sync activities (default: one sized to
             ``max_concurrent_activities``).
@@ -67,6 +69,7 @@ class Worker:
         deadlock_timeout: timedelta = timedelta(seconds=2),
         graceful_shutdown_timeout: timedelta = timedelta(seconds=10),
         poll_interval: timedelta = timedelta(seconds=1),
+        workflow_task_timeout: timedelta = timedelta(seconds=10),
         identity: str | None = None,
         activity_executor: ThreadPoolExecutor | None = None,
     ) -> None:
@@ -116,6 +119,7 @@ class Worker:
             max_cached=max_cached_workflows,
             deadlock_timeout=deadlock_timeout.total_seconds(),
             poll_interval=self._poll,
+            task_lease=workflow_task_timeout.total_seconds(),
             reserve_activity_slots=self._activity.reserve,
             dispatch_activity=self._activity.dispatch,
             release_activity_slots=self._activity.release,

@@ -439,9 +439,10 @@ def fail_workflow_task(
     owner: str,
     failure: dict[str, Any],
     now: float,
-    retry_at: float,
+    retry_in: float,
 ) -> None:
     """Record a failed workflow task (once per streak) and schedule its retry."""
+    retry_at = now + retry_in
     run = _run(tx, run_id)
     if run is None or run.status is not WorkflowStatus.RUNNING:
         return
@@ -802,9 +803,10 @@ def submit_query(
     name: str,
     args: str,
     now: float,
-    expires_at: float,
+    timeout: float,
 ) -> str:
     """Queue a query for a worker of the run's task queue; return its id."""
+    expires_at = now + timeout
     run = _open_run(tx, workflow_id, run_id, f"query {name!r} on")
     query_id = uuid.uuid4().hex
     tx.x(

@@ -71,8 +71,14 @@ class Store(ABC):
         """``(version in the database, latest version this code knows)``."""
 
     @abstractmethod
-    async def _run(self, fn: Callable[[Tx], T], *, readonly: bool = False) -> T:
-        """Run ``fn`` in a transaction (possibly sharing its commit with others)."""
+    async def _run(
+        self, fn: Callable[[Tx], T], *, readonly: bool = False, key: str | None = None
+    ) -> T:
+        """Run ``fn`` in a transaction (possibly sharing its commit with others).
+
+        ``key`` names the run whose row ``fn`` locks, if one: a dialect with row locks
+        orders a batch's work by key so that concurrent batches cannot deadlock.
+        """
 
     # ------------------------------------------------------------------ wake-ups
 
@@ -142,6 +148,14 @@ class Store(ABC):
     def _now(self) -> float:
         return self.clock.now()
 
+    def _at(self, fn: Callable[..., T], **kwargs: Any) -> Callable[[Tx], T]:
+        """``fn(tx, now=…, **kwargs)`` with ``now`` read when the transaction runs.
+
+        Reading the clock inside the transaction keeps leases and deadlines honest
+        however long the operation waited for its commit batch.
+        """
+        return lambda tx: fn(tx, now=self._now(), **kwargs)
+
     # ------------------------------------------------------------------ client operations
 
     async def start_workflow(
@@ -155,13 +169,12 @@ class Store(ABC):
     ) -> tuple[str, bool]:
         """Start a run; return ``(run_id, started)``."""
         result = await self._run(
-            functools.partial(
+            self._at(
                 _tx.start_workflow,
                 workflow_id=workflow_id,
                 workflow_type=workflow_type,
                 task_queue=task_queue,
                 input=input,
-                now=self._now(),
                 use_existing=use_existing,
             )
         )
@@ -192,20 +205,19 @@ class Store(ABC):
 
     async def signal(self, workflow_id: str, run_id: str | None, name: str, input: str) -> None:
         """Deliver a signal to the open run."""
-        now = self._now()
-        await self._run(lambda tx: _tx.signal(tx, workflow_id, run_id, name, input, now))
+        await self._run(lambda tx: _tx.signal(tx, workflow_id, run_id, name, input, self._now()))
         self.notify()
 
     async def request_cancel(self, workflow_id: str, run_id: str | None) -> None:
         """Ask the open run to cancel."""
-        now = self._now()
-        await self._run(lambda tx: _tx.request_cancel(tx, workflow_id, run_id, now))
+        await self._run(lambda tx: _tx.request_cancel(tx, workflow_id, run_id, self._now()))
         self.notify()
 
     async def terminate(self, workflow_id: str, run_id: str | None, reason: str) -> None:
         """Close the open run now."""
-        now = self._now()
-        rid = await self._run(lambda tx: _tx.terminate(tx, workflow_id, run_id, reason, now))
+        rid = await self._run(
+            lambda tx: _tx.terminate(tx, workflow_id, run_id, reason, self._now())
+        )
         self.notify_key(rid)
         self.notify()
 
@@ -213,16 +225,14 @@ class Store(ABC):
         self, workflow_id: str, run_id: str | None, name: str, args: str, timeout: float
     ) -> str:
         """Queue a query; return its id."""
-        now = self._now()
         qid = await self._run(
-            functools.partial(
+            self._at(
                 _tx.submit_query,
                 workflow_id=workflow_id,
                 run_id=run_id,
                 name=name,
                 args=args,
-                now=now,
-                expires_at=now + timeout,
+                timeout=timeout,
             )
         )
         self.notify()
@@ -234,8 +244,7 @@ class Store(ABC):
 
     async def drop_query(self, query_id: str) -> None:
         """Forget a query."""
-        now = self._now()
-        await self._run(lambda tx: _tx.drop_query(tx, query_id, now))
+        await self._run(lambda tx: _tx.drop_query(tx, query_id, self._now()))
 
     # ------------------------------------------------------------------ worker operations
 
@@ -244,11 +253,10 @@ class Store(ABC):
     ) -> list[WorkflowTask]:
         """Lease ready workflow tasks."""
         return await self._run(
-            functools.partial(
+            self._at(
                 _tx.claim_workflow_tasks,
                 task_queue=task_queue,
                 owner=owner,
-                now=self._now(),
                 limit=limit,
                 lease=lease,
                 known=known,
@@ -258,7 +266,8 @@ class Store(ABC):
     async def complete_workflow_task(self, c: WorkflowTaskCompletion) -> CompletionOutcome:
         """Record a workflow task's decision."""
         out = await self._run(
-            lambda tx: _tx.complete_workflow_task(tx, c, self._now(), ACTIVITY_LEASE_CAP)
+            lambda tx: _tx.complete_workflow_task(tx, c, self._now(), ACTIVITY_LEASE_CAP),
+            key=c.run_id,
         )
         self._notify_after(out, c)
         return out
@@ -280,55 +289,50 @@ class Store(ABC):
         self, run_id: str, fence: int, owner: str, failure: dict[str, Any], retry_in: float
     ) -> None:
         """Record a failed workflow task and schedule its retry."""
-        now = self._now()
         await self._run(
-            functools.partial(
+            self._at(
                 _tx.fail_workflow_task,
                 run_id=run_id,
                 fence=fence,
                 owner=owner,
                 failure=failure,
-                now=now,
-                retry_at=now + retry_in,
+                retry_in=retry_in,
             )
         )
         self.notify()
 
     async def release_workflow_task(self, run_id: str, fence: int, owner: str) -> None:
         """Hand a claimed workflow task back."""
-        now = self._now()
         await self._run(
-            functools.partial(
-                _tx.release_workflow_task, run_id=run_id, fence=fence, owner=owner, now=now
+            self._at(
+                _tx.release_workflow_task,
+                run_id=run_id,
+                fence=fence,
+                owner=owner,
             )
         )
 
     async def reset_backoff(self, task_queue: str) -> int:
         """Make failed workflow tasks of ``task_queue`` due now."""
-        now = self._now()
-        return await self._run(lambda tx: _tx.reset_backoff(tx, task_queue, now))
+        return await self._run(lambda tx: _tx.reset_backoff(tx, task_queue, self._now()))
 
     async def claim_activities(self, task_queue: str, owner: str, limit: int) -> list[ActivityTask]:
         """Lease ready activity attempts."""
-        now = self._now()
         return await self._run(
-            functools.partial(
-                _tx.claim_activities, task_queue=task_queue, owner=owner, now=now, limit=limit
-            )
+            self._at(_tx.claim_activities, task_queue=task_queue, owner=owner, limit=limit)
         )
 
     async def complete_activity(self, task: ActivityTask, result: str) -> bool:
         """Record an attempt's result; ``False`` if the attempt was stale."""
-        now = self._now()
         run = await self._run(
-            functools.partial(
+            self._at(
                 _tx.complete_activity,
                 run_id=task.run_id,
                 seq=task.seq,
                 fence=task.fence,
                 result=result,
-                now=now,
-            )
+            ),
+            key=task.run_id,
         )
         if run is not None:
             self.notify(run.task_queue)
@@ -348,7 +352,8 @@ class Store(ABC):
                 completion=c,
                 now=self._now(),
                 activity_lease_cap=ACTIVITY_LEASE_CAP,
-            )
+            ),
+            key=task.run_id,
         )
         if out is not None and not out.accepted:
             self.notify()
@@ -358,31 +363,28 @@ class Store(ABC):
 
     async def fail_activity(self, task: ActivityTask, failure: dict[str, Any]) -> bool:
         """Record a failed attempt (retried or final)."""
-        now = self._now()
         ok = await self._run(
-            functools.partial(
+            self._at(
                 _tx.fail_activity,
                 run_id=task.run_id,
                 seq=task.seq,
                 fence=task.fence,
                 failure=failure,
-                now=now,
-            )
+            ),
+            key=task.run_id,
         )
         self.notify()
         return ok
 
     async def heartbeat_activity(self, task: ActivityTask, details: str | None) -> bool:
         """Record progress; return whether the activity should stop."""
-        now = self._now()
         return await self._run(
-            functools.partial(
+            self._at(
                 _tx.heartbeat_activity,
                 run_id=task.run_id,
                 seq=task.seq,
                 fence=task.fence,
                 details=details,
-                now=now,
             )
         )
 
@@ -400,9 +402,9 @@ class Store(ABC):
 
     async def maintain(self, task_queue: str) -> float | None:
         """Fire due timers and expire lapsed leases; return the next time work falls due."""
-        now = self._now()
 
         def run(tx: Tx) -> tuple[int, float | None]:
+            now = self._now()
             fired = _tx.fire_timers(tx, now) + _tx.expire(tx, now)
             return fired, _tx.next_wakeup(tx, task_queue)
 
@@ -413,17 +415,14 @@ class Store(ABC):
 
     async def claim_queries(self, task_queue: str, owner: str, limit: int) -> list[QueryRequest]:
         """Lease open queries."""
-        now = self._now()
         return await self._run(
-            functools.partial(
-                _tx.claim_queries, task_queue=task_queue, owner=owner, now=now, limit=limit
-            )
+            self._at(_tx.claim_queries, task_queue=task_queue, owner=owner, limit=limit)
         )
 
     async def answer_query(self, query_id: str, answer: str | None, error: str | None) -> None:
         """Answer a query."""
         await self._run(
-            functools.partial(_tx.answer_query, query_id=query_id, answer=answer, error=error)
+            lambda tx: _tx.answer_query(tx, query_id=query_id, answer=answer, error=error)
         )
         self.notify_key(query_id)
 
@@ -432,7 +431,7 @@ class Store(ABC):
 
 
 class _Op:
-    __slots__ = ("error", "fn", "fut", "loop", "readonly", "result")
+    __slots__ = ("error", "fn", "fut", "key", "loop", "readonly", "result")
 
     def __init__(
         self,
@@ -440,11 +439,13 @@ class _Op:
         fut: asyncio.Future[Any],
         loop: asyncio.AbstractEventLoop,
         readonly: bool,
+        key: str | None = None,
     ) -> None:
         self.fn = fn
         self.fut = fut
         self.loop = loop
         self.readonly = readonly
+        self.key = key
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -536,11 +537,13 @@ class GroupCommitThread:
             except Exception:  # noqa: BLE001 - closing anyway
                 pass
 
-    def submit(self, fn: Callable[[Any], T], readonly: bool) -> asyncio.Future[T]:
+    def submit(
+        self, fn: Callable[[Any], T], readonly: bool, key: str | None = None
+    ) -> asyncio.Future[T]:
         """Queue ``fn``; the future resolves after the batch holding it commits."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Op(fn, fut, loop, readonly))
+        self._queue.put(_Op(fn, fut, loop, readonly, key))
         return fut
 
     def stop(self) -> None:

@@ -259,7 +259,9 @@ class SQLiteStore(Store):
 
         return await self._run(read, readonly=True), schema_version()
 
-    async def _run(self, fn: Callable[[Tx], T], *, readonly: bool = False) -> T:
+    async def _run(
+        self, fn: Callable[[Tx], T], *, readonly: bool = False, key: str | None = None
+    ) -> T:
         if self._writer is None:
             raise StoreError("the store is closed; use Client.connect() to open it")
         return await self._writer.submit(fn, readonly)
