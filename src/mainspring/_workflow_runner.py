@@ -440,9 +440,13 @@ class WorkflowRunner:
                 cached = self._cache.get(run_id)
                 if cached is not None:
                     inst = cached.instance
+                    value = await self._in_thread(inst, lambda: inst.query(name, args))
                 else:
                     inst = await self._rebuild(run_id)
-                value = await self._in_thread(inst, lambda: inst.query(name, args))
+                    try:
+                        value = await self._in_thread(inst, lambda: inst.query(name, args))
+                    finally:
+                        inst.discard()
             answer = self.converter.encode(value, what=f"result of query {name!r}")
         except Exception as exc:  # noqa: BLE001 - returned to the caller
             error = json.dumps(error_to_failure(exc).to_dict())

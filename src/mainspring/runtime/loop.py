@@ -127,6 +127,8 @@ class WorkflowEventLoop(asyncio.AbstractEventLoop):
     def call_exception_handler(self, context: dict[str, Any]) -> None:
         if self._instance.replaying or self._instance.discarded:
             return
+        if "destroyed but it is pending" in str(context.get("message", "")):
+            return  # a dropped instance's waiting coroutines: expected, not an error
         exc = context.get("exception")
         log.error(
             "workflow %s: %s",
