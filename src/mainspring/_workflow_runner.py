@@ -471,7 +471,17 @@ class WorkflowRunner:
             start_time=datetime.fromtimestamp(events[0].time, UTC),
         )
         inst = WorkflowInstance(definition, info, self.converter)
-        await self._in_thread(inst, lambda: inst.replay(events))
+        now = self.store.clock.now()
+
+        def catch_up() -> None:
+            # Replay, then apply what no workflow task has processed yet (the start
+            # itself, new signals) so the query sees the current state; the commands
+            # this produces are not recorded.
+            pending = inst.replay(events)
+            if pending:
+                inst.activate(pending, now, replaying=True)
+
+        await self._in_thread(inst, catch_up)
         return inst
 
 

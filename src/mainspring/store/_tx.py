@@ -106,7 +106,11 @@ def _open_run(tx: Tx, workflow_id: str, run_id: str | None, action: str) -> RunR
         )
     if run_id is None:
         fresh = _run(tx, run.run_id)  # lock the row (PostgreSQL) before writing
-        assert fresh is not None
+        if fresh is None or fresh.status is not WorkflowStatus.RUNNING:
+            raise WorkflowClosedError(
+                f"cannot {action} workflow {workflow_id!r}: it already closed as "
+                f"{(fresh or run).status.value}"
+            )
         return fresh
     return run
 

@@ -38,7 +38,7 @@ Conn = psycopg.Connection[Any]
 log = logging.getLogger("mainspring.store")
 
 SCHEMA_MARK = "mainspring"
-_OWN_PARAMS = ("schema", "pool_size", "listen", "listen_url", "prepare_threshold")
+_OWN_PARAMS = ("schema", "pool_size", "listen", "listen_url", "prepare_threshold", "lock_wait")
 # serialization failure, deadlock, unique violation (a concurrent start), lock timeout
 _CONFLICTS = frozenset({"40001", "40P01", "23505", "55P03"})
 _MAX_CONFLICT_RETRIES = 8
@@ -80,6 +80,7 @@ class PgSettings:
     schema: str
     pool_size: int
     prepare_threshold: int | None
+    lock_wait: float
     host: str
     port: str
     user: str
@@ -116,20 +117,23 @@ def parse_postgres_url(url: str) -> PgSettings:
     if not _IDENT.match(schema):
         raise StoreError(f"schema={schema!r} in the URL is not a plain lower-case identifier")
     threshold_text = own.get("prepare_threshold", "5").lower()
+    wait_text = own.get("lock_wait", "0.25").lower()
     try:
         pool_size = int(own.get("pool_size", "4"))
         threshold = None if threshold_text in ("off", "none") else int(threshold_text)
-        if not 1 <= pool_size <= 64:
+        lock_wait = 0.0 if wait_text in ("off", "none") else float(wait_text)
+        if not 1 <= pool_size <= 64 or lock_wait < 0:
             raise ValueError
     except ValueError:
         raise StoreError("pool_size in the URL must be a whole number from 1 to 64, "
-                         "prepare_threshold a whole number or off") from None
+                         "prepare_threshold a whole number or off, lock_wait seconds or off"
+                         ) from None
     listen = own.get("listen", "on").lower() not in ("off", "0", "false", "no")
     listen_conninfo = _libpq_url(own["listen_url"])[0] if "listen_url" in own else conninfo
     user = str(info.get("user") or "the current user")
     return PgSettings(
         conninfo=conninfo, listen_conninfo=listen_conninfo if listen else None,
-        schema=schema, pool_size=pool_size, prepare_threshold=threshold,
+        schema=schema, pool_size=pool_size, prepare_threshold=threshold, lock_wait=lock_wait,
         host=str(info.get("host") or "localhost"), port=str(info.get("port") or "5432"),
         user=user, dbname=str(info.get("dbname") or user),
     )
@@ -241,6 +245,9 @@ class PostgresStore(Store):
         schema = self.settings.schema
         self._channel = f"mainspring_{schema}"
         self._begin = f"BEGIN; SET LOCAL search_path TO {_ident(schema)}"
+        wait = self.settings.lock_wait
+        self._begin_batch = self._begin + (f"; SET LOCAL lock_timeout = {int(wait * 1000)}"
+                                           if wait else "")
         self._commit_notify = f"NOTIFY {_ident(self._channel)}, '{self._token}'; COMMIT"
         self.commits = 0
 
@@ -328,7 +335,10 @@ class PostgresStore(Store):
         Never raises: each op ends with a result or an error. An op that lost a
         deadlock or a race on a unique key re-runs alone after the others commit.
         """
-        groups = [batch]
+        # ops lock their runs in one global order (by run id), so concurrent batches
+        # rarely deadlock; ops without a key (mostly claims, which skip locked rows and
+        # never wait) go last
+        groups = [sorted(batch, key=lambda op: (op.key is None, op.key or ""))]
         lost = 0
         tries: dict[int, int] = {}
         while groups:
@@ -376,7 +386,7 @@ class PostgresStore(Store):
         tx = _PgTx(conn, self._sql)
         committing = False
         try:
-            conn.execute(self._begin)
+            conn.execute(self._begin if len(ops) == 1 else self._begin_batch)
             for op in ops:
                 op.result = op.error = None
                 try:
@@ -445,13 +455,15 @@ class PostgresStore(Store):
 
         return await self._run(read, readonly=True), schema_version()
 
-    async def _run(self, fn: Callable[[Tx], T], *, readonly: bool = False) -> T:
+    async def _run(
+        self, fn: Callable[[Tx], T], *, readonly: bool = False, key: str | None = None
+    ) -> T:
         if not self._writers:
             raise StoreError("the store is closed; use Client.connect() to open it")
         i = self._load.index(min(self._load))  # the least busy writer; idle ones stay shut
         self._load[i] += 1
         try:
-            return await self._writers[i].submit(fn, readonly)
+            return await self._writers[i].submit(fn, readonly, key)
         finally:
             self._load[i] -= 1
 

@@ -147,7 +147,7 @@ DELETE FROM mainspring_activities WHERE run_id = %(run_id)s;
 SELECT run_id, seq FROM mainspring_activities
 WHERE (lease_owner IS NOT NULL AND lease_until < %(now)s)
    OR (lease_owner IS NULL AND deadline IS NOT NULL AND deadline < %(now)s)
-LIMIT %(limit)s
+ORDER BY run_id, seq LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
 -- name: insert_timer
@@ -161,8 +161,11 @@ DELETE FROM mainspring_timers WHERE run_id = %(run_id)s AND seq = %(seq)s;
 DELETE FROM mainspring_timers WHERE run_id = %(run_id)s;
 
 -- name: due_timers
-SELECT run_id, seq FROM mainspring_timers WHERE fire_at <= %(now)s
-ORDER BY fire_at LIMIT %(limit)s
+-- The oldest due timers, locked in run order (the order every batch locks runs in).
+SELECT run_id, seq FROM mainspring_timers
+WHERE (run_id, seq) IN (SELECT run_id, seq FROM mainspring_timers WHERE fire_at <= %(now)s
+                        ORDER BY fire_at LIMIT %(limit)s)
+ORDER BY run_id, seq
 FOR UPDATE SKIP LOCKED;
 
 -- name: next_timer

@@ -1,0 +1,351 @@
+"""What only the PostgreSQL store does: migrations under a lock, SKIP LOCKED claims,
+LISTEN/NOTIFY wake-ups, reconnection and clear connection errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta as td
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mainspring import Client, Worker, WorkflowAlreadyStartedError, activity, workflow
+from mainspring.errors import NotAMainspringDatabaseError, SchemaVersionError, StoreError
+from mainspring.runtime.commands import ScheduleActivity
+from mainspring.store.postgres import PgSettings, PostgresStore, _connect_error
+from mainspring.store.records import WorkflowTaskCompletion
+from tests import _pg
+
+pytestmark = pytest.mark.skipif(not _pg.enabled(), reason=_pg.report_header())
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with _pg.fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def store(pg_url: str) -> AsyncIterator[PostgresStore]:
+    s = PostgresStore(pg_url)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def admin_sql(url: str, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(sql, params)  # type: ignore[arg-type]
+        return cur.fetchall() if cur.description else []
+
+
+def run_python(code: str, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+async def test_migrating_twice_is_idempotent(pg_url: str) -> None:
+    for _ in range(2):
+        s = PostgresStore(pg_url)
+        await s.open()
+        assert await s.schema_status() == (1, 1)
+        await s.close()
+    rows = admin_sql(pg_url, "SELECT key, value FROM mainspring.mainspring_meta ORDER BY key")
+    assert rows == [("schema", "mainspring"), ("version", "1")]
+
+
+OPEN_AND_CLOSE = """
+    import asyncio, sys, time
+    from mainspring.store.postgres import PostgresStore
+    async def main() -> None:
+        time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+        s = PostgresStore(sys.argv[1])
+        await s.open()
+        await s.close()
+    asyncio.run(main())
+"""
+
+
+def test_ten_processes_opening_at_once_migrate_once(pg_url: str) -> None:
+    start = str(time.time() + 1.5)
+    procs = [run_python(OPEN_AND_CLOSE, pg_url, start) for _ in range(10)]
+    for p in procs:
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    # both meta rows were written by one transaction, never rewritten
+    assert admin_sql(pg_url, "SELECT count(DISTINCT xmin::text), count(*) "
+                             "FROM mainspring.mainspring_meta") == [(1, 2)]
+
+
+async def test_newer_schema_is_refused(store: PostgresStore, pg_url: str) -> None:
+    admin_sql(pg_url, "UPDATE mainspring.mainspring_meta SET value = '99' WHERE key = 'version'")
+    with pytest.raises(SchemaVersionError, match="newer than this Mainspring"):
+        await PostgresStore(pg_url).open()
+    assert admin_sql(pg_url, "SELECT value FROM mainspring.mainspring_meta "
+                             "WHERE key = 'version'") == [("99",)]
+
+
+async def test_foreign_schema_is_refused(pg_url: str) -> None:
+    admin_sql(pg_url, "CREATE SCHEMA app; CREATE TABLE app.orders (id int)")
+    with pytest.raises(NotAMainspringDatabaseError, match="orders"):
+        await PostgresStore(pg_url + "?schema=app").open()
+    store = PostgresStore(pg_url + "?schema=app2&pool_size=1")  # a schema of its own is fine
+    await store.open()
+    await store.close()
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _one_line_error(url: str) -> str:
+    with pytest.raises(StoreError) as info:
+        asyncio.run(PostgresStore(url).open())
+    msg = str(info.value)
+    assert "\n" not in msg and "Traceback" not in msg
+    return msg
+
+
+def test_connection_errors_are_one_clear_line(pg_url: str) -> None:
+    assert "invalid PostgreSQL URL" in _one_line_error("postgresql://u@127.0.0.1:notaport/db")
+    assert "invalid PostgreSQL URL" in _one_line_error(pg_url + "?no_such_option=1")
+    msg = _one_line_error(f"postgresql://postgres:secret@127.0.0.1:{_free_port()}/x")
+    assert "cannot reach PostgreSQL at 127.0.0.1" in msg and "secret" not in msg
+    msg = _one_line_error(_pg.database_url("ms_test_missing_db"))
+    assert "database 'ms_test_missing_db' does not exist" in msg and "createdb" in msg
+    with pytest.raises(StoreError, match="pool_size"):
+        PostgresStore(pg_url + "?pool_size=0")
+
+
+def test_wrong_password_message() -> None:
+    s = PgSettings(conninfo="", listen_conninfo=None, schema="mainspring", pool_size=1,
+                   prepare_threshold=5, lock_wait=0.25, host="db", port="5432", user="app",
+                   dbname="app")
+    exc = Exception('connection failed: connection to server at "db", port 5432 failed: '
+                    'FATAL:  password authentication failed for user "app"')
+    msg = str(_connect_error(exc, s))
+    assert "refused user 'app' (password authentication failed" in msg and "~/.pgpass" in msg
+
+
+async def test_role_without_create_gets_the_grant(pg_url: str) -> None:
+    role = f"ms_test_role_{uuid.uuid4().hex[:8]}"
+    db = pg_url.rsplit("/", 1)[1]
+    admin_sql(pg_url, f"CREATE ROLE {role} LOGIN")
+    try:
+        as_role = pg_url.replace("://postgres@", f"://{role}@", 1)
+        assert as_role != pg_url
+        with pytest.raises(StoreError) as info:
+            await PostgresStore(as_role).open()
+        assert f"GRANT CREATE ON DATABASE {db} TO {role};" in str(info.value)
+        assert "lacks CREATE on database" in str(info.value)
+        admin_sql(pg_url, f"GRANT CREATE ON DATABASE {db} TO {role}")
+        s = PostgresStore(as_role + "?pool_size=1")
+        await s.open()
+        await s.close()
+    finally:
+        admin_sql(pg_url, f"DROP OWNED BY {role}")
+        admin_sql(pg_url, f"DROP ROLE {role}")
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+async def _schedule_activities(s: PostgresStore, n: int, task_queue: str) -> str:
+    run_id, _ = await s.start_workflow(workflow_id="fan-out", workflow_type="FanOut",
+                                       task_queue=task_queue, input="[]")
+    [task] = await s.claim_workflow_tasks(task_queue, "w", 1, 60, {})
+    cmds = [ScheduleActivity(seq=i, activity_type="work", task_queue=task_queue, input="[]",
+                             options={"start_to_close_timeout": 60.0}) for i in range(1, n + 1)]
+    out = await s.complete_workflow_task(WorkflowTaskCompletion(
+        run_id=run_id, fence=task.fence, owner="w", through=task.history_length,
+        time=0.0, commands=list(cmds)))
+    assert out.accepted
+    return run_id
+
+
+CLAIMER = """
+    import asyncio, json, sys, time
+    from mainspring.store.postgres import PostgresStore
+    async def main() -> None:
+        s = PostgresStore(sys.argv[1] + "?pool_size=2&listen=off")
+        await s.open()
+        owner = sys.argv[3]
+        time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+        empty = 0
+        while empty < 3:
+            tasks = await s.claim_activities("claims", owner, 4)
+            empty = 0 if tasks else empty + 1
+            for t in tasks:
+                print(json.dumps([t.seq, await s.complete_activity(t, '"done"')]), flush=True)
+            if not tasks:
+                await asyncio.sleep(0.05)
+        await s.close()
+    asyncio.run(main())
+"""
+
+
+async def test_skip_locked_claims_never_hand_out_a_task_twice(
+    store: PostgresStore, pg_url: str
+) -> None:
+    n = 120
+    await _schedule_activities(store, n, "claims")
+    start = str(time.time() + 1.5)
+    procs = [run_python(CLAIMER, pg_url, start, f"p{i}") for i in range(4)]
+    claims: Counter[int] = Counter()
+    per_process = []
+    for p in procs:
+        out, err = await asyncio.to_thread(p.communicate, timeout=90)
+        assert p.returncode == 0, err
+        lines = [json.loads(line) for line in out.splitlines()]
+        assert all(ok for _, ok in lines)
+        claims.update(seq for seq, _ in lines)
+        per_process.append(len(lines))
+    assert sorted(claims) == list(range(1, n + 1))
+    assert set(claims.values()) == {1}, "a task was claimed twice"
+    assert sum(1 for c in per_process if c) >= 2, per_process  # the work was shared
+    _, events = await store.history("fan-out")
+    completed = [e for e in events if e.event_type.value == "ActivityTaskCompleted"]
+    assert len(completed) == n
+
+
+async def test_concurrent_starts_of_one_id_start_one_run(pg_url: str) -> None:
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
+    await a.open()
+    await b.open()
+    try:
+        async def start(s: PostgresStore) -> str | None:
+            try:
+                return (await s.start_workflow(workflow_id="once", workflow_type="T",
+                                               task_queue="q", input="[]"))[0]
+            except WorkflowAlreadyStartedError:
+                return None
+
+        results = await asyncio.gather(*(start(s) for s in (a, b) * 4))
+        assert len([r for r in results if r is not None]) == 1
+        assert len(await a.list_runs()) == 1
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_deadlock_victim_is_re_run_and_both_succeed(pg_url: str) -> None:
+    admin_sql(pg_url, "CREATE TABLE public.pair (id int PRIMARY KEY); "
+                      "INSERT INTO public.pair VALUES (1), (2)")
+    fast = pg_url + "?pool_size=1&options=-c%20deadlock_timeout%3D50ms"  # libpq options pass
+    a, b = PostgresStore(fast), PostgresStore(fast)
+    await a.open()
+    await b.open()
+    runs: Counter[str] = Counter()
+
+    def lock(first: int, second: int, name: str) -> Callable[[Any], str]:
+        def fn(tx: Any) -> str:
+            runs[name] += 1
+            lock_sql = "SELECT id FROM public.pair WHERE id = %s FOR UPDATE"
+            tx.conn.execute(lock_sql, (first,))
+            time.sleep(0.2)
+            tx.conn.execute(lock_sql, (second,))
+            return name
+        return fn
+
+    try:
+        got = await asyncio.gather(a._run(lock(1, 2, "a")), b._run(lock(2, 1, "b")))
+        assert got == ["a", "b"]
+        assert sum(runs.values()) == 3  # one of them lost the deadlock and ran again
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_notify_wakes_another_process_pollers(pg_url: str) -> None:
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
+    await a.open()
+    await b.open()
+    try:
+        waiter = asyncio.create_task(b.wait_for_work("wake", timeout=30))
+        await asyncio.sleep(0.1)
+        await a.start_workflow(workflow_id="w", workflow_type="T", task_queue="wake", input="[]")
+        await asyncio.wait_for(waiter, 10)  # far below the 30 s poll timeout
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_writers_reconnect_after_the_server_drops_them(
+    store: PostgresStore, pg_url: str
+) -> None:
+    await store.start_workflow(workflow_id="r1", workflow_type="T", task_queue="q", input="[]")
+    db = pg_url.rsplit("/", 1)[1]
+    killed = admin_sql(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE datname = %s AND pid <> pg_backend_pid()", (db,))
+    assert killed
+    # the batch failed before commit, so it was re-run on a new connection
+    await store.start_workflow(workflow_id="r2", workflow_type="T", task_queue="q", input="[]")
+    assert {r.workflow_id for r in await store.list_runs()} == {"r1", "r2"}
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@activity.defn
+async def shout(text: str) -> str:
+    return text.upper() + "\x00!"
+
+
+@workflow.defn
+class NulAgent:
+    def __init__(self) -> None:
+        self.note: str | None = None
+
+    @workflow.run
+    async def run(self, text: str) -> str:
+        loud = await workflow.execute_activity(shout, text, start_to_close_timeout=td(seconds=10))
+        await workflow.wait_condition(lambda: self.note is not None)
+        await workflow.sleep(td(milliseconds=50))
+        return f"{loud}|{self.note}"
+
+    @workflow.signal
+    def annotate(self, note: str) -> None:
+        self.note = note
+
+
+async def test_workflow_with_nul_characters_completes(pg_url: str) -> None:
+    client = await Client.connect(pg_url)
+    try:
+        async with Worker(client, task_queue="e2e", workflows=[NulAgent], activities=[shout],
+                          graceful_shutdown_timeout=td(milliseconds=200)):
+            handle = await client.start_workflow(NulAgent.run, "a\x00b", id="nul",
+                                                 task_queue="e2e")
+            await handle.signal(NulAgent.annotate, "n\x00te")
+            assert await asyncio.wait_for(handle.result(), 30) == "A\x00B\x00!|n\x00te"
+        raw = admin_sql(pg_url, "SELECT input FROM mainspring.mainspring_runs")
+        assert raw == [('["a\\u0000b"]',)]  # stored as JSON text, escaped, byte-exact
+    finally:
+        await client.close()
