@@ -12,7 +12,6 @@ import json
 import random
 import uuid
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any, Protocol
 
 from ..errors import (
@@ -364,7 +363,12 @@ def complete_workflow_task(
 
 
 def _apply_completion(
-    tx: Tx, run: RunRecord, c: WorkflowTaskCompletion, now: float, activity_lease_cap: float
+    tx: Tx,
+    run: RunRecord,
+    c: WorkflowTaskCompletion,
+    now: float,
+    activity_lease_cap: float,
+    prefix: list[tuple[EventType, dict[str, Any]]] | None = None,
 ) -> CompletionOutcome:
     closing = next(
         (
@@ -383,7 +387,7 @@ def _apply_completion(
             )
             return CompletionOutcome(accepted=False)
     marker = (EventType.WORKFLOW_TASK_COMPLETED, {"through": c.through, "time": c.time})
-    events = [marker] + [command_event(cmd) for cmd in c.commands]
+    events = [*(prefix or ()), marker, *(command_event(cmd) for cmd in c.commands)]
     next_id, _ = _append(tx, run.run_id, run.history_length + 1, now, events)
     eager: list[ActivityTask] = []
     slots = c.eager_activity_slots
@@ -599,19 +603,24 @@ def complete_activity(
     tx: Tx, *, run_id: str, seq: int, fence: int, result: str, now: float
 ) -> RunRecord | None:
     """Record an attempt's result; ``None`` if the attempt is stale (nothing changes)."""
-    row = _current_attempt(tx, run_id, seq, fence)
-    if row is None:
+    taken = _q1(tx, "take_activity", {"run_id": run_id, "seq": seq, "fence": fence})
+    if taken is None:
         return None
-    tx.x("delete_activity", {"run_id": run_id, "seq": seq})
+    return _record_result(tx, run_id, seq, result, int(taken[0]), bool(taken[1]), now)
+
+
+def _record_result(
+    tx: Tx, run_id: str, seq: int, result: str, attempt: int, cancelled: bool, now: float
+) -> RunRecord | None:
     run = _run(tx, run_id)
-    if run is None or run.status is not WorkflowStatus.RUNNING or row[16]:
+    if run is None or run.status is not WorkflowStatus.RUNNING or cancelled:
         return run
     _append_incoming(
         tx,
         run,
         now,
         EventType.ACTIVITY_TASK_COMPLETED,
-        {"seq": seq, "result": result, "attempt": row[8]},
+        {"seq": seq, "result": result, "attempt": attempt},
     )
     return run
 
@@ -636,32 +645,28 @@ def complete_activity_and_decide(
     Returns ``None`` if the attempt itself is stale.
     """
     run_id = completion.run_id
-    row = _current_attempt(tx, run_id, seq, fence)
-    if row is None:
+    taken = _q1(tx, "take_activity", {"run_id": run_id, "seq": seq, "fence": fence})
+    if taken is None:
         return None
+    attempt, cancelled = int(taken[0]), bool(taken[1])
     run = _run(tx, run_id)
     speculation_holds = (
         run is not None
         and run.status is WorkflowStatus.RUNNING
-        and not row[16]
+        and not cancelled
         and run.history_length == expected_length
         and run.wft_ready_at is None
         and run.wft_lease_owner is None
     )
     if not speculation_holds:
-        complete_activity(tx, run_id=run_id, seq=seq, fence=fence, result=result, now=now)
+        _record_result(tx, run_id, seq, result, attempt, cancelled, now)
         return CompletionOutcome(accepted=False)
     assert run is not None
-    tx.x("delete_activity", {"run_id": run_id, "seq": seq})
-    next_id, _ = _append(
-        tx,
-        run_id,
-        run.history_length + 1,
-        now,
-        [(EventType.ACTIVITY_TASK_COMPLETED, {"seq": seq, "result": result, "attempt": row[8]})],
+    done = (
+        EventType.ACTIVITY_TASK_COMPLETED,
+        {"seq": seq, "result": result, "attempt": attempt},
     )
-    run = replace(run, history_length=next_id - 1)
-    return _apply_completion(tx, run, completion, now, activity_lease_cap)
+    return _apply_completion(tx, run, completion, now, activity_lease_cap, prefix=[done])
 
 
 def fail_activity(

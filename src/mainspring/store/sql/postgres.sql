@@ -23,7 +23,7 @@ FROM mainspring_runs WHERE run_id = %(run_id)s;
 
 -- name: run_by_id_for_update
 -- Every change to a run holds its row lock, so history appends of one run are serial.
-SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
+SELECT run_id, workflow_id, workflow_type, task_queue, status, '' AS input, result, failure,
     created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
     wft_fence, wft_attempt, wft_failure, cancel_requested
 FROM mainspring_runs WHERE run_id = %(run_id)s
@@ -215,3 +215,9 @@ WHERE run_id = %(run_id)s AND done = 0;
 
 -- name: delete_expired_queries
 DELETE FROM mainspring_queries WHERE expires_at < %(cutoff)s;
+
+-- name: take_activity
+-- Deletes the attempt if (and only if) the caller still holds its lease.
+DELETE FROM mainspring_activities
+WHERE run_id = %(run_id)s AND seq = %(seq)s AND fence = %(fence)s AND lease_owner IS NOT NULL
+RETURNING attempt, cancel_requested;

@@ -21,7 +21,7 @@ SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, fa
 FROM mainspring_runs WHERE run_id = :run_id;
 
 -- name: run_by_id_for_update
-SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
+SELECT run_id, workflow_id, workflow_type, task_queue, status, '' AS input, result, failure,
     created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
     wft_fence, wft_attempt, wft_failure, cancel_requested
 FROM mainspring_runs WHERE run_id = :run_id;
@@ -197,3 +197,9 @@ UPDATE mainspring_queries SET done = 1, error = :error WHERE run_id = :run_id AN
 
 -- name: delete_expired_queries
 DELETE FROM mainspring_queries WHERE expires_at < :cutoff;
+
+-- name: take_activity
+-- Deletes the attempt if (and only if) the caller still holds its lease.
+DELETE FROM mainspring_activities
+WHERE run_id = :run_id AND seq = :seq AND fence = :fence AND lease_owner IS NOT NULL
+RETURNING attempt, cancel_requested;
