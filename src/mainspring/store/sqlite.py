@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import NotAMainspringDatabaseError, SchemaVersionError, StoreError
+from ._sqlite_runner import LoopCommitter
 from ._tx import Tx
-from .base import Clock, GroupCommitThread, Store, _Op
+from .base import Clock, Store
 from .sqlfile import load_queries
 
 T = TypeVar("T")
@@ -107,7 +108,7 @@ class SQLiteStore(Store):
             raise StoreError(f"synchronous must be full, normal or extra, not {sync.lower()!r}")
         self.synchronous = sync
         self._sql = load_queries("sqlite")
-        self._writer: GroupCommitThread | None = None
+        self._writer: LoopCommitter | None = None
         self._watch_interval = watch_interval
         self._watcher: threading.Thread | None = None
         self._watch_stop = threading.Event()
@@ -187,49 +188,14 @@ class SQLiteStore(Store):
             conn.execute("ROLLBACK")
             raise
 
-    def _execute(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
-        """Run a batch in one transaction.
-
-        No savepoint per op (they cost as much as the ops): if an op raises, the whole
-        transaction rolls back, the op keeps its error, and the others run again in a
-        new transaction. Nothing is delivered before its commit, so re-running is safe.
-        """
-        tx = _SQLiteTx(conn, self._sql)
-        pending = batch
-        while pending:
-            readonly = all(op.readonly for op in pending)
-            conn.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
-            failed: _Op | None = None
-            try:
-                for op in pending:
-                    try:
-                        op.result = op.fn(tx)
-                    except Exception as exc:  # noqa: BLE001 - delivered to the caller
-                        op.error = exc
-                        failed = op
-                        break
-                if failed is None:
-                    conn.execute("COMMIT")
-                    self.commits += 1
-                    return
-                conn.execute("ROLLBACK")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            pending = [op for op in pending if op.error is None]
-            for op in pending:
-                op.result = None
-
     # ------------------------------------------------------------------ lifecycle
 
     async def open(self) -> None:
         """Open the file (creating and migrating it if needed)."""
         if self._writer is not None:
             return
-        self._writer = await asyncio.to_thread(
-            GroupCommitThread, "mainspring-sqlite", self._connect, self._execute
-        )
+        conn = await asyncio.to_thread(self._connect)
+        self._writer = LoopCommitter(conn, self._make_tx, self._committed)
         if self.path != ":memory:":
             self._watch_stop = threading.Event()
             self._watcher = threading.Thread(
@@ -248,7 +214,13 @@ class SQLiteStore(Store):
             self._watcher = None
         if self._writer is not None:
             writer, self._writer = self._writer, None
-            await asyncio.to_thread(writer.stop)
+            await writer.close()
+
+    def _make_tx(self, conn: sqlite3.Connection) -> _SQLiteTx:
+        return _SQLiteTx(conn, self._sql)
+
+    def _committed(self) -> None:
+        self.commits += 1
 
     async def schema_status(self) -> tuple[int, int]:
         """``(version in the database, latest version this code knows)``."""

@@ -1,0 +1,189 @@
+"""Runs SQLite transactions on the event loop's thread; commits in a helper thread.
+
+SQLite statements take microseconds, but a thread running them must win the GIL back
+after every one; with a busy event loop that wait dominates. So the transaction
+functions run right on the loop's thread, and only the ``COMMIT`` — the fsync, the one
+slow part — goes to a helper thread, during which the loop goes on running workflow
+code and gathering the next batch. Everything queued while a commit is in flight
+shares the next transaction (group commit). Results are delivered after the commit.
+
+If another process holds the write lock, the batch moves to the helper thread, which
+waits for the lock there so the loop never blocks on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from ..errors import StoreError
+from .base import _deliver, _Op
+
+T = TypeVar("T")
+
+LOCK_WAIT = 60.0
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+class LoopCommitter:
+    """Queues transaction functions and runs them in batches on one connection."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        make_tx: Callable[[sqlite3.Connection], Any],
+        on_commit: Callable[[], None],
+    ) -> None:
+        self._conn = conn
+        self._tx = make_tx(conn)
+        self._on_commit = on_commit
+        self._loop = asyncio.get_running_loop()
+        self._queue: list[_Op] = []
+        self._busy = False
+        self._scheduled = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="mainspring-sqlite-commit")
+        conn.execute("PRAGMA busy_timeout = 0")
+
+    def submit(self, fn: Callable[[Any], T], readonly: bool) -> asyncio.Future[T]:
+        """Queue ``fn``; the future resolves after the transaction holding it commits."""
+        fut: asyncio.Future[T] = self._loop.create_future()
+        self._queue.append(_Op(fn, fut, self._loop, readonly))
+        self._idle.clear()
+        self._kick()
+        return fut
+
+    def _kick(self) -> None:
+        if self._queue and not self._busy and not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _done(self, batch: list[_Op]) -> None:
+        _deliver(batch)
+        self._busy = False
+        if self._queue:
+            self._kick()
+        else:
+            self._idle.set()
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._busy or not self._queue:
+            return
+        batch, self._queue = self._queue, []
+        self._busy = True
+        try:
+            needs_commit = self._run_batch(batch)
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                self._fail(batch, exc)
+                return
+            work = self._loop.run_in_executor(self._pool, self._run_contended, batch)
+            work.add_done_callback(lambda f: self._finished(batch, f))
+            return
+        except BaseException as exc:  # noqa: BLE001 - every op learns of it
+            self._fail(batch, exc)
+            return
+        if not needs_commit:
+            self._done(batch)
+            return
+        work = self._loop.run_in_executor(self._pool, self._commit)
+        work.add_done_callback(lambda f: self._finished(batch, f))
+
+    def _finished(self, batch: list[_Op], work: asyncio.Future[None]) -> None:
+        exc = work.exception()
+        if exc is not None:
+            self._fail(batch, exc)
+        else:
+            self._done(batch)
+
+    def _fail(self, batch: list[_Op], exc: BaseException) -> None:
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        err = exc if isinstance(exc, StoreError) else StoreError(f"database error: {exc}")
+        if err is not exc:
+            err.__cause__ = exc
+        for op in batch:
+            op.error = err
+        self._done(batch)
+
+    def _run_batch(self, batch: list[_Op]) -> bool:
+        """Run ``batch`` in one transaction, leaving it open; return whether it wrote.
+
+        A function that raises rolls the transaction back; it keeps its error and the
+        others run again (nothing was delivered, so re-running is safe).
+        """
+        conn = self._conn
+        pending = batch
+        while True:
+            readonly = all(op.readonly for op in pending)
+            conn.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
+            failed = False
+            try:
+                for op in pending:
+                    try:
+                        op.result = op.fn(self._tx)
+                    except Exception as exc:  # noqa: BLE001 - delivered to the caller
+                        op.error = exc
+                        failed = True
+                        break
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            if not failed:
+                if readonly:
+                    conn.execute("COMMIT")  # a read transaction: nothing to sync
+                    return False
+                return True
+            conn.execute("ROLLBACK")
+            pending = [op for op in pending if op.error is None]
+            for op in pending:
+                op.result = None
+            if not pending:
+                return False
+
+    def _commit(self) -> None:
+        try:
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        self._on_commit()
+
+    def _run_contended(self, batch: list[_Op]) -> None:
+        """In the helper thread: wait for another process's write lock, then run."""
+        deadline = time.monotonic() + LOCK_WAIT
+        delay = 0.001
+        while True:
+            try:
+                needs_commit = self._run_batch(batch)
+                break
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc) or time.monotonic() > deadline:
+                    raise
+                for op in batch:
+                    op.error = None
+                    op.result = None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        if needs_commit:
+            self._commit()
+
+    async def close(self) -> None:
+        """Finish queued work, then close the connection."""
+        while not self._idle.is_set():
+            await self._idle.wait()
+        self._pool.shutdown(wait=True)
+        self._conn.close()
