@@ -16,6 +16,7 @@ from .converter import PayloadConverter
 from .errors import NondeterminismError, error_to_failure
 from .history import COMMAND_EVENTS, Event, EventType
 from .runtime.commands import Command, ScheduleActivity, StartTimer
+from .runtime.guard import DeadlockInterrupt, InlineGuard
 from .runtime.instance import WorkflowInstance, WorkflowTaskError
 from .store.base import Store
 from .store.records import ActivityTask, WorkflowTask, WorkflowTaskCompletion
@@ -80,6 +81,7 @@ class WorkflowRunner:
         self._inflight: set[asyncio.Task[None]] = set()
         self._inflight_queries: set[asyncio.Task[None]] = set()
         self._running_code: dict[asyncio.Future[Any], tuple[WorkflowInstance, int]] = {}
+        self._guard = InlineGuard(deadlock_timeout)
         self._watchdog: asyncio.Task[None] | None = None
         self._slot_freed = asyncio.Event()
         self._executor = ThreadPoolExecutor(
@@ -135,6 +137,7 @@ class WorkflowRunner:
         """Drop cached runs and stop the thread pool."""
         if self._watchdog is not None:
             self._watchdog.cancel()
+        self._guard.close()
         for c in self._cache.values():
             c.instance.discard()
         self._cache.clear()
@@ -199,6 +202,22 @@ class WorkflowRunner:
         finally:
             self._running_code.pop(fut, None)
 
+    def _inline(self, inst: WorkflowInstance, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (a cached run's next activation) on this thread, guarded."""
+        try:
+            return self._guard.run(fn, lambda: inst.activations)
+        except DeadlockInterrupt:
+            inst.discard()
+            raise DeadlockError(self._deadlock_message(inst)) from None
+
+    def _deadlock_message(self, inst: WorkflowInstance) -> str:
+        return (
+            f"workflow code of {inst.info.workflow_id!r} did not yield for "
+            f"{self.deadlock_timeout:g} s: it blocks the thread (time.sleep, blocking I/O "
+            "or a busy loop?). Use workflow.sleep and activities; raise "
+            "Worker(deadlock_timeout=…) if a step legitimately takes longer"
+        )
+
     async def _watch_deadlocks(self) -> None:
         """Fail workflow code that made no progress for ``deadlock_timeout``."""
         while self._running_code:
@@ -210,14 +229,7 @@ class WorkflowRunner:
                     self._running_code[fut] = (inst, inst.activations)
                     continue
                 inst.discard()
-                fut.set_exception(
-                    DeadlockError(
-                        f"workflow code of {inst.info.workflow_id!r} did not yield for "
-                        f"{self.deadlock_timeout:g} s: it blocks the thread (time.sleep, "
-                        "blocking I/O or a busy loop?). Use workflow.sleep and activities; "
-                        "raise Worker(deadlock_timeout=…) if a step legitimately takes longer"
-                    )
-                )
+                fut.set_exception(DeadlockError(self._deadlock_message(inst)))
 
     def _new_instance(self, task: WorkflowTask, definition: WorkflowDefinition) -> WorkflowInstance:
         info = WorkflowInfo(
@@ -279,7 +291,10 @@ class WorkflowRunner:
                 ]
             return inst.activate(pending, now, replaying=False)
 
-        commands = await self._in_thread(inst, run)
+        if fresh:  # unknown code replays first: keep it off the worker's thread
+            commands = await self._in_thread(inst, run)
+        else:
+            commands = self._inline(inst, run)
         through = max(task.history_length, inst.applied_through)
         inst.history_length = max(inst.history_length, task.history_length)
         await self._complete(inst, commands, fence=task.fence, through=through)
@@ -380,7 +395,7 @@ class WorkflowRunner:
                 attributes={"seq": task.seq, "result": result, "attempt": task.attempt},
             )
             try:
-                commands = await self._in_thread(
+                commands = self._inline(
                     inst, lambda: inst.activate([event], now, replaying=False)
                 )
             except Exception:  # noqa: BLE001 - let the normal path record the failure

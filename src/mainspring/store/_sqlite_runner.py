@@ -95,6 +95,16 @@ class LoopCommitter:
         if not needs_commit:
             self._done(batch)
             return
+        if not getattr(self._loop, "_ready", True):
+            # Nothing else is ready to run: committing right here is faster than a
+            # round trip to the helper thread (whose wake-up costs more than it saves).
+            try:
+                self._commit()
+            except BaseException as exc:  # noqa: BLE001 - every op learns of it
+                self._fail(batch, exc)
+                return
+            self._done(batch)
+            return
         work = self._loop.run_in_executor(self._pool, self._commit)
         work.add_done_callback(lambda f: self._finished(batch, f))
 
