@@ -181,7 +181,7 @@ class WorkflowRunner:
         """Run ``fn`` (workflow code) in a thread; the watchdog fails it if it hangs."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        work = loop.run_in_executor(self._executor, fn)
+        work = loop.run_in_executor(self._executor, self._guarded, inst, fn)
 
         def relay(w: asyncio.Future[T]) -> None:
             if fut.done():
@@ -202,13 +202,18 @@ class WorkflowRunner:
         finally:
             self._running_code.pop(fut, None)
 
-    def _inline(self, inst: WorkflowInstance, fn: Callable[[], T]) -> T:
-        """Run ``fn`` (a cached run's next activation) on this thread, guarded."""
+    def _guarded(self, inst: WorkflowInstance, fn: Callable[[], T]) -> T:
+        """Run workflow code on this thread so that a Python-level hang is interrupted."""
         try:
             return self._guard.run(fn, lambda: inst.activations)
         except DeadlockInterrupt:
             inst.discard()
             raise DeadlockError(self._deadlock_message(inst)) from None
+        except WorkflowTaskError as exc:
+            if isinstance(exc.cause, DeadlockInterrupt):  # caught by the asyncio task
+                inst.discard()
+                raise DeadlockError(self._deadlock_message(inst)) from None
+            raise
 
     def _deadlock_message(self, inst: WorkflowInstance) -> str:
         return (
@@ -294,7 +299,7 @@ class WorkflowRunner:
         if fresh:  # unknown code replays first: keep it off the worker's thread
             commands = await self._in_thread(inst, run)
         else:
-            commands = self._inline(inst, run)
+            commands = self._guarded(inst, run)
         through = max(task.history_length, inst.applied_through)
         inst.history_length = max(inst.history_length, task.history_length)
         await self._complete(inst, commands, fence=task.fence, through=through)
@@ -395,7 +400,7 @@ class WorkflowRunner:
                 attributes={"seq": task.seq, "result": result, "attempt": task.attempt},
             )
             try:
-                commands = self._inline(
+                commands = self._guarded(
                     inst, lambda: inst.activate([event], now, replaying=False)
                 )
             except Exception:  # noqa: BLE001 - let the normal path record the failure

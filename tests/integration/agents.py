@@ -351,6 +351,17 @@ class Hangs:
 
 
 @workflow.defn
+class SpinsLater:
+    """Busy-loops in its second activation (a cached run, decided on the worker's thread)."""
+
+    @workflow.run
+    async def run(self) -> str:
+        await echo("first")
+        while True:
+            pass
+
+
+@workflow.defn
 class Evolving:
     """Its code changes between versions (``version`` is set by tests)."""
 
@@ -373,6 +384,7 @@ class Evolving:
 
 
 ALL_WORKFLOWS = [
+    SpinsLater,
     Hello,
     Named,
     Approval,

@@ -264,6 +264,22 @@ async def test_deadlock_detector(client: Client, worker: Worker) -> None:
     await h.terminate()
 
 
+async def test_busy_loop_in_a_cached_run_is_interrupted(client: Client, worker: Worker) -> None:
+    h = await client.start_workflow(agents.SpinsLater.run, id=uid("spin"), task_queue=TQ)
+
+    async def blocked() -> bool:
+        return (await h.describe()).blocked
+
+    await wait_until(blocked, "the busy loop to be interrupted")
+    failure = (await h.describe()).workflow_task_failure
+    assert failure is not None and failure.type == "DeadlockError"
+    # the worker's thread is free again: other runs go on
+    assert await client.execute_workflow(
+        agents.Hello.run, "on", id=uid("after"), task_queue=TQ
+    ) == ("HELLO ON")
+    await h.terminate()
+
+
 async def test_unknown_workflow_type_waits_for_a_worker_that_knows_it(client: Client) -> None:
     h = await client.start_workflow("Hello", "late", id=uid("unk"), task_queue=TQ)
     async with Worker(

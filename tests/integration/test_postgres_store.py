@@ -60,7 +60,10 @@ def run_python(code: str, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(code), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
@@ -96,16 +99,18 @@ def test_ten_processes_opening_at_once_migrate_once(pg_url: str) -> None:
         _, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
     # both meta rows were written by one transaction, never rewritten
-    assert admin_sql(pg_url, "SELECT count(DISTINCT xmin::text), count(*) "
-                             "FROM mainspring.mainspring_meta") == [(1, 2)]
+    assert admin_sql(
+        pg_url, "SELECT count(DISTINCT xmin::text), count(*) FROM mainspring.mainspring_meta"
+    ) == [(1, 2)]
 
 
 async def test_newer_schema_is_refused(store: PostgresStore, pg_url: str) -> None:
     admin_sql(pg_url, "UPDATE mainspring.mainspring_meta SET value = '99' WHERE key = 'version'")
     with pytest.raises(SchemaVersionError, match="newer than this Mainspring"):
         await PostgresStore(pg_url).open()
-    assert admin_sql(pg_url, "SELECT value FROM mainspring.mainspring_meta "
-                             "WHERE key = 'version'") == [("99",)]
+    assert admin_sql(
+        pg_url, "SELECT value FROM mainspring.mainspring_meta WHERE key = 'version'"
+    ) == [("99",)]
 
 
 async def test_foreign_schema_is_refused(pg_url: str) -> None:
@@ -146,11 +151,22 @@ def test_connection_errors_are_one_clear_line(pg_url: str) -> None:
 
 
 def test_wrong_password_message() -> None:
-    s = PgSettings(conninfo="", listen_conninfo=None, schema="mainspring", pool_size=1,
-                   prepare_threshold=5, lock_wait=0.25, host="db", port="5432", user="app",
-                   dbname="app")
-    exc = Exception('connection failed: connection to server at "db", port 5432 failed: '
-                    'FATAL:  password authentication failed for user "app"')
+    s = PgSettings(
+        conninfo="",
+        listen_conninfo=None,
+        schema="mainspring",
+        pool_size=1,
+        prepare_threshold=5,
+        lock_wait=0.25,
+        host="db",
+        port="5432",
+        user="app",
+        dbname="app",
+    )
+    exc = Exception(
+        'connection failed: connection to server at "db", port 5432 failed: '
+        'FATAL:  password authentication failed for user "app"'
+    )
     msg = str(_connect_error(exc, s))
     assert "refused user 'app' (password authentication failed" in msg and "~/.pgpass" in msg
 
@@ -179,14 +195,30 @@ async def test_role_without_create_gets_the_grant(pg_url: str) -> None:
 
 
 async def _schedule_activities(s: PostgresStore, n: int, task_queue: str) -> str:
-    run_id, _ = await s.start_workflow(workflow_id="fan-out", workflow_type="FanOut",
-                                       task_queue=task_queue, input="[]")
+    run_id, _ = await s.start_workflow(
+        workflow_id="fan-out", workflow_type="FanOut", task_queue=task_queue, input="[]"
+    )
     [task] = await s.claim_workflow_tasks(task_queue, "w", 1, 60, {})
-    cmds = [ScheduleActivity(seq=i, activity_type="work", task_queue=task_queue, input="[]",
-                             options={"start_to_close_timeout": 60.0}) for i in range(1, n + 1)]
-    out = await s.complete_workflow_task(WorkflowTaskCompletion(
-        run_id=run_id, fence=task.fence, owner="w", through=task.history_length,
-        time=0.0, commands=list(cmds)))
+    cmds = [
+        ScheduleActivity(
+            seq=i,
+            activity_type="work",
+            task_queue=task_queue,
+            input="[]",
+            options={"start_to_close_timeout": 60.0},
+        )
+        for i in range(1, n + 1)
+    ]
+    out = await s.complete_workflow_task(
+        WorkflowTaskCompletion(
+            run_id=run_id,
+            fence=task.fence,
+            owner="w",
+            through=task.history_length,
+            time=0.0,
+            commands=list(cmds),
+        )
+    )
     assert out.accepted
     return run_id
 
@@ -241,10 +273,14 @@ async def test_concurrent_starts_of_one_id_start_one_run(pg_url: str) -> None:
     await a.open()
     await b.open()
     try:
+
         async def start(s: PostgresStore) -> str | None:
             try:
-                return (await s.start_workflow(workflow_id="once", workflow_type="T",
-                                               task_queue="q", input="[]"))[0]
+                return (
+                    await s.start_workflow(
+                        workflow_id="once", workflow_type="T", task_queue="q", input="[]"
+                    )
+                )[0]
             except WorkflowAlreadyStartedError:
                 return None
 
@@ -257,8 +293,10 @@ async def test_concurrent_starts_of_one_id_start_one_run(pg_url: str) -> None:
 
 
 async def test_a_deadlock_victim_is_re_run_and_both_succeed(pg_url: str) -> None:
-    admin_sql(pg_url, "CREATE TABLE public.pair (id int PRIMARY KEY); "
-                      "INSERT INTO public.pair VALUES (1), (2)")
+    admin_sql(
+        pg_url,
+        "CREATE TABLE public.pair (id int PRIMARY KEY); INSERT INTO public.pair VALUES (1), (2)",
+    )
     fast = pg_url + "?pool_size=1&options=-c%20deadlock_timeout%3D50ms"  # libpq options pass
     a, b = PostgresStore(fast), PostgresStore(fast)
     await a.open()
@@ -273,6 +311,7 @@ async def test_a_deadlock_victim_is_re_run_and_both_succeed(pg_url: str) -> None
             time.sleep(0.2)
             tx.conn.execute(lock_sql, (second,))
             return name
+
         return fn
 
     try:
@@ -303,8 +342,12 @@ async def test_writers_reconnect_after_the_server_drops_them(
 ) -> None:
     await store.start_workflow(workflow_id="r1", workflow_type="T", task_queue="q", input="[]")
     db = pg_url.rsplit("/", 1)[1]
-    killed = admin_sql(pg_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                               "WHERE datname = %s AND pid <> pg_backend_pid()", (db,))
+    killed = admin_sql(
+        pg_url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = %s AND pid <> pg_backend_pid()",
+        (db,),
+    )
     assert killed
     # the batch failed before commit, so it was re-run on a new connection
     await store.start_workflow(workflow_id="r2", workflow_type="T", task_queue="q", input="[]")
@@ -339,10 +382,14 @@ class NulAgent:
 async def test_workflow_with_nul_characters_completes(pg_url: str) -> None:
     client = await Client.connect(pg_url)
     try:
-        async with Worker(client, task_queue="e2e", workflows=[NulAgent], activities=[shout],
-                          graceful_shutdown_timeout=td(milliseconds=200)):
-            handle = await client.start_workflow(NulAgent.run, "a\x00b", id="nul",
-                                                 task_queue="e2e")
+        async with Worker(
+            client,
+            task_queue="e2e",
+            workflows=[NulAgent],
+            activities=[shout],
+            graceful_shutdown_timeout=td(milliseconds=200),
+        ):
+            handle = await client.start_workflow(NulAgent.run, "a\x00b", id="nul", task_queue="e2e")
             await handle.signal(NulAgent.annotate, "n\x00te")
             assert await asyncio.wait_for(handle.result(), 30) == "A\x00B\x00!|n\x00te"
         raw = admin_sql(pg_url, "SELECT input FROM mainspring.mainspring_runs")

@@ -32,13 +32,16 @@ def _interrupt(thread_id: int, exc: type[BaseException] | None) -> None:
 
 
 class InlineGuard:
-    """Runs functions on the calling thread, interrupting any that run too long."""
+    """Runs functions on the calling thread, interrupting any that run too long.
+
+    Any number of threads may run guarded functions at once.
+    """
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._lock = threading.Lock()
-        self._active: tuple[int, float, Callable[[], int], int] | None = None
-        self._fired = False
+        self._active: dict[int, tuple[float, Callable[[], int], int]] = {}
+        self._fired: set[int] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -49,39 +52,40 @@ class InlineGuard:
         activation after another during a long replay is not a deadlock).
         """
         if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._watch, name="mainspring-deadlock-watchdog", daemon=True
-            )
-            self._thread.start()
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._watch, name="mainspring-deadlock-watchdog", daemon=True
+                    )
+                    self._thread.start()
         tid = threading.get_ident()
         with self._lock:
-            if self._fired:  # a previous interrupt escaped its run: start clean
-                self._fired = False
+            if tid in self._fired:  # a previous interrupt escaped its run: start clean
+                self._fired.discard(tid)
                 _interrupt(tid, None)
-            self._active = (tid, time.monotonic(), progress, progress())
+            self._active[tid] = (time.monotonic(), progress, progress())
         try:
             return fn()
         finally:
             with self._lock:
-                self._active = None
-                if self._fired:  # cancel an interrupt that has not been raised yet
-                    self._fired = False
+                self._active.pop(tid, None)
+                if tid in self._fired:  # cancel an interrupt that has not been raised yet
+                    self._fired.discard(tid)
                     _interrupt(tid, None)
 
     def _watch(self) -> None:
         while not self._stop.wait(self.timeout / 4):
             with self._lock:
-                active = self._active
-                if active is None or self._fired:
-                    continue
-                tid, started, progress, seen = active
                 now = time.monotonic()
-                current = progress()
-                if current != seen:
-                    self._active = (tid, now, progress, current)
-                elif now - started > self.timeout:
-                    self._fired = True
-                    _interrupt(tid, DeadlockInterrupt)
+                for tid, (started, progress, seen) in list(self._active.items()):
+                    if tid in self._fired:
+                        continue
+                    current = progress()
+                    if current != seen:
+                        self._active[tid] = (now, progress, current)
+                    elif now - started > self.timeout:
+                        self._fired.add(tid)
+                        _interrupt(tid, DeadlockInterrupt)
 
     def close(self) -> None:
         """Stop the watchdog thread."""
