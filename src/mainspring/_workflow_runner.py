@@ -204,6 +204,7 @@ class WorkflowRunner:
 
     def _guarded(self, inst: WorkflowInstance, fn: Callable[[], T]) -> T:
         """Run workflow code on this thread so that a Python-level hang is interrupted."""
+        running = asyncio.events._get_running_loop()
         try:
             return self._guard.run(fn, lambda: inst.activations)
         except DeadlockInterrupt:
@@ -214,6 +215,9 @@ class WorkflowRunner:
                 inst.discard()
                 raise DeadlockError(self._deadlock_message(inst)) from None
             raise
+        finally:
+            # an interrupt may land before the activation put the worker's loop back
+            asyncio.events._set_running_loop(running)
 
     def _deadlock_message(self, inst: WorkflowInstance) -> str:
         return (
