@@ -23,6 +23,8 @@ from .store.records import ActivityTask, WorkflowTask, WorkflowTaskCompletion
 from .workflow import WorkflowDefinition, WorkflowInfo
 
 log = logging.getLogger("mainspring.worker")
+
+INLINE_REPLAY_LIMIT = 32  # events; longer replays run in the thread pool
 T = TypeVar("T")
 
 
@@ -300,8 +302,8 @@ class WorkflowRunner:
                 ]
             return inst.activate(pending, now, replaying=False)
 
-        if fresh:  # unknown code replays first: keep it off the worker's thread
-            commands = await self._in_thread(inst, run)
+        if fresh and len(events) > INLINE_REPLAY_LIMIT:
+            commands = await self._in_thread(inst, run)  # a long replay: off the loop
         else:
             commands = self._guarded(inst, run)
         through = max(task.history_length, inst.applied_through)
