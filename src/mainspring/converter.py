@@ -48,6 +48,9 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__qualname__} is not serializable")
 
 
+_ENCODE = json.JSONEncoder(default=_default, separators=(",", ":"), ensure_ascii=False).encode
+
+
 class PayloadConverter:
     """Encodes values to JSON payloads and decodes them back to annotated types."""
 
@@ -64,7 +67,7 @@ class PayloadConverter:
             PayloadTooLargeError: the encoded text exceeds ``max_payload_size`` bytes.
         """
         try:
-            text = json.dumps(value, default=_default, separators=(",", ":"), ensure_ascii=False)
+            text = _ENCODE(value)
         except (TypeError, ValueError) as exc:
             raise PayloadError(
                 f"cannot serialize the {what}: {exc}. Use JSON values, dataclasses, "

@@ -71,8 +71,7 @@ def _q1(tx: Tx, name: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
     return rows[0] if rows else None
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 # --------------------------------------------------------------------------- runs
