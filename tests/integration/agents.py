@@ -100,6 +100,26 @@ async def wait_for_cancel(key: str) -> str:
     return "never cancelled"
 
 
+@activity.defn(retry_policy=RetryPolicy(maximum_attempts=2, initial_interval=timedelta(seconds=30)))
+async def stops_heartbeating(key: str) -> str:
+    """Heartbeats once, then goes silent for longer than its heartbeat timeout."""
+    n = bump(key)
+    activity.heartbeat("started")
+    if n == 1:
+        await asyncio.sleep(5)
+    return f"attempt {activity.info().attempt}"
+
+
+@activity.defn(retry_policy=RetryPolicy(maximum_attempts=3, initial_interval=timedelta(hours=1)))
+async def asks_for_quick_retry(key: str) -> str:
+    """Fails once asking to be retried after 10 ms (the policy alone would wait an hour)."""
+    if bump(key) == 1:
+        raise ApplicationError(
+            "rate limited", type="RateLimited", next_retry_delay=timedelta(milliseconds=10)
+        )
+    return "retried quickly"
+
+
 @activity.defn
 async def activity_info() -> dict[str, object]:
     i = activity.info()
@@ -315,6 +335,30 @@ class Timeouts:
 
 
 @workflow.defn
+class HeartbeatTimeout:
+    @workflow.run
+    async def run(self, key: str) -> str:
+        return str(
+            await workflow.execute_activity(
+                stops_heartbeating,
+                key,
+                start_to_close_timeout=timedelta(seconds=30),
+                heartbeat_timeout=timedelta(milliseconds=300),
+                retry_policy=RetryPolicy(
+                    maximum_attempts=2, initial_interval=timedelta(milliseconds=10)
+                ),
+            )
+        )
+
+
+@workflow.defn
+class QuickRetry:
+    @workflow.run
+    async def run(self, key: str) -> str:
+        return str(await asks_for_quick_retry(key))
+
+
+@workflow.defn
 class Info:
     @workflow.run
     async def run(self) -> dict[str, object]:
@@ -385,6 +429,8 @@ class Evolving:
 
 ALL_WORKFLOWS = [
     SpinsLater,
+    HeartbeatTimeout,
+    QuickRetry,
     Hello,
     Named,
     Approval,
@@ -405,6 +451,8 @@ ALL_WORKFLOWS = [
     Evolving,
 ]
 ALL_ACTIVITIES = [
+    stops_heartbeating,
+    asks_for_quick_retry,
     echo,
     sync_upper,
     flaky,

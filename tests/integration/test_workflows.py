@@ -276,3 +276,18 @@ async def test_result_timeout(client: Client, worker: Worker) -> None:
     with pytest.raises(WorkflowResultTimeoutError):
         await h.result(timeout=0.05)
     await h.terminate()
+
+
+async def test_heartbeat_timeout_retries_a_silent_attempt(client: Client, worker: Worker) -> None:
+    key = uid("hbt")
+    h = await client.start_workflow(agents.HeartbeatTimeout.run, key, id=key, task_queue=TQ)
+    assert await h.result(timeout=20) == "attempt 2"
+    done = [e for e in await h.fetch_history() if e.event_type is EventType.ACTIVITY_TASK_COMPLETED]
+    assert done[0].attributes["attempt"] == 2
+
+
+async def test_next_retry_delay_overrides_the_policy(client: Client, worker: Worker) -> None:
+    key = uid("nrd")
+    result = await client.execute_workflow(agents.QuickRetry.run, key, id=key, task_queue=TQ)
+    assert result == "retried quickly"
+    assert agents.calls[key] == 2
