@@ -22,7 +22,7 @@ from .errors import (
     error_to_failure,
 )
 from .runtime.commands import ScheduleActivity
-from .store.base import Store
+from .store.base import ACTIVITIES, Store
 from .store.records import ActivityTask
 
 log = logging.getLogger("mainspring.worker")
@@ -118,7 +118,7 @@ class ActivityRunner:
             for task in tasks:
                 self.dispatch(task)
             if not tasks:
-                await self.store.wait_for_work(self.task_queue, self.poll_interval)
+                await self.store.wait_for_work(self.task_queue + ACTIVITIES, self.poll_interval)
 
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` for running attempts, then cancel the rest."""

@@ -18,7 +18,7 @@ from .history import COMMAND_EVENTS, Event, EventType
 from .runtime.commands import Command, ScheduleActivity, StartTimer
 from .runtime.guard import DeadlockInterrupt, InlineGuard
 from .runtime.instance import WorkflowInstance, WorkflowTaskError
-from .store.base import Store
+from .store.base import QUERIES, WORKFLOWS, Store
 from .store.records import ActivityTask, WorkflowTask, WorkflowTaskCompletion
 from .workflow import WorkflowDefinition, WorkflowInfo
 
@@ -120,7 +120,7 @@ class WorkflowRunner:
                 self._inflight.add(t)
                 t.add_done_callback(self._done)
             if not tasks:
-                await self.store.wait_for_work(self.task_queue, self.poll_interval)
+                await self.store.wait_for_work(self.task_queue + WORKFLOWS, self.poll_interval)
 
     def _done(self, t: asyncio.Task[None]) -> None:
         self._inflight.discard(t)
@@ -456,7 +456,7 @@ class WorkflowRunner:
                 self._inflight_queries.add(t)
                 t.add_done_callback(self._inflight_queries.discard)
             if not queries:
-                await self.store.wait_for_work(self.task_queue + "\x00q", self.poll_interval)
+                await self.store.wait_for_work(self.task_queue + QUERIES, self.poll_interval)
 
     async def _answer(self, query_id: str, run_id: str, name: str, args: str) -> None:
         answer: str | None = None

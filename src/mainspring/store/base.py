@@ -37,6 +37,11 @@ T = TypeVar("T")
 
 ACTIVITY_LEASE_CAP = 600.0
 
+# Wake-up keys: a poller waits on ``task_queue + kind``.
+WORKFLOWS = "\x00w"
+ACTIVITIES = "\x00a"
+QUERIES = "\x00q"
+
 
 class Clock:
     """Wall-clock time in seconds since the epoch. Replace it to control time in tests."""
@@ -82,15 +87,17 @@ class Store(ABC):
 
     # ------------------------------------------------------------------ wake-ups
 
-    def notify(self, task_queue: str | None = None) -> None:
-        """Wake in-process waiters: pollers of ``task_queue`` (all if ``None``) and watchers."""
+    def notify(self, task_queue: str | None = None, kind: str | None = None) -> None:
+        """Wake in-process pollers: of ``task_queue`` (all if ``None``), of one ``kind``
+        (:data:`WORKFLOWS`, :data:`ACTIVITIES`, :data:`QUERIES`; all if ``None``)."""
         if task_queue is None:
             for each in self._queues.values():
                 each.set()
         else:
-            one = self._queues.get(task_queue)
-            if one is not None:
-                one.set()
+            for k in (kind,) if kind is not None else (WORKFLOWS, ACTIVITIES, QUERIES):
+                one = self._queues.get(task_queue + k)
+                if one is not None:
+                    one.set()
         if self._changed is not None:
             self._changed.set()
             self._changed = None
@@ -178,7 +185,7 @@ class Store(ABC):
                 use_existing=use_existing,
             )
         )
-        self.notify(task_queue)
+        self.notify(task_queue, WORKFLOWS)
         return result
 
     async def describe(self, workflow_id: str, run_id: str | None = None) -> RunRecord:
@@ -277,13 +284,14 @@ class Store(ABC):
             return
         if out.closed:
             self.notify_key(c.run_id)
-        if not out.accepted or out.closed:
+            return
+        if not out.accepted:
             self.notify()
             return
         scheduled = [cmd for cmd in c.commands if isinstance(cmd, ScheduleActivity)]
         if len(scheduled) > len(out.eager):  # some were not taken by the deciding worker
             for tq in {cmd.task_queue for cmd in scheduled}:
-                self.notify(tq)
+                self.notify(tq, ACTIVITIES)
 
     async def fail_workflow_task(
         self, run_id: str, fence: int, owner: str, failure: dict[str, Any], retry_in: float
@@ -335,7 +343,7 @@ class Store(ABC):
             key=task.run_id,
         )
         if run is not None:
-            self.notify(run.task_queue)
+            self.notify(run.task_queue, WORKFLOWS)
         return run is not None
 
     async def complete_activity_and_decide(
