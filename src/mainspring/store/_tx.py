@@ -84,7 +84,7 @@ def _run(tx: Tx, run_id: str, *, for_update: bool = True) -> RunRecord | None:
 
 def _find_run(tx: Tx, workflow_id: str, run_id: str | None) -> RunRecord:
     if run_id:
-        run = _run(tx, run_id)
+        run = _run(tx, run_id, for_update=False)  # a read: never block a claim
         if run is None or run.workflow_id != workflow_id:
             raise WorkflowNotFoundError(f"workflow {workflow_id!r} has no run {run_id!r}")
         return run
@@ -102,15 +102,13 @@ def _open_run(tx: Tx, workflow_id: str, run_id: str | None, action: str) -> RunR
         raise WorkflowClosedError(
             f"cannot {action} workflow {workflow_id!r}: it already closed as {run.status.value}"
         )
-    if run_id is None:
-        fresh = _run(tx, run.run_id)  # lock the row (PostgreSQL) before writing
-        if fresh is None or fresh.status is not WorkflowStatus.RUNNING:
-            raise WorkflowClosedError(
-                f"cannot {action} workflow {workflow_id!r}: it already closed as "
-                f"{(fresh or run).status.value}"
-            )
-        return fresh
-    return run
+    fresh = _run(tx, run.run_id)  # lock the row (PostgreSQL) before writing
+    if fresh is None or fresh.status is not WorkflowStatus.RUNNING:
+        raise WorkflowClosedError(
+            f"cannot {action} workflow {workflow_id!r}: it already closed as "
+            f"{(fresh or run).status.value}"
+        )
+    return fresh
 
 
 def _append(
