@@ -1,0 +1,103 @@
+"""A commit that succeeded but whose acknowledgement was lost duplicates and loses nothing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from mainspring import (
+    Client,
+    EventType,
+    Replayer,
+    RetryPolicy,
+    StoreError,
+    Worker,
+    activity,
+    workflow,
+)
+from mainspring.store.base import Store
+
+TQ = "ambiguous"
+ran: dict[tuple[str, int], int] = {}
+
+
+@activity.defn(
+    start_to_close_timeout=timedelta(seconds=1),
+    retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=10)),
+)
+async def step(wid: str, i: int) -> int:
+    ran[(wid, i)] = ran.get((wid, i), 0) + 1
+    return i * i
+
+
+@workflow.defn
+class Steps:
+    @workflow.run
+    async def run(self, n: int) -> int:
+        total = 0
+        for i in range(n):
+            total += await step(workflow.info().workflow_id, i)
+        return total
+
+
+def lose_acknowledgements(store: Store, every: int) -> list[str]:
+    """Make every ``every``-th write raise *after* its transaction committed."""
+    lost: list[str] = []
+    real = store._run
+    count = 0
+
+    async def run(fn: Callable[..., Any], *, readonly: bool = False, key: str | None = None) -> Any:
+        nonlocal count
+        result = await real(fn, readonly=readonly, key=key)
+        if not readonly:
+            count += 1
+            if count % every == 0:
+                lost.append(getattr(fn, "__qualname__", repr(fn)))
+                raise StoreError("connection lost while committing (simulated)")
+        return result
+
+    store._run = run  # type: ignore[method-assign]
+    return lost
+
+
+async def test_lost_acknowledgements_neither_duplicate_nor_lose_steps(client: Client) -> None:
+    lost = lose_acknowledgements(client.store, every=7)
+    ids = [f"amb-{uuid.uuid4().hex[:6]}-{i}" for i in range(4)]
+    async with Worker(
+        client,
+        task_queue=TQ,
+        workflows=[Steps],
+        activities=[step],
+        workflow_task_timeout=timedelta(seconds=1),
+        graceful_shutdown_timeout=timedelta(milliseconds=200),
+    ):
+        handles = []
+        for wid in ids:
+            for _ in range(5):  # the start itself may be the write whose reply is lost
+                try:
+                    handles.append(
+                        await client.start_workflow(
+                            Steps.run, 6, id=wid, task_queue=TQ, id_conflict_policy="use_existing"
+                        )
+                    )
+                    break
+                except StoreError:
+                    continue
+        for h in handles:
+            for _ in range(10):
+                try:
+                    assert await h.result(timeout=30) == sum(i * i for i in range(6))
+                    break
+                except StoreError:
+                    continue
+    assert lost, "the test injected no failure"
+    for h in handles:
+        history = await h.fetch_history()
+        done = [e for e in history if e.event_type is EventType.ACTIVITY_TASK_COMPLETED]
+        assert sorted(e.attributes["seq"] for e in done) == list(range(1, 7))
+        assert [e.event_id for e in history] == list(range(1, len(history) + 1))
+        Replayer(workflows=[Steps]).replay(history)
+        for i in range(6):
+            assert ran[(h.id, i)] >= 1
