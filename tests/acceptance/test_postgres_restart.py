@@ -1,0 +1,98 @@
+"""The PostgreSQL server restarting mid-run: workers and clients reconnect, nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from mainspring import Client, EventType, Replayer, StoreError, Worker
+from tests import _pg
+from tests.integration.test_ambiguous_commit import TQ, Steps, step
+
+T = TypeVar("T")
+WORKFLOWS = 30
+STEPS = 6
+RESTARTS = 2
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(not _pg.enabled(), reason="PostgreSQL is not reachable"),
+    pytest.mark.skipif(
+        shutil.which("pg_ctlcluster") is None or os.geteuid() != 0,
+        reason="restarting the server needs pg_ctlcluster and root",
+    ),
+]
+
+
+def restart_server() -> None:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+async def retrying(call: Callable[[], Awaitable[T]], what: str) -> T:
+    """Retry a client call while the server is away (the caller's job, as for any DB)."""
+    for _ in range(200):
+        try:
+            return await call()
+        except StoreError:
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{what} kept failing after the server came back")
+
+
+async def test_server_restarts_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    with _pg.fresh_database() as url:
+        client = await Client.connect(url)
+        try:
+            async with Worker(
+                client,
+                task_queue=TQ,
+                workflows=[Steps],
+                activities=[step],
+                workflow_task_timeout=timedelta(seconds=2),
+                poll_interval=timedelta(milliseconds=200),
+                graceful_shutdown_timeout=timedelta(milliseconds=200),
+            ):
+                ids = [f"restart-{uuid.uuid4().hex[:6]}-{i}" for i in range(WORKFLOWS)]
+                handles: list[Any] = []
+                for n, wid in enumerate(ids):
+                    handles.append(
+                        await retrying(
+                            lambda wid=wid: client.start_workflow(  # type: ignore[misc]
+                                Steps.run,
+                                STEPS,
+                                id=wid,
+                                task_queue=TQ,
+                                id_conflict_policy="use_existing",
+                            ),
+                            f"starting {wid}",
+                        )
+                    )
+                    if n in (WORKFLOWS // 3, 2 * WORKFLOWS // 3):
+                        await asyncio.to_thread(restart_server)
+                expected = sum(i * i for i in range(STEPS))
+                for h in handles:
+                    result = await retrying(lambda h=h: h.result(timeout=60), f"result of {h.id}")
+                    assert result == expected
+            histories = [await retrying(h.fetch_history, "fetching a history") for h in handles]
+        finally:
+            await client.close()
+    for h, history in zip(handles, histories, strict=True):
+        done = [e for e in history if e.event_type is EventType.ACTIVITY_TASK_COMPLETED]
+        assert sorted(e.attributes["seq"] for e in done) == list(range(1, STEPS + 1)), h.id
+        assert [e.event_id for e in history] == list(range(1, len(history) + 1))
+        Replayer(workflows=[Steps]).replay(history)
