@@ -1,0 +1,77 @@
+"""The engine's transactions, written once for every dialect.
+
+Each function runs inside one database transaction on a :class:`Tx` and keeps the
+promises: events are appended and the work they cause is enqueued in the same
+transaction; every claim takes a lease with a fencing token; a completion whose token
+is stale changes nothing.
+"""
+
+from __future__ import annotations
+
+from .activities import (
+    activity_cancel_requested,
+    claim_activities,
+    complete_activity,
+    complete_activity_and_decide,
+    expire,
+    fail_activity,
+    heartbeat_activity,
+)
+from .core import (
+    Tx,
+    describe,
+    events_after,
+    history,
+    list_runs,
+    request_cancel,
+    signal,
+    start_workflow,
+    terminate,
+)
+from .decisions import (
+    claim_workflow_tasks,
+    complete_workflow_task,
+    fail_workflow_task,
+    release_workflow_task,
+    reset_backoff,
+)
+from .timers import (
+    answer_query,
+    claim_queries,
+    drop_query,
+    fire_timers,
+    next_wakeup,
+    query_result,
+    submit_query,
+)
+
+__all__ = [
+    "Tx",
+    "activity_cancel_requested",
+    "answer_query",
+    "claim_activities",
+    "claim_queries",
+    "claim_workflow_tasks",
+    "complete_activity",
+    "complete_activity_and_decide",
+    "complete_workflow_task",
+    "describe",
+    "drop_query",
+    "events_after",
+    "expire",
+    "fail_activity",
+    "fail_workflow_task",
+    "fire_timers",
+    "heartbeat_activity",
+    "history",
+    "list_runs",
+    "next_wakeup",
+    "query_result",
+    "release_workflow_task",
+    "request_cancel",
+    "reset_backoff",
+    "signal",
+    "start_workflow",
+    "submit_query",
+    "terminate",
+]

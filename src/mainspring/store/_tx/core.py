@@ -1,0 +1,287 @@
+"""Runs: starting, reading, signalling, cancelling and closing them; shared helpers.
+
+Each function runs inside one database transaction on a :class:`Tx` and keeps the
+promises: events are appended and the work they cause is enqueued in the same
+transaction; every claim takes a lease with a fencing token; a completion whose token
+is stale changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from ...errors import (
+    Failure,
+    WorkflowAlreadyStartedError,
+    WorkflowClosedError,
+    WorkflowNotFoundError,
+)
+from ...history import Event, EventType
+from ..records import (
+    RunRecord,
+    WorkflowStatus,
+)
+
+_rng = random.Random()
+_LATE_EVENTS = (
+    EventType.WORKFLOW_EXECUTION_SIGNALED,
+    EventType.WORKFLOW_EXECUTION_CANCEL_REQUESTED,
+)
+
+
+class Tx(Protocol):
+    """The handful of primitives a dialect provides inside a transaction."""
+
+    def q(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Run named query ``name``; return all rows."""
+        ...
+
+    def x(self, name: str, params: dict[str, Any]) -> int:
+        """Run named statement ``name``; return the affected row count."""
+        ...
+
+    def xmany(self, name: str, params: Sequence[dict[str, Any]]) -> None:
+        """Run named statement ``name`` once per parameter set."""
+        ...
+
+
+def _q1(tx: Tx, name: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+    rows = tx.q(name, params)
+    return rows[0] if rows else None
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def _run(tx: Tx, run_id: str, *, for_update: bool = True) -> RunRecord | None:
+    row = _q1(tx, "run_by_id_for_update" if for_update else "run_by_id", {"run_id": run_id})
+    return RunRecord.from_row(row) if row else None
+
+
+def _find_run(tx: Tx, workflow_id: str, run_id: str | None) -> RunRecord:
+    if run_id:
+        run = _run(tx, run_id, for_update=False)  # a read: never block a claim
+        if run is None or run.workflow_id != workflow_id:
+            raise WorkflowNotFoundError(f"workflow {workflow_id!r} has no run {run_id!r}")
+        return run
+    row = _q1(tx, "latest_run_by_workflow_id", {"workflow_id": workflow_id})
+    if row is None:
+        raise WorkflowNotFoundError(
+            f"no workflow with id {workflow_id!r}; list them with `mainspring workflow list`"
+        )
+    return RunRecord.from_row(row)
+
+
+def _open_run(tx: Tx, workflow_id: str, run_id: str | None, action: str) -> RunRecord:
+    run = _find_run(tx, workflow_id, run_id)
+    if run.status is not WorkflowStatus.RUNNING:
+        raise WorkflowClosedError(
+            f"cannot {action} workflow {workflow_id!r}: it already closed as {run.status.value}"
+        )
+    fresh = _run(tx, run.run_id)  # lock the row (PostgreSQL) before writing
+    if fresh is None or fresh.status is not WorkflowStatus.RUNNING:
+        raise WorkflowClosedError(
+            f"cannot {action} workflow {workflow_id!r}: it already closed as "
+            f"{(fresh or run).status.value}"
+        )
+    return fresh
+
+
+def _append(
+    tx: Tx, run_id: str, next_id: int, now: float, events: list[tuple[EventType, dict[str, Any]]]
+) -> tuple[int, list[Event]]:
+    """Append events from ``next_id``; return the next free id and the events."""
+    out = []
+    rows = []
+    for etype, attrs in events:
+        out.append(Event(event_id=next_id, event_type=etype, time=now, attributes=attrs))
+        rows.append(
+            {
+                "run_id": run_id,
+                "event_id": next_id,
+                "event_type": etype.value,
+                "time": now,
+                "data": _dumps(attrs),
+            }
+        )
+        next_id += 1
+    tx.xmany("insert_event", rows)
+    return next_id, out
+
+
+def _progress(
+    tx: Tx,
+    run: RunRecord,
+    *,
+    next_event_id: int,
+    wft_ready_at: float | None,
+    owner: str | None = None,
+    until: float | None = None,
+    wft_attempt: int | None = None,
+    wft_failure: dict[str, Any] | None = None,
+    cancel_requested: bool | None = None,
+) -> None:
+    tx.x(
+        "set_run_progress",
+        {
+            "run_id": run.run_id,
+            "next_event_id": next_event_id,
+            "wft_ready_at": wft_ready_at,
+            "owner": owner,
+            "until": until,
+            "wft_attempt": run.wft_attempt if wft_attempt is None else wft_attempt,
+            "wft_failure": _dumps(wft_failure) if wft_failure else None,
+            "cancel_requested": int(
+                run.cancel_requested if cancel_requested is None else cancel_requested
+            ),
+        },
+    )
+
+
+def _append_incoming(
+    tx: Tx, run: RunRecord, now: float, etype: EventType, attrs: dict[str, Any], **kw: Any
+) -> int:
+    """Append an event the workflow must see and make its workflow task ready."""
+    next_id, _ = _append(tx, run.run_id, run.history_length + 1, now, [(etype, attrs)])
+    ready = run.wft_ready_at if run.wft_ready_at is not None else now
+    _progress(
+        tx,
+        run,
+        next_event_id=next_id,
+        wft_ready_at=ready,
+        owner=run.wft_lease_owner,
+        until=run.wft_lease_until,
+        wft_failure=run.wft_failure,
+        **kw,
+    )
+    return next_id - 1
+
+
+def start_workflow(
+    tx: Tx,
+    *,
+    workflow_id: str,
+    workflow_type: str,
+    task_queue: str,
+    input: str,
+    now: float,
+    use_existing: bool,
+) -> tuple[str, bool]:
+    """Start a run; return ``(run_id, started)``. Idempotent by workflow id."""
+    existing = _q1(tx, "open_run_by_workflow_id", {"workflow_id": workflow_id})
+    if existing is not None:
+        run = RunRecord.from_row(existing)
+        if use_existing:
+            return run.run_id, False
+        raise WorkflowAlreadyStartedError(workflow_id, run.run_id)
+    run_id = uuid.uuid4().hex
+    tx.x(
+        "insert_run",
+        {
+            "run_id": run_id,
+            "workflow_id": workflow_id,
+            "workflow_type": workflow_type,
+            "task_queue": task_queue,
+            "input": input,
+            "now": now,
+        },
+    )
+    attrs = {
+        "workflow_id": workflow_id,
+        "workflow_type": workflow_type,
+        "task_queue": task_queue,
+        "input": input,
+    }
+    _append(tx, run_id, 1, now, [(EventType.WORKFLOW_EXECUTION_STARTED, attrs)])
+    return run_id, True
+
+
+def describe(tx: Tx, workflow_id: str, run_id: str | None) -> RunRecord:
+    """The latest (or given) run of ``workflow_id``."""
+    return _find_run(tx, workflow_id, run_id)
+
+
+def list_runs(tx: Tx, status: str | None, workflow_type: str | None, limit: int) -> list[RunRecord]:
+    """Runs, newest first, filtered by status and type."""
+    rows = tx.q("list_runs", {"status": status, "workflow_type": workflow_type, "limit": limit})
+    return [RunRecord.from_row(r) for r in rows]
+
+
+def history(tx: Tx, workflow_id: str, run_id: str | None) -> tuple[RunRecord, list[Event]]:
+    """A run and all its events."""
+    run = _find_run(tx, workflow_id, run_id)
+    return run, events_after(tx, run.run_id, 0)
+
+
+def events_after(tx: Tx, run_id: str, after: int) -> list[Event]:
+    """Events of ``run_id`` with ids above ``after``."""
+    return [Event.from_row(*r) for r in tx.q("events_after", {"run_id": run_id, "after": after})]
+
+
+def signal(tx: Tx, workflow_id: str, run_id: str | None, name: str, input: str, now: float) -> str:
+    """Record a signal for the open run; return its run id."""
+    run = _open_run(tx, workflow_id, run_id, f"signal {name!r} to")
+    _append_incoming(
+        tx, run, now, EventType.WORKFLOW_EXECUTION_SIGNALED, {"name": name, "input": input}
+    )
+    return run.run_id
+
+
+def request_cancel(tx: Tx, workflow_id: str, run_id: str | None, now: float) -> str:
+    """Record a cancel request for the open run (once)."""
+    run = _open_run(tx, workflow_id, run_id, "cancel")
+    if not run.cancel_requested:
+        _append_incoming(
+            tx, run, now, EventType.WORKFLOW_EXECUTION_CANCEL_REQUESTED, {}, cancel_requested=True
+        )
+    return run.run_id
+
+
+def terminate(tx: Tx, workflow_id: str, run_id: str | None, reason: str, now: float) -> str:
+    """Close the open run at once; its activities learn of it at their next heartbeat."""
+    run = _open_run(tx, workflow_id, run_id, "terminate")
+    next_id, _ = _append(
+        tx,
+        run.run_id,
+        run.history_length + 1,
+        now,
+        [(EventType.WORKFLOW_EXECUTION_TERMINATED, {"reason": reason})],
+    )
+    failure = Failure(type="Terminated", message=reason or "terminated", kind="TerminatedFailure")
+    _close(tx, run, WorkflowStatus.TERMINATED, None, failure.to_dict(), next_id, now)
+    return run.run_id
+
+
+def _close(
+    tx: Tx,
+    run: RunRecord,
+    status: WorkflowStatus,
+    result: str | None,
+    failure: dict[str, Any] | None,
+    next_id: int,
+    now: float,
+) -> None:
+    tx.x(
+        "close_run",
+        {
+            "run_id": run.run_id,
+            "status": status.value,
+            "result": result,
+            "failure": _dumps(failure) if failure else None,
+            "now": now,
+            "next_event_id": next_id,
+        },
+    )
+    tx.x("delete_run_activities", {"run_id": run.run_id})
+    tx.x("delete_run_timers", {"run_id": run.run_id})
+    tx.x(
+        "fail_run_queries",
+        {"run_id": run.run_id, "error": f"the workflow closed as {status.value}"},
+    )

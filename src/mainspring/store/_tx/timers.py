@@ -1,0 +1,112 @@
+"""Timers, wake-up times and queries."""
+
+from __future__ import annotations
+
+import uuid
+
+from ...history import EventType
+from ..records import (
+    QueryRequest,
+    WorkflowStatus,
+)
+from .core import (
+    Tx,
+    _append_incoming,
+    _open_run,
+    _q1,
+    _run,
+)
+
+# --------------------------------------------------------------------------- timers
+
+
+def fire_timers(tx: Tx, now: float, limit: int = 500) -> int:
+    """Fire every due timer: append ``TimerFired`` and make the run's task ready."""
+    n = 0
+    for run_id, seq in tx.q("due_timers", {"now": now, "limit": limit}):
+        tx.x("delete_timer", {"run_id": run_id, "seq": seq})
+        run = _run(tx, run_id)
+        if run is None or run.status is not WorkflowStatus.RUNNING:
+            continue
+        _append_incoming(tx, run, now, EventType.TIMER_FIRED, {"seq": seq})
+        n += 1
+    return n
+
+
+def next_wakeup(tx: Tx, task_queue: str) -> float | None:
+    """The earliest future time at which something of ``task_queue`` becomes due."""
+    times = []
+    for name in ("next_timer", "next_activity_expiry"):
+        row = _q1(tx, name, {})
+        if row and row[0] is not None:
+            times.append(float(row[0]))
+    for name in ("next_activity_ready", "next_wft_ready"):
+        row = _q1(tx, name, {"task_queue": task_queue})
+        if row and row[0] is not None:
+            times.append(float(row[0]))
+    return min(times) if times else None
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def submit_query(
+    tx: Tx,
+    *,
+    workflow_id: str,
+    run_id: str | None,
+    name: str,
+    args: str,
+    now: float,
+    timeout: float,
+) -> str:
+    """Queue a query for a worker of the run's task queue; return its id."""
+    expires_at = now + timeout
+    run = _open_run(tx, workflow_id, run_id, f"query {name!r} on")
+    query_id = uuid.uuid4().hex
+    tx.x(
+        "insert_query",
+        {
+            "query_id": query_id,
+            "run_id": run.run_id,
+            "task_queue": run.task_queue,
+            "name": name,
+            "args": args,
+            "now": now,
+            "expires_at": expires_at,
+        },
+    )
+    return query_id
+
+
+def claim_queries(
+    tx: Tx, *, task_queue: str, owner: str, now: float, limit: int
+) -> list[QueryRequest]:
+    """Lease open queries of ``task_queue``."""
+    out = []
+    for (query_id,) in tx.q(
+        "query_candidates", {"task_queue": task_queue, "now": now, "limit": limit}
+    ):
+        r = _q1(tx, "lease_query", {"query_id": query_id, "owner": owner, "until": now + 10})
+        if r is not None:
+            out.append(QueryRequest(query_id=r[0], run_id=r[1], name=r[2], args=r[3]))
+    return out
+
+
+def answer_query(tx: Tx, *, query_id: str, answer: str | None, error: str | None) -> None:
+    """Store a query's answer or error."""
+    tx.x("answer_query", {"query_id": query_id, "answer": answer, "error": error})
+
+
+def query_result(tx: Tx, query_id: str) -> tuple[bool, str | None, str | None]:
+    """``(done, answer, error)`` of a query."""
+    row = _q1(tx, "query_by_id", {"query_id": query_id})
+    if row is None:
+        return True, None, "the query was dropped"
+    return bool(row[0]), row[1], row[2]
+
+
+def drop_query(tx: Tx, query_id: str, now: float) -> None:
+    """Delete a query (answered or abandoned) and any long-expired ones."""
+    tx.x("delete_query", {"query_id": query_id})
+    tx.x("delete_expired_queries", {"cutoff": now - 60})
