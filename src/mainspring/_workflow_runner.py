@@ -6,6 +6,7 @@ import asyncio
 import collections
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from .history import COMMAND_EVENTS, Event, EventType
 from .runtime.commands import Command, ScheduleActivity, StartTimer
 from .runtime.guard import DeadlockInterrupt, InlineGuard
 from .runtime.instance import WorkflowInstance, WorkflowTaskError
+from .store._tx import started_attributes
 from .store.base import QUERIES, WORKFLOWS, Store
 from .store.records import ActivityTask, WorkflowTask, WorkflowTaskCompletion
 from .workflow import WorkflowDefinition, WorkflowInfo
@@ -26,7 +28,6 @@ log = logging.getLogger("mainspring.worker")
 
 INLINE_REPLAY_LIMIT = 32  # events; longer replays run in the thread pool
 T = TypeVar("T")
-
 
 
 class DeadlockError(Exception):
@@ -379,6 +380,75 @@ class WorkflowRunner:
         except Exception:
             log.exception("recording the workflow task failure of %s failed", task.run_id)
 
+    # ------------------------------------------------------------------ eager start
+
+    async def start_eagerly(
+        self, workflow_id: str, workflow_type: str, input: str, use_existing: bool
+    ) -> tuple[str, bool] | None:
+        """Start a run of this queue and decide its first step here, in one commit.
+
+        Returns ``None`` (the client then starts it the ordinary way) when this worker
+        does not know the type, is full or stopping, or the first step fails.
+        """
+        definition = self.workflows.get(workflow_type)
+        if definition is None or self.stopping or len(self._inflight) >= self.max_concurrent:
+            return None
+        run_id = uuid.uuid4().hex
+        now = self.store.clock.now()
+        info = WorkflowInfo(
+            workflow_id=workflow_id,
+            run_id=run_id,
+            workflow_type=workflow_type,
+            task_queue=self.task_queue,
+            start_time=datetime.fromtimestamp(now, UTC),
+        )
+        inst = WorkflowInstance(definition, info, self.converter)
+        started = Event(
+            event_id=1,
+            event_type=EventType.WORKFLOW_EXECUTION_STARTED,
+            time=now,
+            attributes=started_attributes(workflow_id, workflow_type, self.task_queue, input),
+        )
+        try:
+            commands = self._guarded(inst, lambda: inst.activate([started], now, replaying=False))
+        except Exception:  # noqa: BLE001 - the ordinary path records the failure
+            inst.discard()
+            return None
+        schedules = [c for c in commands if isinstance(c, ScheduleActivity)]
+        slots = self._reserve(schedules) if schedules else 0
+        completion = WorkflowTaskCompletion(
+            run_id=run_id,
+            fence=0,
+            owner=self.owner,
+            through=1,
+            time=inst.now,
+            commands=commands,
+            eager_activity_slots=slots,
+        )
+        try:
+            rid, is_new, out = await self.store.start_and_decide(
+                workflow_id=workflow_id,
+                workflow_type=workflow_type,
+                task_queue=self.task_queue,
+                input=input,
+                use_existing=use_existing,
+                now=now,
+                completion=completion,
+            )
+        except BaseException:
+            inst.discard()
+            if slots:
+                self._release(slots)
+            raise
+        if out is None:  # an open run of this id already existed
+            inst.discard()
+            if slots:
+                self._release(slots)
+            return rid, is_new
+        inst.history_length = 1
+        self._after_completion(inst, commands, out, slots)
+        return rid, is_new
+
     # ------------------------------------------------------------------ one-commit steps
 
     async def try_decide(self, task: ActivityTask, result: str) -> bool:
@@ -406,9 +476,7 @@ class WorkflowRunner:
                 attributes={"seq": task.seq, "result": result, "attempt": task.attempt},
             )
             try:
-                commands = self._guarded(
-                    inst, lambda: inst.activate([event], now, replaying=False)
-                )
+                commands = self._guarded(inst, lambda: inst.activate([event], now, replaying=False))
             except Exception:  # noqa: BLE001 - let the normal path record the failure
                 self._evict(task.run_id)
                 return False

@@ -174,6 +174,12 @@ class Client:
             raise ValueError('id_conflict_policy must be "fail" or "use_existing"')
         name, _, ret = _workflow_target(workflow)
         payload = self.converter.encode_args(args, what=f"arguments of workflow {name!r}")
+        use_existing = id_conflict_policy == "use_existing"
+        for starter in self.store.eager_starters(task_queue):
+            # a worker in this process decides the first step in the same commit
+            started = await starter(id, name, payload, use_existing)
+            if started is not None:
+                return WorkflowHandle(self, id, run_id=started[0], result_type=result_type or ret)
         run_id, _ = await self.store.start_workflow(
             workflow_id=id,
             workflow_type=name,

@@ -147,6 +147,7 @@ class Worker:
         store = self.client.store
         if self._workflows:
             await store.reset_backoff(self.task_queue)
+            store.add_eager_starter(self.task_queue, self._workflow.start_eagerly)
             self._tasks.append(asyncio.create_task(self._workflow.poll()))
             self._tasks.append(asyncio.create_task(self._workflow.poll_queries()))
         if self._activities:
@@ -182,6 +183,7 @@ class Worker:
         if not self._started or self._stopped.is_set():
             self._stopped.set()
             return
+        self.client.store.remove_eager_starter(self.task_queue, self._workflow.start_eagerly)
         self._workflow.stopping = True
         self._activity.stopping = True
         self.client.store.notify()

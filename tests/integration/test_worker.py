@@ -14,6 +14,7 @@ from mainspring import (
     EventType,
     Worker,
     WorkerError,
+    WorkflowAlreadyStartedError,
     WorkflowFailureError,
     activity,
     workflow,
@@ -133,3 +134,43 @@ async def test_workflow_failure_error_carries_the_cause(client: Client) -> None:
             await h.result()
     cause = info.value.cause
     assert cause is not None and "workflow gave up" in str(cause)
+
+
+async def test_eager_start_decides_the_first_step_in_the_start_commit(client: Client) -> None:
+    async with Worker(
+        client,
+        task_queue=TQ,
+        workflows=[agents.Approval, agents.Hello],
+        activities=[agents.echo, agents.sync_upper],
+    ):
+        h = await client.start_workflow(agents.Hello.run, "eager", id="eager", task_queue=TQ)
+        history = await h.fetch_history()
+        # the start, the first decision and its command share one transaction (one time)
+        assert [e.event_type for e in history[:3]] == [
+            EventType.WORKFLOW_EXECUTION_STARTED,
+            EventType.WORKFLOW_TASK_COMPLETED,
+            EventType.ACTIVITY_TASK_SCHEDULED,
+        ]
+        assert history[0].time == history[1].time == history[2].time
+        assert await h.result() == "HELLO EAGER"
+        first = await client.start_workflow(agents.Approval.run, 60.0, id="dup", task_queue=TQ)
+        with pytest.raises(WorkflowAlreadyStartedError):
+            await client.start_workflow(agents.Approval.run, 60.0, id="dup", task_queue=TQ)
+        again = await client.start_workflow(
+            agents.Approval.run, 60.0, id="dup", task_queue=TQ, id_conflict_policy="use_existing"
+        )
+        assert again.run_id == first.run_id
+        assert len(await client.list_workflows(workflow_type="Approval")) == 1
+        await first.terminate()
+    from mainspring import Replayer
+
+    Replayer(workflows=[agents.Hello]).replay(await h.fetch_history())
+
+
+async def test_types_the_local_worker_lacks_start_the_ordinary_way(client: Client) -> None:
+    async with Worker(client, task_queue=TQ, workflows=[agents.Approval], activities=[agents.echo]):
+        h = await client.start_workflow("Hello", "x", id="not-here", task_queue=TQ)
+        history = await h.fetch_history()
+        assert history[0].event_type is EventType.WORKFLOW_EXECUTION_STARTED
+        assert EventType.WORKFLOW_TASK_COMPLETED not in [e.event_type for e in history]
+        await h.terminate()

@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 from ..errors import StoreError
@@ -34,6 +34,10 @@ from .records import (
 )
 
 T = TypeVar("T")
+
+EagerStarter = Callable[[str, str, str, bool], Awaitable["tuple[str, bool] | None"]]
+"""``(workflow_id, workflow_type, input, use_existing) -> (run_id, started)``, or
+``None`` when the worker cannot take the run (unknown type, no capacity)."""
 
 ACTIVITY_LEASE_CAP = 600.0
 
@@ -60,6 +64,7 @@ class Store(ABC):
         self._queues: dict[str, asyncio.Event] = {}
         self._changed: asyncio.Event | None = None
         self._keyed: dict[str, set[asyncio.Event]] = {}
+        self._eager: dict[str, list[EagerStarter]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -187,6 +192,52 @@ class Store(ABC):
         )
         self.notify(task_queue, WORKFLOWS)
         return result
+
+    async def start_and_decide(
+        self,
+        *,
+        workflow_id: str,
+        workflow_type: str,
+        task_queue: str,
+        input: str,
+        use_existing: bool,
+        now: float,
+        completion: WorkflowTaskCompletion,
+    ) -> tuple[str, bool, CompletionOutcome | None]:
+        """Start a run with its first decision, made by a local worker, in one commit."""
+        result = await self._run(
+            lambda tx: _tx.start_and_decide(
+                tx,
+                workflow_id=workflow_id,
+                workflow_type=workflow_type,
+                task_queue=task_queue,
+                input=input,
+                now=now,
+                use_existing=use_existing,
+                completion=completion,
+                activity_lease_cap=ACTIVITY_LEASE_CAP,
+            ),
+            key=completion.run_id,
+        )
+        if result[2] is not None:
+            self._notify_after(result[2], completion)
+        return result
+
+    # ------------------------------------------------------------------ eager start
+
+    def add_eager_starter(self, task_queue: str, starter: EagerStarter) -> None:
+        """Let a worker in this process decide the first step of runs it starts."""
+        self._eager.setdefault(task_queue, []).append(starter)
+
+    def remove_eager_starter(self, task_queue: str, starter: EagerStarter) -> None:
+        """Undo :meth:`add_eager_starter`."""
+        starters = self._eager.get(task_queue, [])
+        if starter in starters:
+            starters.remove(starter)
+
+    def eager_starters(self, task_queue: str) -> list[EagerStarter]:
+        """The in-process workers that can start runs of ``task_queue`` eagerly."""
+        return self._eager.get(task_queue, [])
 
     async def describe(self, workflow_id: str, run_id: str | None = None) -> RunRecord:
         """The latest (or given) run of ``workflow_id``."""

@@ -26,6 +26,7 @@ from .core import (
     request_cancel,
     signal,
     start_workflow,
+    started_attributes,
     terminate,
 )
 from .decisions import (
@@ -34,6 +35,7 @@ from .decisions import (
     fail_workflow_task,
     release_workflow_task,
     reset_backoff,
+    start_and_decide,
 )
 from .timers import (
     answer_query,
@@ -71,7 +73,9 @@ __all__ = [
     "request_cancel",
     "reset_backoff",
     "signal",
+    "start_and_decide",
     "start_workflow",
+    "started_attributes",
     "submit_query",
     "terminate",
 ]

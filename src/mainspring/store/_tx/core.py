@@ -173,15 +173,20 @@ def start_workflow(
     input: str,
     now: float,
     use_existing: bool,
+    run_id: str | None = None,
 ) -> tuple[str, bool]:
-    """Start a run; return ``(run_id, started)``. Idempotent by workflow id."""
+    """Start a run; return ``(run_id, started)``. Idempotent by workflow id.
+
+    The started event's attributes are :func:`started_attributes`; a worker that
+    decides the first step eagerly builds the same event before this runs.
+    """
     existing = _q1(tx, "open_run_by_workflow_id", {"workflow_id": workflow_id})
     if existing is not None:
         run = RunRecord.from_row(existing)
         if use_existing:
             return run.run_id, False
         raise WorkflowAlreadyStartedError(workflow_id, run.run_id)
-    run_id = uuid.uuid4().hex
+    run_id = run_id or uuid.uuid4().hex
     tx.x(
         "insert_run",
         {
@@ -193,14 +198,21 @@ def start_workflow(
             "now": now,
         },
     )
-    attrs = {
+    attrs = started_attributes(workflow_id, workflow_type, task_queue, input)
+    _append(tx, run_id, 1, now, [(EventType.WORKFLOW_EXECUTION_STARTED, attrs)])
+    return run_id, True
+
+
+def started_attributes(
+    workflow_id: str, workflow_type: str, task_queue: str, input: str
+) -> dict[str, Any]:
+    """The attributes of a run's ``WorkflowExecutionStarted`` event."""
+    return {
         "workflow_id": workflow_id,
         "workflow_type": workflow_type,
         "task_queue": task_queue,
         "input": input,
     }
-    _append(tx, run_id, 1, now, [(EventType.WORKFLOW_EXECUTION_STARTED, attrs)])
-    return run_id, True
 
 
 def describe(tx: Tx, workflow_id: str, run_id: str | None) -> RunRecord:

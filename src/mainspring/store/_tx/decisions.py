@@ -37,6 +37,7 @@ from .core import (
     _q1,
     _run,
     events_after,
+    start_workflow,
 )
 
 # --------------------------------------------------------------------------- workflow tasks
@@ -280,3 +281,37 @@ def _insert_activity(
         heartbeat_details=None,
         attempt_deadline=attempt_deadline,
     )
+
+
+def start_and_decide(
+    tx: Tx,
+    *,
+    workflow_id: str,
+    workflow_type: str,
+    task_queue: str,
+    input: str,
+    now: float,
+    use_existing: bool,
+    completion: WorkflowTaskCompletion,
+    activity_lease_cap: float,
+) -> tuple[str, bool, CompletionOutcome | None]:
+    """Eager start: a run and its first decision (made by a local worker) in one commit.
+
+    Returns ``(run_id, started, outcome)``; with an open run of this id and
+    ``use_existing``, ``(its run_id, False, None)`` and nothing is written.
+    """
+    run_id, started = start_workflow(
+        tx,
+        workflow_id=workflow_id,
+        workflow_type=workflow_type,
+        task_queue=task_queue,
+        input=input,
+        now=now,
+        use_existing=use_existing,
+        run_id=completion.run_id,
+    )
+    if not started:
+        return run_id, False, None
+    run = _run(tx, run_id)
+    assert run is not None
+    return run_id, True, _apply_completion(tx, run, completion, now, activity_lease_cap)
