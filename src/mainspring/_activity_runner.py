@@ -62,18 +62,18 @@ class ActivityRunner:
 
     # ------------------------------------------------------------------ slots
 
-    def reserve(self, schedules: list[ScheduleActivity]) -> int:
-        """Reserve slots to take freshly scheduled activities of this queue eagerly."""
+    def reserve(self, schedules: list[ScheduleActivity]) -> frozenset[int]:
+        """Reserve slots to take freshly scheduled activities of this queue eagerly;
+        return the sequence numbers of the activities to take."""
         if self.stopping:
-            return 0
-        wanted = sum(
-            1
+            return frozenset()
+        wanted = [
+            s.seq
             for s in schedules
             if s.task_queue == self.task_queue and s.activity_type in self.activities
-        )
-        n = min(wanted, self._free)
-        self._free -= n
-        return n
+        ][: max(self._free, 0)]
+        self._free -= len(wanted)
+        return frozenset(wanted)
 
     def release(self, n: int) -> None:
         """Give back reserved slots that were not used."""
@@ -147,13 +147,11 @@ class ActivityRunner:
             result = await self._invoke(defn, task)
             text = self._encode_result(result, task)
         except asyncio.CancelledError:
-            if self.stopping:
-                await self._record_failure(
-                    task,
-                    ApplicationError(
-                        "the worker shut down during the attempt", type="WorkerShutdown"
-                    ),
-                )
+            if self.stopping:  # give the attempt back untried: it is not the task's fault
+                try:
+                    await self.store.release_activity(task)
+                except Exception:
+                    log.exception("releasing activity %s failed", task.activity_type)
                 return
             raise
         except BaseException as exc:  # noqa: BLE001 - recorded as the attempt's failure

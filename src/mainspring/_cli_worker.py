@@ -59,9 +59,11 @@ def collect(module: ModuleType) -> tuple[list[type], list[Callable[..., Any]]]:
         if isinstance(value, type) and isinstance(definition, WorkflowDefinition):
             if definition.cls is value and value not in workflows:
                 workflows.append(value)
-        elif callable(value) and isinstance(
-            getattr(value, "__mainspring_activity__", None), ActivityDefinition
-        ) and value not in activities:
+        elif (
+            callable(value)
+            and isinstance(getattr(value, "__mainspring_activity__", None), ActivityDefinition)
+            and value not in activities
+        ):
             activities.append(value)
     return workflows, activities
 
@@ -69,25 +71,56 @@ def collect(module: ModuleType) -> tuple[list[type], list[Callable[..., Any]]]:
 @click.command("worker")
 @click.argument("module")
 @click.option(
-    "--task-queue", "-q", envvar="MAINSPRING_TASK_QUEUE", show_envvar=True,
+    "--task-queue",
+    "-q",
+    envvar="MAINSPRING_TASK_QUEUE",
+    show_envvar=True,
     help="The queue to poll (default: the module's TASK_QUEUE, else 'default').",
 )
-@click.option("--max-concurrent-activities", default=100, show_default=True,
-              type=click.IntRange(min=1), help="Activity attempts run at once.")
-@click.option("--max-concurrent-workflow-tasks", default=100, show_default=True,
-              type=click.IntRange(min=1), help="Workflow tasks processed at once.")
-@click.option("--max-cached-workflows", default=1000, show_default=True,
-              type=click.IntRange(min=1), help="Runs kept in memory between steps.")
-@click.option("--graceful-shutdown-timeout", default=10.0, show_default=True,
-              type=click.FloatRange(min=0),
-              help="Seconds running activities get to finish on SIGTERM/SIGINT.")
-@click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option(
+    "--max-concurrent-activities",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Activity attempts run at once.",
+)
+@click.option(
+    "--max-concurrent-workflow-tasks",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Workflow tasks processed at once.",
+)
+@click.option(
+    "--max-cached-workflows",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Runs kept in memory between steps.",
+)
+@click.option(
+    "--graceful-shutdown-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds running activities get to finish on SIGTERM/SIGINT.",
+)
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
 @db_option
 def worker(
-    module: str, task_queue: str | None, max_concurrent_activities: int,
-    max_concurrent_workflow_tasks: int, max_cached_workflows: int,
-    graceful_shutdown_timeout: float, log_level: str, db: str,
+    module: str,
+    task_queue: str | None,
+    max_concurrent_activities: int,
+    max_concurrent_workflow_tasks: int,
+    max_cached_workflows: int,
+    graceful_shutdown_timeout: float,
+    log_level: str,
+    db: str,
 ) -> None:
     """Serve the workflows and activities of MODULE until SIGTERM or SIGINT.
 
@@ -95,7 +128,8 @@ def worker(
     @workflow.defn class and @activity.defn function bound at its top level is served.
     """
     logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     try:
@@ -112,7 +146,10 @@ def worker(
     async def serve() -> None:
         async with connect(db) as client:
             w = Worker(
-                client, task_queue=queue, workflows=workflows, activities=activities,
+                client,
+                task_queue=queue,
+                workflows=workflows,
+                activities=activities,
                 max_concurrent_activities=max_concurrent_activities,
                 max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
                 max_cached_workflows=max_cached_workflows,
@@ -120,7 +157,9 @@ def worker(
             )
             log.info(
                 "serving %s on task queue %r (db %s): workflows [%s], activities [%s]",
-                module, queue, db,
+                module,
+                queue,
+                db,
                 ", ".join(WorkflowDefinition.of(c).name for c in workflows),
                 ", ".join(ActivityDefinition.of(f).name for f in activities),
             )

@@ -38,14 +38,20 @@ def workflow_group() -> None:
 @click.option("--task-queue", "-q", required=True, help="The task queue its worker polls.")
 @click.option("--arg", "args", multiple=True, metavar="JSON", help=ARG_HELP)
 @click.option(
-    "--use-existing", is_flag=True,
+    "--use-existing",
+    is_flag=True,
     help="If a run with this id is open, return it instead of failing.",
 )
 @json_option
 @db_option
 def start(
-    workflow_type: str, workflow_id: str, task_queue: str, args: tuple[str, ...],
-    use_existing: bool, as_json: bool, db: str,
+    workflow_type: str,
+    workflow_id: str,
+    task_queue: str,
+    args: tuple[str, ...],
+    use_existing: bool,
+    as_json: bool,
+    db: str,
 ) -> None:
     """Start a workflow of type TYPE (its registered name)."""
     values = parse_json_args(args)
@@ -53,7 +59,10 @@ def start(
     async def go() -> tuple[str, str | None]:
         async with connect(db) as client:
             handle = await client.start_workflow(
-                workflow_type, *values, id=workflow_id, task_queue=task_queue,
+                workflow_type,
+                *values,
+                id=workflow_id,
+                task_queue=task_queue,
                 id_conflict_policy="use_existing" if use_existing else "fail",
             )
             return handle.id, handle.run_id
@@ -67,9 +76,11 @@ def start(
 
 @workflow_group.command("list")
 @click.option(
-    "--status", type=click.Choice(
+    "--status",
+    type=click.Choice(
         ["running", "completed", "failed", "canceled", "terminated"], case_sensitive=False
-    ), help="Only runs in this status.",
+    ),
+    help="Only runs in this status.",
 )
 @click.option("--type", "workflow_type", metavar="TYPE", help="Only runs of this workflow type.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
@@ -96,8 +107,13 @@ def list_(
     table = Table("Workflow ID", "Type", "Status", "Task queue", "Started", "Closed", "Events")
     for d in runs:
         table.add_row(
-            d.workflow_id, d.workflow_type, status_text(d), d.task_queue,
-            fmt_time(d.start_time), fmt_time(d.close_time), str(d.history_length),
+            d.workflow_id,
+            d.workflow_type,
+            status_text(d),
+            d.task_queue,
+            fmt_time(d.start_time),
+            fmt_time(d.close_time),
+            str(d.history_length),
         )
     out.print(table)
 
@@ -158,8 +174,10 @@ def event_summary(e: Event) -> str:
     if t is EventType.ACTIVITY_TASK_SCHEDULED:
         return f"#{a.get('seq')} {a.get('activity_type')}({_brief(decode_payload(a.get('input')))})"
     if t is EventType.ACTIVITY_TASK_COMPLETED:
-        return (f"#{a.get('seq')} attempt {a.get('attempt')} → "
-                f"{_brief(decode_payload(a.get('result')))}")
+        return (
+            f"#{a.get('seq')} attempt {a.get('attempt')} → "
+            f"{_brief(decode_payload(a.get('result')))}"
+        )
     if t is EventType.ACTIVITY_TASK_FAILED or "failure" in a:
         failure = a.get("failure") or {}
         seq = f"#{a['seq']} " if "seq" in a else ""
@@ -179,7 +197,9 @@ def event_summary(e: Event) -> str:
 @click.argument("workflow_id", metavar="ID")
 @click.option("--run-id", help="A specific run (default: the latest).")
 @click.option(
-    "--json", "as_json", is_flag=True,
+    "--json",
+    "as_json",
+    is_flag=True,
     help="Print the export document (format mainspring.history/1) that Replayer reads.",
 )
 @db_option
@@ -200,8 +220,10 @@ def history(workflow_id: str, run_id: str | None, as_json: bool, db: str) -> Non
     table = Table("#", "Time", "Event", "Details")
     for e in events:
         table.add_row(
-            str(e.event_id), e.timestamp.astimezone().strftime("%H:%M:%S.%f")[:-3],
-            e.event_type.value, event_summary(e),
+            str(e.event_id),
+            e.timestamp.astimezone().strftime("%H:%M:%S.%f")[:-3],
+            e.event_type.value,
+            event_summary(e),
         )
     out.print(table)
 
@@ -227,8 +249,13 @@ def signal(workflow_id: str, name: str, args: tuple[str, ...], db: str) -> None:
 @click.argument("workflow_id", metavar="ID")
 @click.argument("name")
 @click.option("--arg", "args", multiple=True, metavar="JSON", help=ARG_HELP)
-@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="Seconds to wait for a worker to answer.")
+@click.option(
+    "--timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds to wait for a worker to answer.",
+)
 @db_option
 def query(workflow_id: str, name: str, args: tuple[str, ...], timeout: float, db: str) -> None:
     """Run query NAME on a worker; print its answer as JSON."""
@@ -245,8 +272,12 @@ def query(workflow_id: str, name: str, args: tuple[str, ...], timeout: float, db
 
 @workflow_group.command("result")
 @click.argument("workflow_id", metavar="ID")
-@click.option("--timeout", type=click.FloatRange(min=0), default=None,
-              help="Seconds to wait (default: until it closes).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds to wait (default: until it closes).",
+)
 @db_option
 def result(workflow_id: str, timeout: float | None, db: str) -> None:
     """Wait for the run to close; print its result as JSON.

@@ -60,7 +60,7 @@ class WorkflowRunner:
         deadlock_timeout: float,
         poll_interval: float,
         task_lease: float,
-        reserve_activity_slots: Callable[[list[ScheduleActivity]], int],
+        reserve_activity_slots: Callable[[list[ScheduleActivity]], frozenset[int]],
         dispatch_activity: Callable[[ActivityTask], None],
         release_activity_slots: Callable[[int], None],
         timer_started: Callable[[], None],
@@ -83,7 +83,7 @@ class WorkflowRunner:
         self._locks: dict[str, asyncio.Lock] = {}
         self._inflight: set[asyncio.Task[None]] = set()
         self._inflight_queries: set[asyncio.Task[None]] = set()
-        self._running_code: dict[asyncio.Future[Any], tuple[WorkflowInstance, int]] = {}
+        self._running_code: dict[asyncio.Future[Any], tuple[WorkflowInstance, int, float]] = {}
         self._guard = InlineGuard(deadlock_timeout)
         self._watchdog: asyncio.Task[None] | None = None
         self._slot_freed = asyncio.Event()
@@ -197,7 +197,7 @@ class WorkflowRunner:
                 fut.set_result(w.result())
 
         work.add_done_callback(relay)
-        self._running_code[fut] = (inst, inst.activations)
+        self._running_code[fut] = (inst, inst.activations, loop.time())
         if self._watchdog is None or self._watchdog.done():
             self._watchdog = asyncio.create_task(self._watch_deadlocks())
         try:
@@ -232,13 +232,17 @@ class WorkflowRunner:
 
     async def _watch_deadlocks(self) -> None:
         """Fail workflow code that made no progress for ``deadlock_timeout``."""
+        loop = asyncio.get_running_loop()
         while self._running_code:
-            await asyncio.sleep(self.deadlock_timeout)
-            for fut, (inst, seen) in list(self._running_code.items()):
+            await asyncio.sleep(self.deadlock_timeout / 4)
+            now = loop.time()
+            for fut, (inst, seen, since) in list(self._running_code.items()):
                 if fut.done():
                     continue
                 if inst.activations != seen:
-                    self._running_code[fut] = (inst, inst.activations)
+                    self._running_code[fut] = (inst, inst.activations, now)
+                    continue
+                if now - since < self.deadlock_timeout:
                     continue
                 inst.discard()
                 fut.set_exception(DeadlockError(self._deadlock_message(inst)))
@@ -254,13 +258,27 @@ class WorkflowRunner:
         )
         return WorkflowInstance(definition, info, self.converter)
 
+    def _forget_lock(self, run_id: str, lock: asyncio.Lock) -> None:
+        """Drop an idle run's lock once the run is no longer cached."""
+        if (
+            self._locks.get(run_id) is lock
+            and not lock.locked()
+            and not getattr(lock, "_waiters", None)
+            and run_id not in self._cache
+        ):
+            del self._locks[run_id]
+
     async def _handle(self, task: WorkflowTask) -> None:
-        async with self._lock(task.run_id):
-            try:
-                await self._process(task)
-            except Exception as exc:  # noqa: BLE001 - becomes a recorded task failure
-                self._evict(task.run_id)
-                await self._fail(task, exc)
+        lock = self._lock(task.run_id)
+        try:
+            async with lock:
+                try:
+                    await self._process(task)
+                except Exception as exc:  # noqa: BLE001 - becomes a recorded task failure
+                    self._evict(task.run_id)
+                    await self._fail(task, exc)
+        finally:
+            self._forget_lock(task.run_id, lock)
 
     async def _process(self, task: WorkflowTask) -> None:
         definition = self.workflows.get(task.workflow_type)
@@ -301,10 +319,13 @@ class WorkflowRunner:
                 pending = [
                     e for e in events if e.event_id > inst.applied_through and _is_incoming(e)
                 ]
-            return inst.activate(pending, now, replaying=False)
+            seen = max(task.history_length, inst.applied_through, *(e.event_id for e in pending))
+            return inst.activate(pending, now, replaying=False, through=seen)
 
-        if fresh and len(events) > INLINE_REPLAY_LIMIT:
-            commands = await self._in_thread(inst, run)  # a long replay: off the loop
+        if fresh and (len(events) > INLINE_REPLAY_LIMIT or task.attempt > 1):
+            # a long replay, or a retry of a task that failed (perhaps by hanging):
+            # off the loop, so it cannot stall the worker's other runs
+            commands = await self._in_thread(inst, run)
         else:
             commands = self._guarded(inst, run)
         through = max(task.history_length, inst.applied_through)
@@ -315,7 +336,8 @@ class WorkflowRunner:
         self, inst: WorkflowInstance, commands: list[Command], *, fence: int, through: int
     ) -> None:
         schedules = [c for c in commands if isinstance(c, ScheduleActivity)]
-        slots = self._reserve(schedules) if schedules else 0
+        seqs = self._reserve(schedules) if schedules else frozenset()
+        slots = len(seqs)
         completion = WorkflowTaskCompletion(
             run_id=inst.info.run_id,
             fence=fence,
@@ -324,6 +346,7 @@ class WorkflowRunner:
             time=inst.now,
             commands=commands,
             eager_activity_slots=slots,
+            eager_seqs=seqs,
         )
         try:
             out = await self.store.complete_workflow_task(completion)
@@ -407,15 +430,20 @@ class WorkflowRunner:
             event_id=1,
             event_type=EventType.WORKFLOW_EXECUTION_STARTED,
             time=now,
-            attributes=started_attributes(workflow_id, workflow_type, self.task_queue, input),
+            attributes=started_attributes(
+                run_id, workflow_id, workflow_type, self.task_queue, input
+            ),
         )
         try:
-            commands = self._guarded(inst, lambda: inst.activate([started], now, replaying=False))
+            commands = self._guarded(
+                inst, lambda: inst.activate([started], now, replaying=False, through=1)
+            )
         except Exception:  # noqa: BLE001 - the ordinary path records the failure
             inst.discard()
             return None
         schedules = [c for c in commands if isinstance(c, ScheduleActivity)]
-        slots = self._reserve(schedules) if schedules else 0
+        seqs = self._reserve(schedules) if schedules else frozenset()
+        slots = len(seqs)
         completion = WorkflowTaskCompletion(
             run_id=run_id,
             fence=0,
@@ -424,6 +452,7 @@ class WorkflowRunner:
             time=inst.now,
             commands=commands,
             eager_activity_slots=slots,
+            eager_seqs=seqs,
         )
         try:
             rid, is_new, out = await self.store.start_and_decide(
@@ -463,6 +492,14 @@ class WorkflowRunner:
         lock = self._lock(task.run_id)
         if lock.locked():
             return False
+        try:
+            return await self._try_decide_locked(task, result, cached, lock)
+        finally:
+            self._forget_lock(task.run_id, lock)
+
+    async def _try_decide_locked(
+        self, task: ActivityTask, result: str, cached: _Cached, lock: asyncio.Lock
+    ) -> bool:
         async with lock:
             inst = cached.instance
             if self._cache.get(task.run_id) is not cached:
@@ -476,12 +513,16 @@ class WorkflowRunner:
                 attributes={"seq": task.seq, "result": result, "attempt": task.attempt},
             )
             try:
-                commands = self._guarded(inst, lambda: inst.activate([event], now, replaying=False))
+                commands = self._guarded(
+                    inst,
+                    lambda: inst.activate([event], now, replaying=False, through=event.event_id),
+                )
             except Exception:  # noqa: BLE001 - let the normal path record the failure
                 self._evict(task.run_id)
                 return False
             schedules = [c for c in commands if isinstance(c, ScheduleActivity)]
-            slots = self._reserve(schedules) if schedules else 0
+            seqs = self._reserve(schedules) if schedules else frozenset()
+            slots = len(seqs)
             completion = WorkflowTaskCompletion(
                 run_id=task.run_id,
                 fence=0,
@@ -490,6 +531,7 @@ class WorkflowRunner:
                 time=inst.now,
                 commands=commands,
                 eager_activity_slots=slots,
+                eager_seqs=seqs,
             )
             try:
                 out = await self.store.complete_activity_and_decide(

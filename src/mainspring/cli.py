@@ -71,8 +71,10 @@ def status(as_json: bool, db: str) -> None:
             if as_json:
                 print_json({"current": 0, "latest": schema_version(), "exists": False})
             else:
-                out.print(f"no database at {path} yet (latest schema version "
-                          f"{schema_version()}); `mainspring db migrate` creates it")
+                out.print(
+                    f"no database at {path} yet (latest schema version "
+                    f"{schema_version()}); `mainspring db migrate` creates it"
+                )
             return
 
     async def go() -> tuple[int, int]:
@@ -88,12 +90,30 @@ def status(as_json: bool, db: str) -> None:
 
 
 @cli.command("demo")
-@click.option("--workflows", "-n", default=1, show_default=True, type=click.IntRange(1, 20),
-              help="How many agent runs to start.")
-@click.option("--kill-after", default=3, show_default=True, type=click.IntRange(1, 6),
-              help="Kill the worker once this many steps of the first run have finished.")
-@click.option("--db", "db", envvar="MAINSPRING_DB", show_envvar=True, default=None,
-              metavar="URL", help="Database URL (default: a temporary SQLite file).")
+@click.option(
+    "--workflows",
+    "-n",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 20),
+    help="How many agent runs to start.",
+)
+@click.option(
+    "--kill-after",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 6),
+    help="Kill the worker once this many steps of the first run have finished.",
+)
+@click.option(
+    "--db",
+    "db",
+    envvar="MAINSPRING_DB",
+    show_envvar=True,
+    default=None,
+    metavar="URL",
+    help="Database URL (default: a temporary SQLite file).",
+)
 def demo(workflows: int, kill_after: int, db: str | None) -> None:
     """Run a research agent, SIGKILL its worker mid-run, and watch it resume.
 
@@ -114,4 +134,3 @@ def main() -> None:
         cli.main(prog_name="mainspring")
     except BrokenPipeError:  # e.g. `mainspring workflow list | head`
         os._exit(1)
-

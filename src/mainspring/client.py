@@ -339,9 +339,7 @@ class WorkflowHandle:
         finally:
             await store.drop_query(qid)
 
-    def _query_answer(
-        self, name: str, answer: str | None, error: str | None, hint: Any
-    ) -> Any:
+    def _query_answer(self, name: str, answer: str | None, error: str | None, hint: Any) -> Any:
         if error is not None:
             try:
                 failure = Failure.from_dict(json.loads(error))

@@ -38,16 +38,18 @@ def _ledger(step: str, phase: str) -> None:
     if not path:
         return
     info = activity.info()
-    line = json.dumps({
-        "workflow_id": info.workflow_id,
-        "seq": int(info.activity_id),
-        "step": step,
-        "activity": info.activity_type,
-        "attempt": info.attempt,
-        "phase": phase,
-        "worker": os.environ.get(WORKER_ENV, "?"),
-        "pid": os.getpid(),
-    })
+    line = json.dumps(
+        {
+            "workflow_id": info.workflow_id,
+            "seq": int(info.activity_id),
+            "step": step,
+            "activity": info.activity_type,
+            "attempt": info.attempt,
+            "phase": phase,
+            "worker": os.environ.get(WORKER_ENV, "?"),
+            "pid": os.getpid(),
+        }
+    )
     # One short O_APPEND write per line: lines from concurrent activities never mix.
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -62,8 +64,9 @@ async def _work(step: str, fail_first: bool, what: str) -> None:
     await asyncio.sleep(_step_seconds())
     if fail_first and activity.info().attempt == 1:
         _ledger(step, "fail")
-        raise ApplicationError(f"simulated transient failure: {what} returned HTTP 503",
-                               type="TransientError")
+        raise ApplicationError(
+            f"simulated transient failure: {what} returned HTTP 503", type="TransientError"
+        )
     _ledger(step, "done")
 
 

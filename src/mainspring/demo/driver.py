@@ -76,13 +76,27 @@ class _Demo:
         env = dict(os.environ, **{LEDGER_ENV: str(self.ledger), WORKER_ENV: str(n)})
         log = self.logs[n] = open(self.folder / f"worker{n}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mainspring", "worker", "mainspring.demo.agent",
-             "--db", self.url, "--log-level", "WARNING"],
-            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "mainspring",
+                "worker",
+                "mainspring.demo.agent",
+                "--db",
+                self.url,
+                "--log-level",
+                "WARNING",
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.procs[n] = proc
-        self.say(f"started worker {n} [dim](pid {proc.pid}: "
-                 "python -m mainspring worker mainspring.demo.agent)[/]")
+        self.say(
+            f"started worker {n} [dim](pid {proc.pid}: "
+            "python -m mainspring worker mainspring.demo.agent)[/]"
+        )
         return proc
 
     def stop_workers(self) -> None:
@@ -124,8 +138,11 @@ class _Demo:
                 "DemoResearchAgent", topic, id=f"research-{token}-{i + 1}", task_queue=TASK_QUEUE
             )
             handles.append(h)
-        self.say(f"started {workflows} research agent run(s): "
-                 + ", ".join(h.id for h in handles[:3]) + (" …" if workflows > 3 else ""))
+        self.say(
+            f"started {workflows} research agent run(s): "
+            + ", ".join(h.id for h in handles[:3])
+            + (" …" if workflows > 3 else "")
+        )
         self.spawn(1)
         seq, step = await self._wait_for_kill_point(handles[0], kill_after)
 
@@ -139,8 +156,10 @@ class _Demo:
             f"#{first[-1].event_id} ({_done(first)} steps finished)"
         )
         self.spawn(2)
-        self.say("waiting for worker 2 to pick up the runs (the killed attempt's lease "
-                 "expires, then it is retried)")
+        self.say(
+            "waiting for worker 2 to pick up the runs (the killed attempt's lease "
+            "expires, then it is retried)"
+        )
         try:
             results = await asyncio.gather(*(h.result(timeout=RUN_TIMEOUT) for h in handles))
         except Exception:
@@ -181,13 +200,16 @@ class _Demo:
                     if line["phase"] == "start" and not self._ended(line):
                         return int(line["seq"]), str(line["step"])
             await asyncio.sleep(0.02)
-        raise DemoError(f"{handle.id} did not reach {k} finished steps within "
-                        f"{KILL_POINT_TIMEOUT:g} s")
+        raise DemoError(
+            f"{handle.id} did not reach {k} finished steps within {KILL_POINT_TIMEOUT:g} s"
+        )
 
     def _ended(self, start: dict[str, Any]) -> bool:
         return any(
-            line["workflow_id"] == start["workflow_id"] and line["seq"] == start["seq"]
-            and line["attempt"] == start["attempt"] and line["phase"] != "start"
+            line["workflow_id"] == start["workflow_id"]
+            and line["seq"] == start["seq"]
+            and line["attempt"] == start["attempt"]
+            and line["phase"] != "start"
             for line in self._ledger()
         )
 
@@ -203,7 +225,8 @@ class _Demo:
 
 def _completed(events: list[Event]) -> set[int]:
     return {
-        int(e.attributes["seq"]) for e in events
+        int(e.attributes["seq"])
+        for e in events
         if e.event_type is EventType.ACTIVITY_TASK_COMPLETED
     }
 

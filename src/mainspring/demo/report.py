@@ -89,7 +89,10 @@ def analyse(ev: Evidence) -> Findings:
 
 
 def _steps(
-    wid: str, before: list[Event], after: list[Event], ledger: list[dict[str, Any]],
+    wid: str,
+    before: list[Event],
+    after: list[Event],
+    ledger: list[dict[str, Any]],
     violations: list[str],
 ) -> list[Step]:
     scheduled: dict[int, str] = {}
@@ -101,7 +104,8 @@ def _steps(
         elif e.event_type is EventType.ACTIVITY_TASK_COMPLETED:
             completions.setdefault(int(a["seq"]), []).append(int(a.get("attempt", 0)))
     finished_before = {
-        int(e.attributes["seq"]) for e in before
+        int(e.attributes["seq"])
+        for e in before
         if e.event_type is EventType.ACTIVITY_TASK_COMPLETED
     }
     out = []
@@ -115,8 +119,10 @@ def _steps(
         # kill cut the attempt short, mid-body or (rarely) after the body's side effect
         # but before the result was saved. At-least-once: the step runs again.
         cut = [
-            x for x in starts
-            if str(x["worker"]) == "1" and seq not in finished_before
+            x
+            for x in starts
+            if str(x["worker"]) == "1"
+            and seq not in finished_before
             and ends.get(("1", x["attempt"])) != "fail"
         ]
         lost = sum(1 for x in cut if ends.get(("1", x["attempt"])) == "done")
@@ -147,25 +153,43 @@ def _steps(
             violations.append(
                 f"{label}: body ran {len(starts)} times for {attempts} recorded attempt(s)"
             )
-        out.append(Step(
-            seq=seq, name=name, activity=activity, attempts=attempts, body_runs=len(starts),
-            workers=" → ".join(workers) or "-", finished_before_kill=seq in finished_before,
-            status=status,
-        ))
+        out.append(
+            Step(
+                seq=seq,
+                name=name,
+                activity=activity,
+                attempts=attempts,
+                body_runs=len(starts),
+                workers=" → ".join(workers) or "-",
+                finished_before_kill=seq in finished_before,
+                status=status,
+            )
+        )
     return out
 
 
 def _table(wid: str, steps: list[Step]) -> Table:
     table = Table(title=f"run {wid}", title_justify="left")
-    for col, justify in (("#", "right"), ("Step", "left"), ("Activity", "left"),
-                         ("Attempts", "right"), ("Body runs", "right"), ("Worker", "center"),
-                         ("Status", "left")):
+    for col, justify in (
+        ("#", "right"),
+        ("Step", "left"),
+        ("Activity", "left"),
+        ("Attempts", "right"),
+        ("Body runs", "right"),
+        ("Worker", "center"),
+        ("Status", "left"),
+    ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     for s in steps:
         style = STYLES.get(s.status.split(" (after")[0], "")
         table.add_row(
-            str(s.seq), s.name, s.activity, str(s.attempts or "?"), str(s.body_runs),
-            s.workers, Text(s.status, style=style),
+            str(s.seq),
+            s.name,
+            s.activity,
+            str(s.attempts or "?"),
+            str(s.body_runs),
+            s.workers,
+            Text(s.status, style=style),
         )
     return table
 

@@ -6,8 +6,8 @@ runs its next activation inline, guarded: a watchdog thread notices an activatio
 that has made no progress for the deadlock threshold and raises
 :class:`DeadlockInterrupt` inside it (``PyThreadState_SetAsyncExc``). That stops
 Python-level hangs (busy loops) at once and blocking calls as soon as they return.
-Replays and the first activation of a run, where unknown code runs first, still go
-to a thread.
+Long replays, and retries of a workflow task that failed (perhaps by hanging), still
+go to a thread pool, so a run that hangs in C code cannot stall the worker twice.
 """
 
 from __future__ import annotations
@@ -64,14 +64,21 @@ class InlineGuard:
                 self._fired.discard(tid)
                 _interrupt(tid, None)
             self._active[tid] = (time.monotonic(), progress, progress())
+        fired = False
         try:
-            return fn()
+            result = fn()
         finally:
             with self._lock:
                 self._active.pop(tid, None)
                 if tid in self._fired:  # cancel an interrupt that has not been raised yet
                     self._fired.discard(tid)
                     _interrupt(tid, None)
+                    fired = True
+        if fired:
+            # the interrupt was raised but swallowed on the way (an asyncio Task or
+            # Handle stores any BaseException): the activation was cut short somewhere
+            raise DeadlockInterrupt
+        return result
 
     def _watch(self) -> None:
         while not self._stop.wait(self.timeout / 4):

@@ -71,6 +71,7 @@ class WorkflowInstance:
         self.replaying = False
         self.attempt = 1
         self.history_length = 0
+        self.visible_length = 0  # info().history_length: the `through` of the activation
         self.applied_through = 0  # highest incoming event id applied
         self.last_marker_id = 0
         self.closed = False
@@ -91,7 +92,9 @@ class WorkflowInstance:
 
     # ------------------------------------------------------------------ activations
 
-    def activate(self, incoming: list[Event], time: float, *, replaying: bool) -> list[Command]:
+    def activate(
+        self, incoming: list[Event], time: float, *, replaying: bool, through: int | None = None
+    ) -> list[Command]:
         """Apply ``incoming`` events at workflow time ``time``; return the new commands.
 
         Raises:
@@ -99,6 +102,8 @@ class WorkflowInstance:
         """
         self.now = max(self.now, time)
         self.replaying = replaying
+        if through is not None:
+            self.visible_length = through  # what info().history_length shows: the marker's
         self.activations += 1
         prev = asyncio.events._get_running_loop()
         asyncio.events._set_running_loop(self.loop)
@@ -139,7 +144,9 @@ class WorkflowInstance:
                     j += 1
                 self._recorded = events[i:j]
                 self.attempt = 1
-                commands = self.activate(batch, float(event.attributes["time"]), replaying=True)
+                commands = self.activate(
+                    batch, float(event.attributes["time"]), replaying=True, through=through
+                )
                 self._match(commands, events[i:j], event)
                 self._recorded = []
                 self.last_marker_id = event.event_id
@@ -326,7 +333,7 @@ class WorkflowInstance:
     def current_info(self) -> WorkflowInfo:
         from dataclasses import replace
 
-        return replace(self.info, attempt=self.attempt, history_length=self.history_length)
+        return replace(self.info, attempt=self.attempt, history_length=self.visible_length)
 
     def schedule_activity(
         self, name: str, args: list[Any], options: dict[str, Any], result_hint: Any

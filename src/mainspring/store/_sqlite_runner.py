@@ -135,6 +135,9 @@ class LoopCommitter:
         others run again (nothing was delivered, so re-running is safe).
         """
         conn = self._conn
+        for op in batch:  # a previous, abandoned pass may have left these set
+            op.error = None
+            op.result = None
         pending = batch
         while True:
             readonly = all(op.readonly for op in pending)

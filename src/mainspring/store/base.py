@@ -339,6 +339,8 @@ class Store(ABC):
         if not out.accepted:
             self.notify()
             return
+        if out.ready_again:
+            self.notify()
         scheduled = [cmd for cmd in c.commands if isinstance(cmd, ScheduleActivity)]
         if len(scheduled) > len(out.eager):  # some were not taken by the deciding worker
             for tq in {cmd.task_queue for cmd in scheduled}:
@@ -434,6 +436,15 @@ class Store(ABC):
         )
         self.notify()
         return ok
+
+    async def release_activity(self, task: ActivityTask) -> bool:
+        """Give a leased attempt back untried; another worker takes it at once."""
+        released = await self._run(
+            self._at(_tx.release_activity, run_id=task.run_id, seq=task.seq, fence=task.fence),
+            key=task.run_id,
+        )
+        self.notify(task.task_queue, ACTIVITIES)
+        return released
 
     async def heartbeat_activity(self, task: ActivityTask, details: str | None) -> bool:
         """Record progress; return whether the activity should stop."""

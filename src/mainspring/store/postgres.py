@@ -93,16 +93,21 @@ def _libpq_url(url: str) -> tuple[str, dict[str, str]]:
         parts = urlsplit(url)
         _ = parts.port  # validates the port
     except ValueError as exc:
-        raise StoreError(f"invalid PostgreSQL URL ({exc}); use "
-                         "postgresql://user:password@host:5432/dbname") from exc
+        raise StoreError(
+            f"invalid PostgreSQL URL ({exc}); use postgresql://user:password@host:5432/dbname"
+        ) from exc
     query = parse_qsl(parts.query, keep_blank_values=True)
     own = {k: v for k, v in query if k in _OWN_PARAMS}
     rest = [(k, v) for k, v in query if k not in _OWN_PARAMS]
     names = {k for k, _ in rest}
-    rest += [(k, v) for k, v in (("connect_timeout", "10"), ("application_name", "mainspring"))
-             if k not in names]
-    return urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(rest, quote_via=quote),
-                       "")), own
+    rest += [
+        (k, v)
+        for k, v in (("connect_timeout", "10"), ("application_name", "mainspring"))
+        if k not in names
+    ]
+    return urlunsplit(
+        ("postgresql", parts.netloc, parts.path, urlencode(rest, quote_via=quote), "")
+    ), own
 
 
 def parse_postgres_url(url: str) -> PgSettings:
@@ -111,8 +116,9 @@ def parse_postgres_url(url: str) -> PgSettings:
     try:
         info = conninfo_to_dict(conninfo)
     except psycopg.Error as exc:
-        raise StoreError(f"invalid PostgreSQL URL: {_line(exc)}; use "
-                         "postgresql://user:password@host:5432/dbname") from exc
+        raise StoreError(
+            f"invalid PostgreSQL URL: {_line(exc)}; use postgresql://user:password@host:5432/dbname"
+        ) from exc
     schema = own.get("schema", "mainspring")
     if not _IDENT.match(schema):
         raise StoreError(f"schema={schema!r} in the URL is not a plain lower-case identifier")
@@ -125,17 +131,24 @@ def parse_postgres_url(url: str) -> PgSettings:
         if not 1 <= pool_size <= 64 or lock_wait < 0:
             raise ValueError
     except ValueError:
-        raise StoreError("pool_size in the URL must be a whole number from 1 to 64, "
-                         "prepare_threshold a whole number or off, lock_wait seconds or off"
-                         ) from None
+        raise StoreError(
+            "pool_size in the URL must be a whole number from 1 to 64, "
+            "prepare_threshold a whole number or off, lock_wait seconds or off"
+        ) from None
     listen = own.get("listen", "on").lower() not in ("off", "0", "false", "no")
     listen_conninfo = _libpq_url(own["listen_url"])[0] if "listen_url" in own else conninfo
     user = str(info.get("user") or "the current user")
     return PgSettings(
-        conninfo=conninfo, listen_conninfo=listen_conninfo if listen else None,
-        schema=schema, pool_size=pool_size, prepare_threshold=threshold, lock_wait=lock_wait,
-        host=str(info.get("host") or "localhost"), port=str(info.get("port") or "5432"),
-        user=user, dbname=str(info.get("dbname") or user),
+        conninfo=conninfo,
+        listen_conninfo=listen_conninfo if listen else None,
+        schema=schema,
+        pool_size=pool_size,
+        prepare_threshold=threshold,
+        lock_wait=lock_wait,
+        host=str(info.get("host") or "localhost"),
+        port=str(info.get("port") or "5432"),
+        user=user,
+        dbname=str(info.get("dbname") or user),
     )
 
 
@@ -145,20 +158,30 @@ def _connect_error(exc: BaseException, s: PgSettings) -> StoreError:
     low = str(exc).lower()
     where = f"PostgreSQL at {s.host}:{s.port}"
     if "password" in low or "authentication failed" in low:
-        return StoreError(f"{where} refused user {s.user!r} ({why}); put the right password in "
-                          "the URL (postgresql://user:password@host/db) or in ~/.pgpass")
+        return StoreError(
+            f"{where} refused user {s.user!r} ({why}); put the right password in "
+            "the URL (postgresql://user:password@host/db) or in ~/.pgpass"
+        )
     if "database" in low and "does not exist" in low:
-        return StoreError(f"database {s.dbname!r} does not exist on {where}; create it "
-                          f"(createdb -h {s.host} -p {s.port} {s.dbname}) or fix the URL")
+        return StoreError(
+            f"database {s.dbname!r} does not exist on {where}; create it "
+            f"(createdb -h {s.host} -p {s.port} {s.dbname}) or fix the URL"
+        )
     if "role" in low and "does not exist" in low:
-        return StoreError(f"role {s.user!r} does not exist on {where}; create it "
-                          f"(CREATE ROLE {_ident(s.user)} LOGIN) or fix the user in the URL")
+        return StoreError(
+            f"role {s.user!r} does not exist on {where}; create it "
+            f"(CREATE ROLE {_ident(s.user)} LOGIN) or fix the user in the URL"
+        )
     if "pg_hba.conf" in low:
-        return StoreError(f"{where} does not accept user {s.user!r} from this host ({why}); "
-                          "add a pg_hba.conf entry for it")
+        return StoreError(
+            f"{where} does not accept user {s.user!r} from this host ({why}); "
+            "add a pg_hba.conf entry for it"
+        )
     if any(w in low for w in ("refused", "resolve", "timeout", "unreachable", "no route")):
-        return StoreError(f"cannot reach {where} ({why}); check that the server is running "
-                          "and the host and port in the URL")
+        return StoreError(
+            f"cannot reach {where} ({why}); check that the server is running "
+            "and the host and port in the URL"
+        )
     return StoreError(f"cannot connect to {where}: {why}")
 
 
@@ -246,8 +269,9 @@ class PostgresStore(Store):
         self._channel = f"mainspring_{schema}"
         self._begin = f"BEGIN; SET LOCAL search_path TO {_ident(schema)}"
         wait = self.settings.lock_wait
-        self._begin_batch = self._begin + (f"; SET LOCAL lock_timeout = {int(wait * 1000)}"
-                                           if wait else "")
+        self._begin_batch = self._begin + (
+            f"; SET LOCAL lock_timeout = {int(wait * 1000)}" if wait else ""
+        )
         self._commit_notify = f"NOTIFY {_ident(self._channel)}, '{self._token}'; COMMIT"
         self.commits = 0
 
@@ -255,8 +279,11 @@ class PostgresStore(Store):
 
     def _connect(self, conninfo: str | None = None) -> Conn:
         try:
-            return psycopg.connect(conninfo or self.settings.conninfo, autocommit=True,
-                                   prepare_threshold=self.settings.prepare_threshold)
+            return psycopg.connect(
+                conninfo or self.settings.conninfo,
+                autocommit=True,
+                prepare_threshold=self.settings.prepare_threshold,
+            )
         except psycopg.Error as exc:
             raise _connect_error(exc, self.settings) from exc
 
@@ -273,20 +300,31 @@ class PostgresStore(Store):
             with conn.transaction():
                 row = conn.execute("SELECT current_user, current_database()").fetchone()
                 user, db = row if row else (user, db)
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
-                             (f"mainspring migrate {s.schema}",))
-                if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
-                                (s.schema,)).fetchone() is None:
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))",
+                    (f"mainspring migrate {s.schema}",),
+                )
+                if (
+                    conn.execute(
+                        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (s.schema,)
+                    ).fetchone()
+                    is None
+                ):
                     need = f"CREATE on database {db}"
                     grant = f"GRANT CREATE ON DATABASE {_ident(db)} TO {{user}};"
                     conn.execute(f"CREATE SCHEMA {_ident(s.schema)}")
                     need = f"USAGE and CREATE on schema {s.schema}"
                     grant = f"GRANT USAGE, CREATE ON SCHEMA {_ident(s.schema)} TO {{user}};"
                 conn.execute(f"SET LOCAL search_path TO {_ident(s.schema)}")
-                tables = {r[0] for r in conn.execute(
-                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
-                    "c.relnamespace WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', "
-                    "'f')", (s.schema,))}
+                tables = {
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                        "c.relnamespace WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', "
+                        "'f')",
+                        (s.schema,),
+                    )
+                }
                 current = 0
                 if tables:
                     current = self._check_existing(conn, tables, latest)
@@ -301,8 +339,10 @@ class PostgresStore(Store):
                 f"database owner run: {grant.format(user=_ident(user))}"
             ) from exc
         except psycopg.Error as exc:
-            raise StoreError(f"cannot prepare the Mainspring schema {s.schema!r} on "
-                             f"{s.host}:{s.port}/{s.dbname}: {_line(exc)}") from exc
+            raise StoreError(
+                f"cannot prepare the Mainspring schema {s.schema!r} on "
+                f"{s.host}:{s.port}/{s.dbname}: {_line(exc)}"
+            ) from exc
         finally:
             conn.close()
 
@@ -349,11 +389,19 @@ class PostgresStore(Store):
                 link.close()
                 lost += 1
                 if exc.ambiguous or lost > 2:
-                    _fail(ops, StoreError(
-                        "the connection to PostgreSQL was lost" + (
-                            " while committing: the change may or may not be saved"
-                            if exc.ambiguous else "") + "; retry (stale retries are no-ops)"
-                    ), exc.__cause__)
+                    _fail(
+                        ops,
+                        StoreError(
+                            "the connection to PostgreSQL was lost"
+                            + (
+                                " while committing: the change may or may not be saved"
+                                if exc.ambiguous
+                                else ""
+                            )
+                            + "; retry (stale retries are no-ops)"
+                        ),
+                        exc.__cause__,
+                    )
                 else:
                     log.warning("PostgreSQL connection lost; reconnecting")
                     groups.insert(0, ops)
@@ -367,8 +415,14 @@ class PostgresStore(Store):
                 op, err = conflict
                 tries[id(op)] = n = tries.get(id(op), 0) + 1
                 if n > _MAX_CONFLICT_RETRIES:
-                    _fail([op], StoreError(f"gave up after {n - 1} retries of a conflict with "
-                                           f"other transactions ({_line(err)}); retry"), err)
+                    _fail(
+                        [op],
+                        StoreError(
+                            f"gave up after {n - 1} retries of a conflict with "
+                            f"other transactions ({_line(err)}); retry"
+                        ),
+                        err,
+                    )
                 else:
                     time.sleep(random.uniform(0, 0.002 * n))
                     groups.append([op])
@@ -425,8 +479,9 @@ class PostgresStore(Store):
         if self.settings.listen_conninfo is not None:
             self._lconn = await self._listen_connect()
         self._writers = [
-            await asyncio.to_thread(GroupCommitThread, f"mainspring-pg-{i}",
-                                    lambda: _Link(self._connect), self._execute)
+            await asyncio.to_thread(
+                GroupCommitThread, f"mainspring-pg-{i}", lambda: _Link(self._connect), self._execute
+            )
             for i in range(self.settings.pool_size)
         ]
         self._load = [0] * len(self._writers)
@@ -493,8 +548,9 @@ class PostgresStore(Store):
                     if n.payload != self._token:
                         self.notify_external()
             except (psycopg.Error, StoreError) as exc:
-                log.warning("PostgreSQL listener lost its connection (%s); polling meanwhile",
-                            _line(exc))
+                log.warning(
+                    "PostgreSQL listener lost its connection (%s); polling meanwhile", _line(exc)
+                )
                 if self._lconn is not None:
                     await self._lconn.close()
                     self._lconn = None

@@ -119,6 +119,7 @@ class WorkflowTaskCompletion:
     time: float
     commands: list[Command]
     eager_activity_slots: int = 0
+    eager_seqs: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,6 +134,7 @@ class CompletionOutcome:
     accepted: bool
     history_length: int = 0
     closed: bool = False
+    ready_again: bool = False  # events arrived during the task: it is due again now
     eager: list[ActivityTask] = field(default_factory=list)
 
 

@@ -283,9 +283,7 @@ class SQLiteStore(Store):
                     else:
                         last_wake = now
                         try:  # ambiguous (we committed too): wake pollers, not watchers
-                            loop.call_soon_threadsafe(
-                                self.notify if ours else self.notify_external
-                            )
+                            loop.call_soon_threadsafe(self.notify if ours else self.notify_external)
                         except RuntimeError:
                             return  # the loop closed
                 last = version

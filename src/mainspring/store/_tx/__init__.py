@@ -16,6 +16,7 @@ from .activities import (
     expire,
     fail_activity,
     heartbeat_activity,
+    release_activity,
 )
 from .core import (
     Tx,
@@ -69,6 +70,7 @@ __all__ = [
     "list_runs",
     "next_wakeup",
     "query_result",
+    "release_activity",
     "release_workflow_task",
     "request_cancel",
     "reset_backoff",

@@ -247,3 +247,8 @@ def expire(tx: Tx, now: float, limit: int = 500) -> int:
         _fail_attempt(tx, row, failure.to_dict(), now)
         n += 1
     return n
+
+
+def release_activity(tx: Tx, *, run_id: str, seq: int, fence: int, now: float) -> bool:
+    """Give a leased attempt back without using it up (a graceful shutdown)."""
+    return tx.x("release_activity", {"run_id": run_id, "seq": seq, "fence": fence, "now": now}) > 0

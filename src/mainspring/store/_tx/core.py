@@ -198,16 +198,17 @@ def start_workflow(
             "now": now,
         },
     )
-    attrs = started_attributes(workflow_id, workflow_type, task_queue, input)
+    attrs = started_attributes(run_id, workflow_id, workflow_type, task_queue, input)
     _append(tx, run_id, 1, now, [(EventType.WORKFLOW_EXECUTION_STARTED, attrs)])
     return run_id, True
 
 
 def started_attributes(
-    workflow_id: str, workflow_type: str, task_queue: str, input: str
+    run_id: str, workflow_id: str, workflow_type: str, task_queue: str, input: str
 ) -> dict[str, Any]:
     """The attributes of a run's ``WorkflowExecutionStarted`` event."""
     return {
+        "run_id": run_id,
         "workflow_id": workflow_id,
         "workflow_type": workflow_type,
         "task_queue": task_queue,

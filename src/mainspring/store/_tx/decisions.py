@@ -127,7 +127,12 @@ def _apply_completion(
     for cmd in c.commands:
         if isinstance(cmd, ScheduleActivity):
             task = _insert_activity(
-                tx, run, cmd, now, c.owner if slots > 0 else None, activity_lease_cap
+                tx,
+                run,
+                cmd,
+                now,
+                c.owner if slots > 0 and cmd.seq in c.eager_seqs else None,
+                activity_lease_cap,
             )
             if task is not None:
                 eager.append(task)
@@ -168,7 +173,11 @@ def _apply_completion(
             wft_attempt=1,
         )
     return CompletionOutcome(
-        accepted=True, history_length=next_id - 1, closed=closing is not None, eager=eager
+        accepted=True,
+        history_length=next_id - 1,
+        closed=closing is not None,
+        ready_again=closing is None and unseen,
+        eager=eager,
     )
 
 

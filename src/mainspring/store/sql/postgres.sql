@@ -221,3 +221,9 @@ DELETE FROM mainspring_queries WHERE expires_at < %(cutoff)s;
 DELETE FROM mainspring_activities
 WHERE run_id = %(run_id)s AND seq = %(seq)s AND fence = %(fence)s AND lease_owner IS NOT NULL
 RETURNING attempt, cancel_requested;
+
+-- name: release_activity
+-- Gives a leased attempt back untried (the worker is shutting down): no attempt is used.
+UPDATE mainspring_activities
+SET lease_owner = NULL, lease_until = NULL, attempt_deadline = NULL, ready_at = %(now)s
+WHERE run_id = %(run_id)s AND seq = %(seq)s AND fence = %(fence)s AND lease_owner IS NOT NULL;
