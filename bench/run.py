@@ -82,7 +82,7 @@ def unavailable(system: str, store: str) -> str | None:
         return None
     if system == "dbos":
         if importlib.util.find_spec("dbos") is None:
-            return "dbos is not installed: pip install -e '.[bench]' (e.g. in a separate .venv-bench)"
+            return "dbos is not installed: pip install -e '.[bench]' (e.g. in .venv-bench)"
         return None
     if system == "temporal":
         if store == "postgres":
