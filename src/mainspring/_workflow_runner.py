@@ -277,6 +277,16 @@ class WorkflowRunner:
                 except Exception as exc:  # noqa: BLE001 - becomes a recorded task failure
                     self._evict(task.run_id)
                     await self._fail(task, exc)
+                except asyncio.CancelledError:
+                    self._evict(task.run_id)
+                    if self.stopping:  # hand the task back now, not when its lease expires
+                        try:
+                            await self.store.release_workflow_task(
+                                task.run_id, task.fence, self.owner
+                            )
+                        except Exception:  # noqa: BLE001 - then the lease expires
+                            log.debug("releasing workflow task %s failed", task.run_id)
+                    raise
         finally:
             self._forget_lock(task.run_id, lock)
 
