@@ -281,7 +281,7 @@ async def wait_condition(
     return True
 
 
-def _activity_options(
+def _compute_options(
     activity: Any,
     task_queue: str | None,
     start_to_close_timeout: timedelta | None,
@@ -310,6 +310,46 @@ def _activity_options(
         "retry_policy": (retry_policy or RetryPolicy()).to_dict(),
     }
     return name, options, hints, ret
+
+
+def _activity_options(
+    activity: Any,
+    task_queue: str | None,
+    start_to_close_timeout: timedelta | None,
+    schedule_to_close_timeout: timedelta | None,
+    heartbeat_timeout: timedelta | None,
+    retry_policy: RetryPolicy | None,
+) -> tuple[str, dict[str, Any], list[Any], Any]:
+    """Options of one call; those of a defined activity called with no overrides are
+    computed once (they are read-only: commands copy before changing them)."""
+    if isinstance(activity, str) or any(
+        o is not None
+        for o in (
+            task_queue,
+            start_to_close_timeout,
+            schedule_to_close_timeout,
+            heartbeat_timeout,
+            retry_policy,
+        )
+    ):
+        return _compute_options(
+            activity,
+            task_queue,
+            start_to_close_timeout,
+            schedule_to_close_timeout,
+            heartbeat_timeout,
+            retry_policy,
+        )
+    found: tuple[str, dict[str, Any], list[Any], Any] | None = getattr(
+        activity, "__mainspring_default_options__", None
+    )
+    if found is None:
+        found = _compute_options(activity, None, None, None, None, None)
+        try:
+            activity.__mainspring_default_options__ = found
+        except AttributeError:
+            pass  # not a plain function: compute it each time
+    return found
 
 
 def _seconds(value: timedelta | None) -> float | None:

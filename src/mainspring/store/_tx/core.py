@@ -96,12 +96,10 @@ def _open_run(tx: Tx, workflow_id: str, run_id: str | None, action: str) -> RunR
 
 def _append(
     tx: Tx, run_id: str, next_id: int, now: float, events: list[tuple[EventType, dict[str, Any]]]
-) -> tuple[int, list[Event]]:
-    """Append events from ``next_id``; return the next free id and the events."""
-    out = []
+) -> tuple[int, None]:
+    """Append events from ``next_id``; return the next free id."""
     rows = []
     for etype, attrs in events:
-        out.append(Event(event_id=next_id, event_type=etype, time=now, attributes=attrs))
         rows.append(
             {
                 "run_id": run_id,
@@ -113,7 +111,7 @@ def _append(
         )
         next_id += 1
     tx.xmany("insert_event", rows)
-    return next_id, out
+    return next_id, None
 
 
 def _progress(
