@@ -20,7 +20,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
+PEER_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
+# Mainspring only: W1 with its workers in 1, 2 and 4 separate processes (scaling), and
+# W5 with the client and the worker in separate processes.
+WORKLOADS = (*PEER_WORKLOADS, "W1P", "W5P")
+SCALING_PROCESSES = (1, 2, 4)
 
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -79,20 +83,25 @@ def emit(result: dict[str, float]) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def workload_args(description: str) -> argparse.Namespace:
-    """The command line every workload module takes."""
+def workload_args(
+    description: str, supported: tuple[str, ...] = PEER_WORKLOADS
+) -> argparse.Namespace:
+    """The command line every workload module takes; skips a workload not ``supported``."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--workload", choices=WORKLOADS, required=True)
     p.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--temporal-address", default=os.environ.get("BENCH_TEMPORAL", "127.0.0.1:7233"))
-    # Internal: the role of a W4 child process and its arguments.
-    p.add_argument("--child", choices=("doomed", "fresh"), default=None)
+    # Internal: the role of a child process (W4's, or a W1P/W5P worker) and its arguments.
+    p.add_argument("--child", choices=("doomed", "fresh", "worker"), default=None)
     p.add_argument("--db", default=None)
     p.add_argument("--wf-id", default=None)
     p.add_argument("--task-queue", default=None)
     p.add_argument("--n", type=int, default=0)
-    return p.parse_args()
+    args = p.parse_args()
+    if args.workload not in supported:
+        skip(f"{args.workload} is measured for Mainspring only")
+    return args
 
 
 def create_pg_database() -> tuple[str, Callable[[], None]]:

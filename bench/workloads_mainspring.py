@@ -17,6 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from _common import (
+    SCALING_PROCESSES,
+    WORKLOADS,
     Sizes,
     create_pg_database,
     emit,
@@ -236,10 +238,90 @@ async def w4_child(role: str, url: str, wf_id: str, tq: str, n: int) -> None:
     await asyncio.Event().wait()  # until SIGKILL
 
 
+# ---------------------------------------------------------------- workers in other processes
+
+
+class _Workers:
+    """``n`` worker processes of one task queue; the client stays in this process."""
+
+    def __init__(self, url: str, task_queue: str, n: int) -> None:
+        me = os.path.abspath(__file__)
+        cmd = [sys.executable, me, "--workload", "W1P", "--child", "worker", "--db", url,
+               "--task-queue", task_queue]
+        self.procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE) for _ in range(n)]
+
+    def __enter__(self) -> _Workers:
+        try:
+            for p in self.procs:
+                wait_line(p, "READY", timeout=120)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+async def worker_child(url: str, tq: str) -> None:
+    """A worker process for W1P/W5P: serves ``tq`` until SIGTERM."""
+    client = await Client.connect(url)
+    worker = _worker(client, tq)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await worker.start()
+    print("READY", flush=True)
+    await stop.wait()
+    await worker.shutdown()
+    await client.close()
+
+
+async def w1p(url: str, s: Sizes) -> dict[str, float]:
+    """W1's burst with the workers in 1, 2 and 4 processes of their own (a client without one)."""
+    out: dict[str, float] = {}
+    client = await Client.connect(url)
+    try:
+        for n in SCALING_PROCESSES:
+            tq = new_id("tq")
+            with _Workers(url, tq, n):
+                await client.execute_workflow(
+                    Chain.run, s.chain_length, id=new_id("warm"), task_queue=tq
+                )
+                elapsed = await _many(client, tq, Chain.run, s.chain_workflows, s.chain_length)
+            out[f"w1p{n}_act_s"] = s.chain_workflows * s.chain_length / elapsed
+    finally:
+        await client.close()
+    out["w1p_scaling_2"] = out["w1p2_act_s"] / out["w1p1_act_s"]
+    return out
+
+
+async def w5p(url: str, s: Sizes) -> dict[str, float]:
+    """W5 with the worker in another process: the signal and the result cross processes."""
+    client = await Client.connect(url)
+    try:
+        tq = new_id("tq")
+        with _Workers(url, tq, 1):
+            return {"w5p_lat_ms": (await w5(client, tq, s))["w5_lat_ms"]}
+    finally:
+        await client.close()
+
+
 async def run_workload(name: str, url: str, s: Sizes) -> dict[str, float]:
     """Measure one workload against the store at ``url``."""
     if name == "W4":
         return await w4(url, s)
+    if name == "W1P":
+        return await w1p(url, s)
+    if name == "W5P":
+        return await w5p(url, s)
     client = await Client.connect(url)
     try:
         tq = new_id("tq")
@@ -260,7 +342,10 @@ def store_url(store: str) -> tuple[str, Callable[[], None]]:
 
 
 def main() -> None:
-    args = workload_args(__doc__ or "")
+    args = workload_args(__doc__ or "", WORKLOADS)
+    if args.child == "worker":
+        asyncio.run(worker_child(args.db, args.task_queue))
+        return
     if args.child:
         asyncio.run(w4_child(args.child, args.db, args.wf_id, args.task_queue, args.n))
         return

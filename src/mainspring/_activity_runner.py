@@ -28,6 +28,15 @@ from .store.records import ActivityTask
 log = logging.getLogger("mainspring.worker")
 
 
+class _Slot:
+    """Whether a running attempt has given its slot back already."""
+
+    __slots__ = ("freed",)
+
+    def __init__(self) -> None:
+        self.freed = False
+
+
 class ActivityRunner:
     """Runs the activity attempts of one task queue for a worker."""
 
@@ -82,13 +91,15 @@ class ActivityRunner:
 
     def dispatch(self, task: ActivityTask) -> None:
         """Run a claimed attempt whose slot is already reserved."""
-        t = asyncio.create_task(self._execute(task))
+        slot = _Slot()
+        t = asyncio.create_task(self._execute(task, slot))
         key = (task.run_id, task.seq)
         self._running[key] = t
 
         def done(_: asyncio.Task[None]) -> None:
             self._running.pop(key, None)
-            self.release(1)
+            if not slot.freed:
+                self.release(1)
 
         t.add_done_callback(done)
 
@@ -117,7 +128,11 @@ class ActivityRunner:
             self._free += n - len(tasks)
             for task in tasks:
                 self.dispatch(task)
-            if not tasks:
+            if len(tasks) < n:
+                # Everything ready was taken: rest until more is scheduled for other
+                # workers to claim. Claiming again at once would hold the free slots in
+                # a claim in flight, and the workflow runner could not take the
+                # activities it schedules eagerly (in the same commit, no claim at all).
                 await self.store.wait_for_work(self.task_queue + ACTIVITIES, self.poll_interval)
 
     async def drain(self, timeout: float) -> None:
@@ -133,7 +148,7 @@ class ActivityRunner:
 
     # ------------------------------------------------------------------ one attempt
 
-    async def _execute(self, task: ActivityTask) -> None:
+    async def _execute(self, task: ActivityTask, slot: _Slot) -> None:
         defn = self.activities.get(task.activity_type)
         try:
             if defn is None:
@@ -157,11 +172,17 @@ class ActivityRunner:
         except BaseException as exc:  # noqa: BLE001 - recorded as the attempt's failure
             await self._record_failure(task, exc)
             return
+        # The attempt is over: its slot passes to the activity the run schedules next,
+        # which the decision below can then take in the same commit.
+        slot.freed = True
+        self._free += 1
         try:
             if not await self._try_decide(task, text):
                 await self.store.complete_activity(task, text)
         except Exception:
             log.exception("recording the result of activity %s failed", task.activity_type)
+        finally:
+            self._slot_freed.set()
 
     def _encode_result(self, result: Any, task: ActivityTask) -> str:
         try:

@@ -120,7 +120,7 @@ class WorkflowRunner:
                 t = asyncio.create_task(self._handle(task))
                 self._inflight.add(t)
                 t.add_done_callback(self._done)
-            if not tasks:
+            if len(tasks) < free:  # all that was ready is taken: rest until told of more
                 await self.store.wait_for_work(self.task_queue + WORKFLOWS, self.poll_interval)
 
     def _done(self, t: asyncio.Task[None]) -> None:

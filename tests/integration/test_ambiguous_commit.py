@@ -48,9 +48,15 @@ def lose_acknowledgements(store: Store, every: int) -> list[str]:
     real = store._run
     count = 0
 
-    async def run(fn: Callable[..., Any], *, readonly: bool = False, key: str | None = None) -> Any:
+    async def run(
+        fn: Callable[..., Any],
+        *,
+        readonly: bool = False,
+        key: str | None = None,
+        lazy: bool = False,
+    ) -> Any:
         nonlocal count
-        result = await real(fn, readonly=readonly, key=key)
+        result = await real(fn, readonly=readonly, key=key, lazy=lazy)
         if not readonly:
             count += 1
             if count % every == 0:

@@ -23,6 +23,7 @@ import pytest
 from mainspring import Client, Worker, WorkflowAlreadyStartedError, activity, workflow
 from mainspring.errors import NotAMainspringDatabaseError, SchemaVersionError, StoreError
 from mainspring.runtime.commands import ScheduleActivity
+from mainspring.store.base import ACTIVITIES, WORKFLOWS
 from mainspring.store.postgres import PgSettings, PostgresStore, _connect_error
 from mainspring.store.records import WorkflowTaskCompletion
 from tests import _pg
@@ -328,10 +329,17 @@ async def test_notify_wakes_another_process_pollers(pg_url: str) -> None:
     await a.open()
     await b.open()
     try:
-        waiter = asyncio.create_task(b.wait_for_work("wake", timeout=30))
+        waiter = asyncio.create_task(b.wait_for_work("wake" + WORKFLOWS, timeout=30))
+        bystander = asyncio.create_task(b.wait_for_work("wake" + ACTIVITIES, timeout=30))
         await asyncio.sleep(0.1)
         await a.start_workflow(workflow_id="w", workflow_type="T", task_queue="wake", input="[]")
         await asyncio.wait_for(waiter, 10)  # far below the 30 s poll timeout
+        # the notification named what changed (a workflow task of "wake"), so the
+        # activity poller of the same queue, woken in the same step if at all, slept on
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not bystander.done()
+        bystander.cancel()
     finally:
         await a.close()
         await b.close()

@@ -45,6 +45,18 @@ ACTIVITY_LEASE_CAP = 600.0
 WORKFLOWS = "\x00w"
 ACTIVITIES = "\x00a"
 QUERIES = "\x00q"
+_LETTER = {WORKFLOWS: "w", ACTIVITIES: "a", QUERIES: "q"}
+_KIND = {v: k for k, v in _LETTER.items()}
+
+
+def queue_topic(task_queue: str, kind: str) -> str:
+    """The wake-up topic of ``kind`` pollers (:data:`WORKFLOWS`, …) of ``task_queue``."""
+    return _LETTER[kind] + task_queue
+
+
+def key_topic(key: str) -> str:
+    """The wake-up topic of watchers of one run or query (see :meth:`Store.watch`)."""
+    return "k" + key
 
 
 class Clock:
@@ -82,12 +94,20 @@ class Store(ABC):
 
     @abstractmethod
     async def _run(
-        self, fn: Callable[[Tx], T], *, readonly: bool = False, key: str | None = None
+        self,
+        fn: Callable[[Tx], T],
+        *,
+        readonly: bool = False,
+        key: str | None = None,
+        lazy: bool = False,
     ) -> T:
         """Run ``fn`` in a transaction (possibly sharing its commit with others).
 
         ``key`` names the run whose row ``fn`` locks, if one: a dialect with row locks
         orders a batch's work by key so that concurrent batches cannot deadlock.
+        ``lazy`` says that losing the change in a crash is harmless (a fenced lease, a
+        heartbeat): a dialect may then commit without waiting for the disk, as long as
+        a later durable commit makes it durable too.
         """
 
     # ------------------------------------------------------------------ wake-ups
@@ -111,6 +131,44 @@ class Store(ABC):
         """Wake watchers of one run or query (see :meth:`watch`)."""
         for ev in self._keyed.get(key, ()):
             ev.set()
+
+    def notify_topics(self, topics: list[str]) -> None:
+        """Another process's commit concerned ``topics``: wake their waiters."""
+        for t in topics:
+            kind = _KIND.get(t[:1])
+            if kind is not None:
+                self.notify(t[1:], kind)
+            elif t[:1] == "k":
+                self.notify_key(t[1:])
+
+    def _telling(
+        self, fn: Callable[[Tx], T], topics: Callable[[T], list[str] | None]
+    ) -> Callable[[Tx], T]:
+        """``fn``, then publish the topics its result concerns (``None``: everyone)."""
+
+        def run(tx: Tx) -> T:
+            out = fn(tx)
+            said = topics(out)
+            if said is not None:
+                tx.publish(*said)
+            return out
+
+        return run
+
+    def _completion_topics(
+        self, out: CompletionOutcome | None, c: WorkflowTaskCompletion
+    ) -> list[str] | None:
+        """Whom a recorded decision concerns in other processes (mirrors _notify_after)."""
+        if out is None:
+            return []
+        if out.closed:
+            return [key_topic(c.run_id)]
+        if not out.accepted or out.ready_again:
+            return None
+        scheduled = [cmd for cmd in c.commands if isinstance(cmd, ScheduleActivity)]
+        if len(scheduled) > len(out.eager):
+            return [queue_topic(tq, ACTIVITIES) for tq in {cmd.task_queue for cmd in scheduled}]
+        return []
 
     def notify_external(self) -> None:
         """Another process changed the database: wake every waiter."""
@@ -181,13 +239,16 @@ class Store(ABC):
     ) -> tuple[str, bool]:
         """Start a run; return ``(run_id, started)``."""
         result = await self._run(
-            self._at(
-                _tx.start_workflow,
-                workflow_id=workflow_id,
-                workflow_type=workflow_type,
-                task_queue=task_queue,
-                input=input,
-                use_existing=use_existing,
+            self._telling(
+                self._at(
+                    _tx.start_workflow,
+                    workflow_id=workflow_id,
+                    workflow_type=workflow_type,
+                    task_queue=task_queue,
+                    input=input,
+                    use_existing=use_existing,
+                ),
+                lambda _: [queue_topic(task_queue, WORKFLOWS)],
             )
         )
         self.notify(task_queue, WORKFLOWS)
@@ -206,16 +267,19 @@ class Store(ABC):
     ) -> tuple[str, bool, CompletionOutcome | None]:
         """Start a run with its first decision, made by a local worker, in one commit."""
         result = await self._run(
-            lambda tx: _tx.start_and_decide(
-                tx,
-                workflow_id=workflow_id,
-                workflow_type=workflow_type,
-                task_queue=task_queue,
-                input=input,
-                now=now,
-                use_existing=use_existing,
-                completion=completion,
-                activity_lease_cap=ACTIVITY_LEASE_CAP,
+            self._telling(
+                lambda tx: _tx.start_and_decide(
+                    tx,
+                    workflow_id=workflow_id,
+                    workflow_type=workflow_type,
+                    task_queue=task_queue,
+                    input=input,
+                    now=now,
+                    use_existing=use_existing,
+                    completion=completion,
+                    activity_lease_cap=ACTIVITY_LEASE_CAP,
+                ),
+                lambda r: None if r[2] is None else self._completion_topics(r[2], completion),
             ),
             key=completion.run_id,
         )
@@ -263,13 +327,23 @@ class Store(ABC):
 
     async def signal(self, workflow_id: str, run_id: str | None, name: str, input: str) -> None:
         """Deliver a signal to the open run."""
-        await self._run(lambda tx: _tx.signal(tx, workflow_id, run_id, name, input, self._now()))
-        self.notify()
+        tq = await self._run(
+            self._telling(
+                lambda tx: _tx.signal(tx, workflow_id, run_id, name, input, self._now()),
+                lambda tq: [queue_topic(tq, WORKFLOWS)],
+            )
+        )
+        self.notify(tq, WORKFLOWS)
 
     async def request_cancel(self, workflow_id: str, run_id: str | None) -> None:
         """Ask the open run to cancel."""
-        await self._run(lambda tx: _tx.request_cancel(tx, workflow_id, run_id, self._now()))
-        self.notify()
+        tq = await self._run(
+            self._telling(
+                lambda tx: _tx.request_cancel(tx, workflow_id, run_id, self._now()),
+                lambda tq: [queue_topic(tq, WORKFLOWS)],
+            )
+        )
+        self.notify(tq)
 
     async def terminate(self, workflow_id: str, run_id: str | None, reason: str) -> None:
         """Close the open run now."""
@@ -311,20 +385,27 @@ class Store(ABC):
     ) -> list[WorkflowTask]:
         """Lease ready workflow tasks."""
         return await self._run(
-            self._at(
-                _tx.claim_workflow_tasks,
-                task_queue=task_queue,
-                owner=owner,
-                limit=limit,
-                lease=lease,
-                known=known,
-            )
+            self._telling(
+                self._at(
+                    _tx.claim_workflow_tasks,
+                    task_queue=task_queue,
+                    owner=owner,
+                    limit=limit,
+                    lease=lease,
+                    known=known,
+                ),
+                _nobody,
+            ),
+            lazy=True,
         )
 
     async def complete_workflow_task(self, c: WorkflowTaskCompletion) -> CompletionOutcome:
         """Record a workflow task's decision."""
         out = await self._run(
-            lambda tx: _tx.complete_workflow_task(tx, c, self._now(), ACTIVITY_LEASE_CAP),
+            self._telling(
+                lambda tx: _tx.complete_workflow_task(tx, c, self._now(), ACTIVITY_LEASE_CAP),
+                lambda o: self._completion_topics(o, c),
+            ),
             key=c.run_id,
         )
         self._notify_after(out, c)
@@ -380,18 +461,25 @@ class Store(ABC):
     async def claim_activities(self, task_queue: str, owner: str, limit: int) -> list[ActivityTask]:
         """Lease ready activity attempts."""
         return await self._run(
-            self._at(_tx.claim_activities, task_queue=task_queue, owner=owner, limit=limit)
+            self._telling(
+                self._at(_tx.claim_activities, task_queue=task_queue, owner=owner, limit=limit),
+                _nobody,
+            ),
+            lazy=True,
         )
 
     async def complete_activity(self, task: ActivityTask, result: str) -> bool:
         """Record an attempt's result; ``False`` if the attempt was stale."""
         run = await self._run(
-            self._at(
-                _tx.complete_activity,
-                run_id=task.run_id,
-                seq=task.seq,
-                fence=task.fence,
-                result=result,
+            self._telling(
+                self._at(
+                    _tx.complete_activity,
+                    run_id=task.run_id,
+                    seq=task.seq,
+                    fence=task.fence,
+                    result=result,
+                ),
+                lambda r: [] if r is None else [queue_topic(r.task_queue, WORKFLOWS)],
             ),
             key=task.run_id,
         )
@@ -404,15 +492,18 @@ class Store(ABC):
     ) -> CompletionOutcome | None:
         """Record a result and the workflow's next decision in one transaction."""
         out = await self._run(
-            lambda tx: _tx.complete_activity_and_decide(
-                tx,
-                seq=task.seq,
-                fence=task.fence,
-                result=result,
-                expected_length=expected_length,
-                completion=c,
-                now=self._now(),
-                activity_lease_cap=ACTIVITY_LEASE_CAP,
+            self._telling(
+                lambda tx: _tx.complete_activity_and_decide(
+                    tx,
+                    seq=task.seq,
+                    fence=task.fence,
+                    result=result,
+                    expected_length=expected_length,
+                    completion=c,
+                    now=self._now(),
+                    activity_lease_cap=ACTIVITY_LEASE_CAP,
+                ),
+                lambda o: self._completion_topics(o, c),
             ),
             key=task.run_id,
         )
@@ -449,13 +540,17 @@ class Store(ABC):
     async def heartbeat_activity(self, task: ActivityTask, details: str | None) -> bool:
         """Record progress; return whether the activity should stop."""
         return await self._run(
-            self._at(
-                _tx.heartbeat_activity,
-                run_id=task.run_id,
-                seq=task.seq,
-                fence=task.fence,
-                details=details,
-            )
+            self._telling(
+                self._at(
+                    _tx.heartbeat_activity,
+                    run_id=task.run_id,
+                    seq=task.seq,
+                    fence=task.fence,
+                    details=details,
+                ),
+                _nobody,
+            ),
+            lazy=True,
         )
 
     async def activity_cancel_requested(self, task: ActivityTask) -> bool:
@@ -486,22 +581,34 @@ class Store(ABC):
     async def claim_queries(self, task_queue: str, owner: str, limit: int) -> list[QueryRequest]:
         """Lease open queries."""
         return await self._run(
-            self._at(_tx.claim_queries, task_queue=task_queue, owner=owner, limit=limit)
+            self._telling(
+                self._at(_tx.claim_queries, task_queue=task_queue, owner=owner, limit=limit),
+                _nobody,
+            ),
+            lazy=True,
         )
 
     async def answer_query(self, query_id: str, answer: str | None, error: str | None) -> None:
         """Answer a query."""
         await self._run(
-            lambda tx: _tx.answer_query(tx, query_id=query_id, answer=answer, error=error)
+            self._telling(
+                lambda tx: _tx.answer_query(tx, query_id=query_id, answer=answer, error=error),
+                lambda _: [key_topic(query_id)],
+            )
         )
         self.notify_key(query_id)
+
+
+def _nobody(_: object) -> list[str]:
+    """No one in another process waits for this change (a lease, a heartbeat)."""
+    return []
 
 
 # --------------------------------------------------------------------------- group commit
 
 
 class _Op:
-    __slots__ = ("error", "fn", "fut", "key", "loop", "readonly", "result")
+    __slots__ = ("error", "fn", "fut", "key", "lazy", "loop", "readonly", "result")
 
     def __init__(
         self,
@@ -510,12 +617,14 @@ class _Op:
         loop: asyncio.AbstractEventLoop,
         readonly: bool,
         key: str | None = None,
+        lazy: bool = False,
     ) -> None:
         self.fn = fn
         self.fut = fut
         self.loop = loop
         self.readonly = readonly
         self.key = key
+        self.lazy = lazy
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -608,12 +717,12 @@ class GroupCommitThread:
                 pass
 
     def submit(
-        self, fn: Callable[[Any], T], readonly: bool, key: str | None = None
+        self, fn: Callable[[Any], T], readonly: bool, key: str | None = None, lazy: bool = False
     ) -> asyncio.Future[T]:
         """Queue ``fn``; the future resolves after the batch holding it commits."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Op(fn, fut, loop, readonly, key))
+        self._queue.put(_Op(fn, fut, loop, readonly, key, lazy))
         return fut
 
     def stop(self) -> None:

@@ -186,33 +186,83 @@ def _connect_error(exc: BaseException, s: PgSettings) -> StoreError:
 
 
 class _PgTx:
-    """The :class:`Tx` primitives over one psycopg connection; notes whether it wrote."""
+    """The :class:`Tx` primitives over one psycopg connection; notes whether it wrote.
 
-    __slots__ = ("conn", "sql", "wrote")
+    With ``pipe`` set (pipeline mode), :meth:`w` and :meth:`xmany` only queue their
+    statement: it travels with the next read or the commit, in one round trip.
+    """
 
-    def __init__(self, conn: Conn, sql: dict[str, str]) -> None:
+    __slots__ = ("conn", "pipe", "said", "sql", "topics", "wrote")
+
+    def __init__(self, conn: Conn, sql: dict[str, str], pipe: psycopg.Pipeline | None) -> None:
         self.conn = conn
         self.sql = sql
+        self.pipe = pipe
+        self.wrote = False  # by the current op
+        self.said: list[str] | None = None  # the current op's topics, if it published
+        self.topics: set[str] = set()  # to NOTIFY at commit; "" means everyone
+
+    def publish(self, *topics: str) -> None:
+        self.said = [*(self.said or ()), *topics]
+
+    def end_op(self) -> None:
+        """Account for the op just run: its topics, or everyone if it wrote unsaid."""
+        if self.said is not None:
+            self.topics.update(self.said)
+        elif self.wrote:
+            self.topics.add("")
         self.wrote = False
+        self.said = None
+
+    def payload(self, token: str) -> str | None:
+        """The NOTIFY payload for what the transaction's ops published (None: none)."""
+        if not self.topics:
+            return None
+        if "" in self.topics:
+            return token
+        text = "\n".join([token, *sorted(self.topics)])
+        return text if len(text) < 7000 and text.count("\n") == len(self.topics) else token
 
     def q(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         cur = self.conn.execute(self.sql[name], params)
+        rows = cur.fetchall()
         if cur.rowcount > 0 and not self.sql[name].startswith("SELECT"):
             self.wrote = True
-        return cur.fetchall()
+        return rows
+
+    def qs(self, queries: Any) -> list[list[tuple[Any, ...]]]:
+        cursors = [(n, self.conn.execute(self.sql[n], p)) for n, p in queries]
+        out = []
+        for name, cur in cursors:  # in pipeline mode the first fetch flushes them all
+            out.append(cur.fetchall())
+            if cur.rowcount > 0 and not self.sql[name].startswith("SELECT"):
+                self.wrote = True
+        return out
 
     def x(self, name: str, params: dict[str, Any]) -> int:
-        n = self.conn.execute(self.sql[name], params).rowcount
+        cur = self.conn.execute(self.sql[name], params)
+        if self.pipe is not None:
+            self.pipe.sync()  # the row count is needed now
+        n = cur.rowcount
         if n > 0:
             self.wrote = True
         return n
 
+    def w(self, name: str, params: dict[str, Any]) -> None:
+        self.conn.execute(self.sql[name], params)
+        self.wrote = True  # perhaps; a needless NOTIFY costs a poll, a missing one a wait
+
     def xmany(self, name: str, params: Any) -> None:
         rows = list(params)
-        if rows:
+        if not rows:
+            return
+        columns = self.sql.get(name + "_columns")
+        if columns is not None:  # one statement, one array per column
+            self.conn.execute(columns, {k: [r[k] for r in rows] for k in rows[0]})
+        else:
             with self.conn.cursor() as cur:
                 cur.executemany(self.sql[name], rows)
-            self.wrote = True
+        self.wrote = True
 
 
 class _Lost(Exception):
@@ -272,7 +322,12 @@ class PostgresStore(Store):
         self._begin_batch = self._begin + (
             f"; SET LOCAL lock_timeout = {int(wait * 1000)}" if wait else ""
         )
-        self._commit_notify = f"NOTIFY {_ident(self._channel)}, '{self._token}'; COMMIT"
+        # the same, one statement each, for pipeline mode
+        self._begin_steps = ["BEGIN", f"SET LOCAL search_path TO {_ident(schema)}"]
+        self._batch_steps = self._begin_steps + (
+            [f"SET LOCAL lock_timeout = {int(wait * 1000)}"] if wait else []
+        )
+        self._notify_sql = "SELECT pg_notify(%s, %s)"
         self.commits = 0
 
     # ------------------------------------------------------------------ connection
@@ -430,14 +485,72 @@ class PostgresStore(Store):
     def _transaction(
         self, conn: Conn, ops: list[_Op]
     ) -> tuple[list[_Op], tuple[_Op, psycopg.Error] | None]:
-        """Run ``ops`` in one transaction and commit; return ``([], None)``.
+        """Run ``ops`` in one transaction and commit: pipelined, or carefully on trouble.
+
+        The pipelined run sends each op's writes with the next read or the commit, so a
+        step costs a round trip per read. An error there cannot be pinned on the op
+        that caused it, so on any error the transaction rolls back and the batch runs
+        again the careful way, statement by statement, where each error is the op's
+        own. Returns what :meth:`_careful` returns.
+        """
+        if self._pipelined(conn, ops):
+            return [], None
+        return self._careful(conn, ops)
+
+    def _pipelined(self, conn: Conn, ops: list[_Op]) -> bool:
+        """Run ``ops`` in pipeline mode and commit; ``False`` (rolled back) on any error."""
+        committing = False
+        failed = False
+        try:
+            with conn.pipeline() as pipe:
+                tx = _PgTx(conn, self._sql, pipe)
+                try:
+                    for statement in self._begin_steps if len(ops) == 1 else self._batch_steps:
+                        conn.execute(statement)
+                    for op in ops:
+                        op.result = op.error = None
+                        op.result = op.fn(tx)
+                        tx.end_op()
+                    payload = tx.payload(self._token)
+                    if payload is not None and self.settings.listen_conninfo is not None:
+                        conn.execute(self._notify_sql, (self._channel, payload))
+                    if all(op.lazy for op in ops):  # fenced leases: a crash may lose them
+                        conn.execute("SET LOCAL synchronous_commit TO off")
+                    committing = True
+                    conn.execute("COMMIT")
+                    pipe.sync()
+                except Exception:
+                    if conn.broken or conn.closed:
+                        raise
+                    failed = True
+                    with contextlib.suppress(psycopg.Error):
+                        pipe.sync()
+        except psycopg.Error as exc:
+            if conn.broken or conn.closed:
+                raise _Lost(committing) from exc
+            failed = True
+        if failed:
+            for op in ops:
+                op.result = op.error = None
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+            if conn.broken or conn.closed:
+                raise _Lost(False)
+            return False
+        self.commits += 1
+        return True
+
+    def _careful(
+        self, conn: Conn, ops: list[_Op]
+    ) -> tuple[list[_Op], tuple[_Op, psycopg.Error] | None]:
+        """Run ``ops`` in one transaction, statement by statement, and commit.
 
         No savepoint per op (each would cost a round trip): when a writing op raises,
         the transaction rolls back, the op keeps its error (or is returned as a
         conflict to retry), and the other ops are returned to run again. Nothing has
         been delivered yet, so running them again is safe.
         """
-        tx = _PgTx(conn, self._sql)
+        tx = _PgTx(conn, self._sql, None)
         committing = False
         try:
             conn.execute(self._begin if len(ops) == 1 else self._begin_batch)
@@ -445,11 +558,13 @@ class PostgresStore(Store):
                 op.result = op.error = None
                 try:
                     op.result = op.fn(tx)
+                    tx.end_op()
                 except Exception as exc:  # delivered to the caller
                     if conn.broken or conn.closed:
                         raise
                     if op.readonly and not _in_error(conn):
                         op.error = exc  # wrote nothing: nothing to undo
+                        tx.end_op()
                         continue
                     conn.execute("ROLLBACK")
                     others = [o for o in ops if o is not op]
@@ -459,7 +574,12 @@ class PostgresStore(Store):
                     return others, None
             committing = True
             listening = self.settings.listen_conninfo is not None
-            conn.execute(self._commit_notify if tx.wrote and listening else "COMMIT")
+            payload = tx.payload(self._token) if listening else None
+            if payload is not None:
+                conn.execute(self._notify_sql, (self._channel, payload))
+            if all(op.lazy for op in ops):
+                conn.execute("SET LOCAL synchronous_commit TO off")
+            conn.execute("COMMIT")
             self.commits += 1
         except psycopg.Error as exc:
             if conn.broken or conn.closed:
@@ -511,14 +631,19 @@ class PostgresStore(Store):
         return await self._run(read, readonly=True), schema_version()
 
     async def _run(
-        self, fn: Callable[[Tx], T], *, readonly: bool = False, key: str | None = None
+        self,
+        fn: Callable[[Tx], T],
+        *,
+        readonly: bool = False,
+        key: str | None = None,
+        lazy: bool = False,
     ) -> T:
         if not self._writers:
             raise StoreError("the store is closed; use Client.connect() to open it")
         i = self._load.index(min(self._load))  # the least busy writer; idle ones stay shut
         self._load[i] += 1
         try:
-            return await self._writers[i].submit(fn, readonly, key)
+            return await self._writers[i].submit(fn, readonly, key, lazy)
         finally:
             self._load[i] -= 1
 
@@ -545,7 +670,12 @@ class PostgresStore(Store):
                     self.notify_external()  # notifications were lost while disconnected
                 delay = 0.1
                 async for n in self._lconn.notifies():
-                    if n.payload != self._token:
+                    token, _, topics = n.payload.partition("\n")
+                    if token == self._token:
+                        continue  # this process's own commit: its waiters know
+                    if topics:
+                        self.notify_topics(topics.split("\n"))
+                    else:
                         self.notify_external()
             except (psycopg.Error, StoreError) as exc:
                 log.warning(

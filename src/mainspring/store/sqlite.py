@@ -69,8 +69,17 @@ class _SQLiteTx:
     def q(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         return self.conn.execute(self.sql[name], params).fetchall()
 
+    def qs(self, queries: Any) -> list[list[tuple[Any, ...]]]:
+        return [self.conn.execute(self.sql[n], p).fetchall() for n, p in queries]
+
     def x(self, name: str, params: dict[str, Any]) -> int:
         return self.conn.execute(self.sql[name], params).rowcount
+
+    def w(self, name: str, params: dict[str, Any]) -> None:
+        self.conn.execute(self.sql[name], params)
+
+    def publish(self, *topics: str) -> None:
+        pass  # other processes see every commit (PRAGMA data_version) and wake everyone
 
     def xmany(self, name: str, params: Any) -> None:
         self.conn.executemany(self.sql[name], params)
@@ -236,7 +245,12 @@ class SQLiteStore(Store):
         return await self._run(read, readonly=True), schema_version()
 
     async def _run(
-        self, fn: Callable[[Tx], T], *, readonly: bool = False, key: str | None = None
+        self,
+        fn: Callable[[Tx], T],
+        *,
+        readonly: bool = False,
+        key: str | None = None,
+        lazy: bool = False,
     ) -> T:
         if self._writer is None:
             raise StoreError("the store is closed; use Client.connect() to open it")

@@ -123,11 +123,16 @@ def complete_activity_and_decide(
     Returns ``None`` if the attempt itself is stale.
     """
     run_id = completion.run_id
-    taken = _q1(tx, "take_activity", {"run_id": run_id, "seq": seq, "fence": fence})
-    if taken is None:
+    taken_rows, run_rows = tx.qs(
+        [
+            ("take_activity", {"run_id": run_id, "seq": seq, "fence": fence}),
+            ("run_by_id_for_update", {"run_id": run_id}),
+        ]
+    )
+    if not taken_rows:
         return None
-    attempt, cancelled = int(taken[0]), bool(taken[1])
-    run = _run(tx, run_id)
+    attempt, cancelled = int(taken_rows[0][0]), bool(taken_rows[0][1])
+    run = RunRecord.from_row(run_rows[0]) if run_rows else None
     speculation_holds = (
         run is not None
         and run.status is WorkflowStatus.RUNNING
@@ -161,7 +166,7 @@ def fail_activity(
 def _fail_attempt(tx: Tx, row: tuple[Any, ...], failure: dict[str, Any], now: float) -> None:
     run_id, seq, attempt, deadline, cancel_requested = row[0], row[1], row[8], row[10], row[16]
     if cancel_requested:
-        tx.x("delete_activity", {"run_id": run_id, "seq": seq})
+        tx.w("delete_activity", {"run_id": run_id, "seq": seq})
         return
     options = json.loads(row[7])
     policy = RetryPolicy.from_dict(options["retry_policy"])
@@ -180,12 +185,12 @@ def _fail_attempt(tx: Tx, row: tuple[Any, ...], failure: dict[str, Any], now: fl
     if policy.should_retry(attempt, f.type, f.non_retryable) and (
         deadline is None or now + wait < deadline
     ):
-        tx.x(
+        tx.w(
             "retry_activity",
             {"run_id": run_id, "seq": seq, "ready_at": now + wait, "failure": _dumps(failure)},
         )
         return
-    tx.x("delete_activity", {"run_id": run_id, "seq": seq})
+    tx.w("delete_activity", {"run_id": run_id, "seq": seq})
     run = _run(tx, run_id)
     if run is None or run.status is not WorkflowStatus.RUNNING:
         return
@@ -209,7 +214,7 @@ def heartbeat_activity(
     hb = options.get("heartbeat_timeout")
     attempt_deadline = row[15] or now
     until = min(attempt_deadline, now + float(hb)) if hb else row[14]
-    tx.x(
+    tx.w(
         "heartbeat_activity",
         {"run_id": run_id, "seq": seq, "fence": fence, "details": details, "until": until},
     )

@@ -40,12 +40,36 @@ class Tx(Protocol):
         """Run named query ``name``; return all rows."""
         ...
 
+    def qs(self, queries: Sequence[tuple[str, dict[str, Any]]]) -> list[list[tuple[Any, ...]]]:
+        """Run independent named queries in order; return each one's rows.
+
+        A dialect may send them together (PostgreSQL: one round trip for all).
+        """
+        ...
+
     def x(self, name: str, params: dict[str, Any]) -> int:
         """Run named statement ``name``; return the affected row count."""
         ...
 
+    def w(self, name: str, params: dict[str, Any]) -> None:
+        """Run named statement ``name`` whose row count is not needed.
+
+        A dialect may defer it (PostgreSQL pipelines it with what follows); an error
+        it raises then surfaces at the next read or at commit.
+        """
+        ...
+
+    def publish(self, *topics: str) -> None:
+        """Say whom this transaction's changes concern (see :func:`topic`).
+
+        Other processes wake only those waiters when it commits; with no topics, no
+        one. A transaction that writes without calling this wakes every waiter. A
+        dialect whose processes learn of commits otherwise may ignore it.
+        """
+        ...
+
     def xmany(self, name: str, params: Sequence[dict[str, Any]]) -> None:
-        """Run named statement ``name`` once per parameter set."""
+        """Run named statement ``name`` once per parameter set (deferrable like :meth:`w`)."""
         ...
 
 
@@ -80,18 +104,20 @@ def _find_run(tx: Tx, workflow_id: str, run_id: str | None) -> RunRecord:
 
 
 def _open_run(tx: Tx, workflow_id: str, run_id: str | None, action: str) -> RunRecord:
-    run = _find_run(tx, workflow_id, run_id)
+    """The open run, its row locked (PostgreSQL) before anything is written."""
+    if run_id:
+        run = _run(tx, run_id)
+        if run is None or run.workflow_id != workflow_id:
+            raise WorkflowNotFoundError(f"workflow {workflow_id!r} has no run {run_id!r}")
+    else:
+        found = _find_run(tx, workflow_id, None)
+        run = _run(tx, found.run_id) if found.status is WorkflowStatus.RUNNING else found
+        run = run or found
     if run.status is not WorkflowStatus.RUNNING:
         raise WorkflowClosedError(
             f"cannot {action} workflow {workflow_id!r}: it already closed as {run.status.value}"
         )
-    fresh = _run(tx, run.run_id)  # lock the row (PostgreSQL) before writing
-    if fresh is None or fresh.status is not WorkflowStatus.RUNNING:
-        raise WorkflowClosedError(
-            f"cannot {action} workflow {workflow_id!r}: it already closed as "
-            f"{(fresh or run).status.value}"
-        )
-    return fresh
+    return run
 
 
 def _append(
@@ -126,7 +152,7 @@ def _progress(
     wft_failure: dict[str, Any] | None = None,
     cancel_requested: bool | None = None,
 ) -> None:
-    tx.x(
+    tx.w(
         "set_run_progress",
         {
             "run_id": run.run_id,
@@ -185,7 +211,7 @@ def start_workflow(
             return run.run_id, False
         raise WorkflowAlreadyStartedError(workflow_id, run.run_id)
     run_id = run_id or uuid.uuid4().hex
-    tx.x(
+    tx.w(
         "insert_run",
         {
             "run_id": run_id,
@@ -237,22 +263,22 @@ def events_after(tx: Tx, run_id: str, after: int) -> list[Event]:
 
 
 def signal(tx: Tx, workflow_id: str, run_id: str | None, name: str, input: str, now: float) -> str:
-    """Record a signal for the open run; return its run id."""
+    """Record a signal for the open run; return its task queue."""
     run = _open_run(tx, workflow_id, run_id, f"signal {name!r} to")
     _append_incoming(
         tx, run, now, EventType.WORKFLOW_EXECUTION_SIGNALED, {"name": name, "input": input}
     )
-    return run.run_id
+    return run.task_queue
 
 
 def request_cancel(tx: Tx, workflow_id: str, run_id: str | None, now: float) -> str:
-    """Record a cancel request for the open run (once)."""
+    """Record a cancel request for the open run (once); return its task queue."""
     run = _open_run(tx, workflow_id, run_id, "cancel")
     if not run.cancel_requested:
         _append_incoming(
             tx, run, now, EventType.WORKFLOW_EXECUTION_CANCEL_REQUESTED, {}, cancel_requested=True
         )
-    return run.run_id
+    return run.task_queue
 
 
 def terminate(tx: Tx, workflow_id: str, run_id: str | None, reason: str, now: float) -> str:
@@ -279,7 +305,7 @@ def _close(
     next_id: int,
     now: float,
 ) -> None:
-    tx.x(
+    tx.w(
         "close_run",
         {
             "run_id": run.run_id,
@@ -290,9 +316,9 @@ def _close(
             "next_event_id": next_id,
         },
     )
-    tx.x("delete_run_activities", {"run_id": run.run_id})
-    tx.x("delete_run_timers", {"run_id": run.run_id})
-    tx.x(
+    tx.w("delete_run_activities", {"run_id": run.run_id})
+    tx.w("delete_run_timers", {"run_id": run.run_id})
+    tx.w(
         "fail_run_queries",
         {"run_id": run.run_id, "error": f"the workflow closed as {status.value}"},
     )

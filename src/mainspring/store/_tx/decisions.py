@@ -7,7 +7,7 @@ from typing import Any
 from ...errors import (
     Failure,
 )
-from ...history import EventType
+from ...history import Event, EventType
 from ...runtime.commands import (
     CancelTimer,
     CancelWorkflow,
@@ -54,12 +54,29 @@ def claim_workflow_tasks(
     known: dict[str, int],
 ) -> list[WorkflowTask]:
     """Lease up to ``limit`` ready workflow tasks; include events after ``known[run]``."""
-    out = []
-    for (run_id,) in tx.q("wft_candidates", {"task_queue": task_queue, "now": now, "limit": limit}):
-        fence_row = _q1(tx, "lease_wft", {"run_id": run_id, "owner": owner, "until": now + lease})
-        run = _run(tx, run_id, for_update=False)
-        if fence_row is None or run is None:
+    out: list[WorkflowTask] = []
+    found = tx.q("wft_candidates", {"task_queue": task_queue, "now": now, "limit": limit})
+    ids = [r[0] for r in found]
+    if not ids:
+        return out
+    # the candidates are locked: lease each, read it and its new events, all at once
+    until = now + lease
+    rows = tx.qs(
+        [
+            q
+            for run_id in ids
+            for q in (
+                ("lease_wft", {"run_id": run_id, "owner": owner, "until": until}),
+                ("run_by_id", {"run_id": run_id}),
+                ("events_after", {"run_id": run_id, "after": known.get(run_id, 0)}),
+            )
+        ]
+    )
+    for i, run_id in enumerate(ids):
+        fence_rows, run_rows, event_rows = rows[3 * i : 3 * i + 3]
+        if not fence_rows or not run_rows:
             continue
+        run = RunRecord.from_row(run_rows[0])
         after = known.get(run_id, 0)
         out.append(
             WorkflowTask(
@@ -67,11 +84,11 @@ def claim_workflow_tasks(
                 workflow_id=run.workflow_id,
                 workflow_type=run.workflow_type,
                 task_queue=run.task_queue,
-                fence=int(fence_row[0]),
+                fence=int(fence_rows[0][0]),
                 attempt=run.wft_attempt,
                 start_time=run.created_at,
                 history_length=run.history_length,
-                events=events_after(tx, run_id, after),
+                events=[Event.from_row(*r) for r in event_rows],
                 events_after=after,
             )
         )
@@ -140,11 +157,11 @@ def _apply_completion(
         elif isinstance(cmd, RequestCancelActivity):
             row = _q1(tx, "activity_by_key", {"run_id": run.run_id, "seq": cmd.seq})
             if row is not None and row[13] is None:
-                tx.x("delete_activity", {"run_id": run.run_id, "seq": cmd.seq})
+                tx.w("delete_activity", {"run_id": run.run_id, "seq": cmd.seq})
             elif row is not None:
-                tx.x("request_cancel_activity", {"run_id": run.run_id, "seq": cmd.seq})
+                tx.w("request_cancel_activity", {"run_id": run.run_id, "seq": cmd.seq})
         elif isinstance(cmd, StartTimer):
-            tx.x(
+            tx.w(
                 "insert_timer",
                 {
                     "run_id": run.run_id,
@@ -154,7 +171,7 @@ def _apply_completion(
                 },
             )
         elif isinstance(cmd, CancelTimer):
-            tx.x("delete_timer", {"run_id": run.run_id, "seq": cmd.seq})
+            tx.w("delete_timer", {"run_id": run.run_id, "seq": cmd.seq})
         elif isinstance(cmd, RecordMarker):
             pass
     if isinstance(closing, CompleteWorkflow):
@@ -254,7 +271,7 @@ def _insert_activity(
     stc = cmd.options.get("schedule_to_close_timeout")
     deadline = now + float(stc) if stc else None
     until, attempt_deadline = _attempt_window(cmd.options, deadline, now)
-    tx.x(
+    tx.w(
         "insert_activity",
         {
             "run_id": run.run_id,

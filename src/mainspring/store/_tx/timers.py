@@ -24,7 +24,7 @@ def fire_timers(tx: Tx, now: float, limit: int = 500) -> int:
     """Fire every due timer: append ``TimerFired`` and make the run's task ready."""
     n = 0
     for run_id, seq in tx.q("due_timers", {"now": now, "limit": limit}):
-        tx.x("delete_timer", {"run_id": run_id, "seq": seq})
+        tx.w("delete_timer", {"run_id": run_id, "seq": seq})
         run = _run(tx, run_id)
         if run is None or run.status is not WorkflowStatus.RUNNING:
             continue
@@ -64,7 +64,7 @@ def submit_query(
     expires_at = now + timeout
     run = _open_run(tx, workflow_id, run_id, f"query {name!r} on")
     query_id = uuid.uuid4().hex
-    tx.x(
+    tx.w(
         "insert_query",
         {
             "query_id": query_id,
@@ -95,7 +95,7 @@ def claim_queries(
 
 def answer_query(tx: Tx, *, query_id: str, answer: str | None, error: str | None) -> None:
     """Store a query's answer or error."""
-    tx.x("answer_query", {"query_id": query_id, "answer": answer, "error": error})
+    tx.w("answer_query", {"query_id": query_id, "answer": answer, "error": error})
 
 
 def query_result(tx: Tx, query_id: str) -> tuple[bool, str | None, str | None]:
@@ -108,5 +108,5 @@ def query_result(tx: Tx, query_id: str) -> tuple[bool, str | None, str | None]:
 
 def drop_query(tx: Tx, query_id: str, now: float) -> None:
     """Delete a query (answered or abandoned) and any long-expired ones."""
-    tx.x("delete_query", {"query_id": query_id})
-    tx.x("delete_expired_queries", {"cutoff": now - 60})
+    tx.w("delete_query", {"query_id": query_id})
+    tx.w("delete_expired_queries", {"cutoff": now - 60})
