@@ -56,6 +56,11 @@ def metrics(s: Sizes) -> list[Metric]:
                label=f"W1 chain10 x{s.chain_workflows}, {n} worker process{'es' if n > 1 else ''}",
                unit="activities/s", higher_is_better=True)
         for n in SCALING_PROCESSES
+    ] + [
+        Metric(key=f"w1p{n}_cpu_pct", workload="W1P",
+               label=f"  machine CPU busy, {n} worker process{'es' if n > 1 else ''}",
+               unit="% of all", higher_is_better=False)
+        for n in SCALING_PROCESSES
     ]
     return [
         Metric(key="w1_act_s", workload="W1", label=f"W1 chain10 x{s.chain_workflows}",

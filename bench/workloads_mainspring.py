@@ -284,6 +284,16 @@ async def worker_child(url: str, tq: str) -> None:
     await client.close()
 
 
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) CPU ticks of the whole machine so far (Linux), else None."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            ticks = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)  # minus idle and iowait
+
+
 async def w1p(url: str, s: Sizes) -> dict[str, float]:
     """W1's burst with the workers in 1, 2 and 4 processes of their own (a client without one)."""
     out: dict[str, float] = {}
@@ -295,8 +305,12 @@ async def w1p(url: str, s: Sizes) -> dict[str, float]:
                 await client.execute_workflow(
                     Chain.run, s.chain_length, id=new_id("warm"), task_queue=tq
                 )
+                before = _cpu_ticks()
                 elapsed = await _many(client, tq, Chain.run, s.chain_workflows, s.chain_length)
+                after = _cpu_ticks()
             out[f"w1p{n}_act_s"] = s.chain_workflows * s.chain_length / elapsed
+            if before and after and after[1] > before[1]:  # the machine's CPUs, all processes
+                out[f"w1p{n}_cpu_pct"] = 100 * (after[0] - before[0]) / (after[1] - before[1])
     finally:
         await client.close()
     out["w1p_scaling_2"] = out["w1p2_act_s"] / out["w1p1_act_s"]

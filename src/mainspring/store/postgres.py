@@ -1,6 +1,6 @@
 """The PostgreSQL store: many workers on many machines share one database.
 
-``postgresql://user:password@host:5432/db?schema=mainspring&pool_size=4`` (the URL's
+``postgresql://user:password@host:5432/db?schema=mainspring&pool_size=2`` (the URL's
 parameters, PgBouncer and the reasoning about lost commits: ``docs/postgres.md``). The
 tables live in their own schema, named per transaction with ``SET LOCAL search_path`` (no
 session state). ``pool_size`` writer threads each own one connection, opened on first use
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import re
@@ -125,7 +126,7 @@ def parse_postgres_url(url: str) -> PgSettings:
     threshold_text = own.get("prepare_threshold", "5").lower()
     wait_text = own.get("lock_wait", "0.25").lower()
     try:
-        pool_size = int(own.get("pool_size", "4"))
+        pool_size = int(own.get("pool_size", "2"))
         threshold = None if threshold_text in ("off", "none") else int(threshold_text)
         lock_wait = 0.0 if wait_text in ("off", "none") else float(wait_text)
         if not 1 <= pool_size <= 64 or lock_wait < 0:
@@ -256,13 +257,26 @@ class _PgTx:
         rows = list(params)
         if not rows:
             return
-        columns = self.sql.get(name + "_columns")
-        if columns is not None:  # one statement, one array per column
-            self.conn.execute(columns, {k: [r[k] for r in rows] for k in rows[0]})
-        else:
-            with self.conn.cursor() as cur:
-                cur.executemany(self.sql[name], rows)
+        if len(rows) == 1:
+            self.conn.execute(self.sql[name], rows[0])
+        else:  # one INSERT of many rows: one statement, scalar parameters
+            sql, keys = _multi_row(self.sql[name], len(rows))
+            self.conn.execute(sql, [r[k] for r in rows for k in keys])
         self.wrote = True
+
+
+_VALUES = re.compile(r"^(?P<head>INSERT\b.*\bVALUES\s*)\((?P<row>.*)\)\s*;?\s*$", re.S)
+
+
+@functools.lru_cache(maxsize=64)
+def _multi_row(insert: str, n: int) -> tuple[str, tuple[str, ...]]:
+    """``INSERT … VALUES (%(a)s, %(b)s)`` for ``n`` rows, positional: (SQL, keys in order)."""
+    m = _VALUES.match(insert)
+    if m is None:
+        raise StoreError(f"not a one-row INSERT … VALUES statement: {insert[:60]!r}")
+    keys = tuple(re.findall(r"%\((\w+)\)s", m["row"]))
+    row = "(" + re.sub(r"%\(\w+\)s", "%s", m["row"]) + ")"
+    return m["head"] + ", ".join([row] * n), keys
 
 
 class _Lost(Exception):

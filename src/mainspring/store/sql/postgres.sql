@@ -55,12 +55,6 @@ ORDER BY created_at DESC LIMIT %(limit)s;
 INSERT INTO mainspring_events (run_id, event_id, event_type, time, data)
 VALUES (%(run_id)s, %(event_id)s, %(event_type)s, %(time)s, %(data)s);
 
--- name: insert_event_columns
--- insert_event for many rows in one statement: each parameter is the column's array.
-INSERT INTO mainspring_events (run_id, event_id, event_type, time, data)
-SELECT * FROM unnest(%(run_id)s::text[], %(event_id)s::bigint[], %(event_type)s::text[],
-    %(time)s::double precision[], %(data)s::text[]);
-
 -- name: events_after
 SELECT event_id, event_type, time, data FROM mainspring_events
 WHERE run_id = %(run_id)s AND event_id > %(after)s ORDER BY event_id;
