@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from types import ModuleType
 from typing import Any, TypeVar, overload
 
 from .converter import type_hints_of
@@ -179,8 +180,7 @@ def defn(
 
         @functools.wraps(f)
         def call(*args: Any, **kwargs: Any) -> Any:
-            from . import workflow
-
+            workflow = _workflow_module()
             if workflow.in_workflow():
                 if kwargs:
                     raise TypeError("activities take positional arguments only")
@@ -191,3 +191,10 @@ def defn(
         return call  # type: ignore[return-value]
 
     return wrap(fn) if fn is not None else wrap
+
+
+@functools.cache
+def _workflow_module() -> ModuleType:
+    from . import workflow  # imported late: it imports this module
+
+    return workflow

@@ -11,6 +11,7 @@ work and replay identically.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import random as _random
@@ -25,6 +26,7 @@ from .retry import RetryPolicy
 
 if TYPE_CHECKING:
     from .runtime.instance import WorkflowInstance
+    from .runtime.loop import WorkflowEventLoop
 
 __all__ = [
     "WorkflowDefinition",
@@ -201,24 +203,29 @@ def query(fn: Any = None, /, *, name: str | None = None) -> Any:
 
 
 def _instance() -> WorkflowInstance:
-    from .runtime.loop import WorkflowEventLoop
-
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
         loop = None
-    if not isinstance(loop, WorkflowEventLoop):
+    if not isinstance(loop, _loop_class()):
         raise RuntimeError("this function can only be called from workflow code")
     return loop._instance
+
+
+@functools.cache
+def _loop_class() -> type[WorkflowEventLoop]:
+    from .runtime.loop import WorkflowEventLoop  # imported late: it imports this module
+
+    return WorkflowEventLoop
 
 
 def in_workflow() -> bool:
     """Whether the caller is running inside workflow code."""
     try:
-        _instance()
+        loop = asyncio.get_running_loop()
     except RuntimeError:
         return False
-    return True
+    return isinstance(loop, _loop_class())
 
 
 def info() -> WorkflowInfo:

@@ -9,6 +9,14 @@ shares the next transaction (group commit). Results are delivered after the comm
 
 If another process holds the write lock, the batch moves to the helper thread, which
 waits for the lock there so the loop never blocks on it.
+
+The WAL is checkpointed here too, between transactions, every
+:data:`CHECKPOINT_COMMITS` commits or :data:`CHECKPOINT_SECONDS`: a checkpoint run
+while this connection keeps appending never catches up, so the WAL would never start
+over and would grow without bound — and appending to a growing file costs every commit
+a file-size update on top of its fsync (about 270 µs instead of 160 µs here). Run
+between transactions, the checkpoint completes, the next transaction starts the WAL
+over from its beginning, and commits overwrite space the file already has.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ from .base import _deliver, _Op
 T = TypeVar("T")
 
 LOCK_WAIT = 60.0
+CHECKPOINT_COMMITS = 50
+CHECKPOINT_SECONDS = 0.1
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
@@ -51,6 +61,8 @@ class LoopCommitter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="mainspring-sqlite-commit")
+        self._uncheckpointed = 0
+        self._checkpoint_due = time.monotonic() + CHECKPOINT_SECONDS
         conn.execute("PRAGMA busy_timeout = 0")
 
     def submit(self, fn: Callable[[Any], T], readonly: bool) -> asyncio.Future[T]:
@@ -68,11 +80,30 @@ class LoopCommitter:
 
     def _done(self, batch: list[_Op]) -> None:
         _deliver(batch)
+        if self._uncheckpointed and (
+            self._uncheckpointed >= CHECKPOINT_COMMITS or time.monotonic() >= self._checkpoint_due
+        ):
+            # the callers have their results; the next batch waits for the checkpoint
+            work = self._loop.run_in_executor(self._pool, self._checkpoint)
+            work.add_done_callback(lambda _: self._release())
+            return
+        self._release()
+
+    def _release(self) -> None:
         self._busy = False
         if self._queue:
             self._kick()
         else:
             self._idle.set()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database so that the next transaction starts it over."""
+        self._uncheckpointed = 0
+        self._checkpoint_due = time.monotonic() + CHECKPOINT_SECONDS
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            pass  # another process is checkpointing; the next turn will do
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -173,6 +204,7 @@ class LoopCommitter:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             raise
+        self._uncheckpointed += 1
         self._on_commit()
 
     def _run_contended(self, batch: list[_Op]) -> None:

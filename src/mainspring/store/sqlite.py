@@ -276,7 +276,8 @@ class SQLiteStore(Store):
             last_wake = 0.0
             checkpointed_at = self.commits
             next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL
-            while not stop.wait(self._watch_interval):
+            interval = self._watch_interval
+            while not stop.wait(interval):
                 if time.monotonic() >= next_checkpoint:
                     next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL
                     if self.commits != checkpointed_at:
@@ -301,6 +302,9 @@ class SQLiteStore(Store):
                         except RuntimeError:
                             return  # the loop closed
                 last = version
+                # while this process commits, a change wakes pollers at most every 100 ms
+                # anyway: look that often, and leave the GIL to the loop in between
+                interval = 0.1 if self.commits != own else self._watch_interval
                 own = self.commits
         finally:
             conn.close()
