@@ -348,7 +348,9 @@ def main() -> None:
                     out = measure(system, w, args, address)
                     took = time.perf_counter() - t0
                     if out.skipped:
-                        notes.append(f"{system} {w} skipped: {out.skipped}")
+                        note = f"{system} {w} skipped: {out.skipped}"
+                        if note not in notes:
+                            notes.append(note)
                         print(f"  {w} {system}: skipped ({out.skipped})", file=sys.stderr)
                         continue
                     if out.error or out.values is None:

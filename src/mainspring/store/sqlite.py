@@ -28,6 +28,7 @@ T = TypeVar("T")
 
 SCHEMA_MARK = "mainspring"
 CHECKPOINT_INTERVAL = 0.5
+BUSY_COMMITS = 5  # commits of this process within one watch interval that make it busy
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -302,9 +303,10 @@ class SQLiteStore(Store):
                         except RuntimeError:
                             return  # the loop closed
                 last = version
-                # while this process commits, a change wakes pollers at most every 100 ms
-                # anyway: look that often, and leave the GIL to the loop in between
-                interval = 0.1 if self.commits != own else self._watch_interval
+                # while this process commits busily, a change wakes pollers at most every
+                # 100 ms anyway: look that often, and leave the GIL to the loop between
+                busy = self.commits - own >= BUSY_COMMITS
+                interval = 0.1 if busy else self._watch_interval
                 own = self.commits
         finally:
             conn.close()
