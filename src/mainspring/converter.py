@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import datetime as dt
 import enum
+import functools
 import json
 import types
 import typing
@@ -194,7 +195,23 @@ def _from_class(value: Any, hint: type) -> Any:
 
 
 def type_hints_of(fn: Any) -> tuple[list[Any], Any]:
-    """Return (parameter type hints, return type hint) of ``fn``, skipping ``self``."""
+    """Return (parameter type hints, return type hint) of ``fn``, skipping ``self``.
+
+    Computed once per function (a client passes the same ``MyWorkflow.run`` at every
+    start); the list returned is shared, so do not change it.
+    """
+    try:
+        return _cached_hints(fn)
+    except TypeError:  # an unhashable callable
+        return _type_hints_of(fn)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_hints(fn: Any) -> tuple[list[Any], Any]:
+    return _type_hints_of(fn)
+
+
+def _type_hints_of(fn: Any) -> tuple[list[Any], Any]:
     import inspect
 
     try:
