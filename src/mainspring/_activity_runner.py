@@ -22,7 +22,8 @@ from .errors import (
     error_to_failure,
 )
 from .runtime.commands import ScheduleActivity
-from .store.base import ACTIVITIES, Store
+from .store._wakeups import ACTIVITIES
+from .store.base import Store
 from .store.records import ActivityTask
 
 log = logging.getLogger("mainspring.worker")

@@ -20,7 +20,8 @@ from .runtime.commands import Command, ScheduleActivity, StartTimer
 from .runtime.guard import DeadlockInterrupt, InlineGuard
 from .runtime.instance import WorkflowInstance, WorkflowTaskError
 from .store._tx import started_attributes
-from .store.base import QUERIES, WORKFLOWS, Store
+from .store._wakeups import QUERIES, WORKFLOWS
+from .store.base import Store
 from .store.records import ActivityTask, WorkflowTask, WorkflowTaskCompletion
 from .workflow import WorkflowDefinition, WorkflowInfo
 

@@ -23,7 +23,7 @@ import pytest
 from mainspring import Client, Worker, WorkflowAlreadyStartedError, activity, workflow
 from mainspring.errors import NotAMainspringDatabaseError, SchemaVersionError, StoreError
 from mainspring.runtime.commands import ScheduleActivity
-from mainspring.store.base import ACTIVITIES, WORKFLOWS
+from mainspring.store._wakeups import ACTIVITIES, WORKFLOWS
 from mainspring.store.postgres import PgSettings, PostgresStore, _connect_error
 from mainspring.store.records import WorkflowTaskCompletion
 from tests import _pg

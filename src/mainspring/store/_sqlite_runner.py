@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ..errors import StoreError
-from .base import _deliver, _Op
+from ._group_commit import _deliver, _Op
 
 T = TypeVar("T")
 

@@ -1,29 +1,25 @@
 """The store: one interface of the transactions the engine needs.
 
-:class:`Store` owns the rules (the transactions in ``_tx``) and the in-process
-wake-ups; a dialect provides a connection, its named SQL and :meth:`Store._run`, which
-executes a transaction function. Dialects batch the transactions that arrive together
-into one database transaction, each in its own savepoint, so concurrent runs share
-one commit (group commit).
+:class:`Store` owns the rules (the transactions in ``_tx``), says whom each change
+concerns, and wakes them (:mod:`._wakeups`); a dialect provides a connection, its named
+SQL and :meth:`Store._run`, which executes a transaction function. Dialects batch the
+transactions that arrive together into one database transaction, so concurrent runs
+share one commit (group commit).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
-import queue
-import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from ..errors import StoreError
 from ..history import Event
 from ..runtime.commands import ScheduleActivity
 from . import _tx
 from ._tx import Tx
+from ._wakeups import ACTIVITIES, WORKFLOWS, Wakeups, key_topic, queue_topic
 from .records import (
     ActivityTask,
     CompletionOutcome,
@@ -41,23 +37,6 @@ EagerStarter = Callable[[str, str, str, bool], Awaitable["tuple[str, bool] | Non
 
 ACTIVITY_LEASE_CAP = 600.0
 
-# Wake-up keys: a poller waits on ``task_queue + kind``.
-WORKFLOWS = "\x00w"
-ACTIVITIES = "\x00a"
-QUERIES = "\x00q"
-_LETTER = {WORKFLOWS: "w", ACTIVITIES: "a", QUERIES: "q"}
-_KIND = {v: k for k, v in _LETTER.items()}
-
-
-def queue_topic(task_queue: str, kind: str) -> str:
-    """The wake-up topic of ``kind`` pollers (:data:`WORKFLOWS`, …) of ``task_queue``."""
-    return _LETTER[kind] + task_queue
-
-
-def key_topic(key: str) -> str:
-    """The wake-up topic of watchers of one run or query (see :meth:`Store.watch`)."""
-    return "k" + key
-
 
 class Clock:
     """Wall-clock time in seconds since the epoch. Replace it to control time in tests."""
@@ -67,15 +46,13 @@ class Clock:
         return time.time()
 
 
-class Store(ABC):
+class Store(Wakeups, ABC):
     """Durable state of every workflow run, shared by clients and workers."""
 
     def __init__(self, url: str, clock: Clock | None = None) -> None:
+        super().__init__()
         self.url = url
         self.clock = clock or Clock()
-        self._queues: dict[str, asyncio.Event] = {}
-        self._changed: asyncio.Event | None = None
-        self._keyed: dict[str, set[asyncio.Event]] = {}
         self._eager: dict[str, list[EagerStarter]] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -110,36 +87,7 @@ class Store(ABC):
         a later durable commit makes it durable too.
         """
 
-    # ------------------------------------------------------------------ wake-ups
-
-    def notify(self, task_queue: str | None = None, kind: str | None = None) -> None:
-        """Wake in-process pollers: of ``task_queue`` (all if ``None``), of one ``kind``
-        (:data:`WORKFLOWS`, :data:`ACTIVITIES`, :data:`QUERIES`; all if ``None``)."""
-        if task_queue is None:
-            for each in self._queues.values():
-                each.set()
-        else:
-            for k in (kind,) if kind is not None else (WORKFLOWS, ACTIVITIES, QUERIES):
-                one = self._queues.get(task_queue + k)
-                if one is not None:
-                    one.set()
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
-
-    def notify_key(self, key: str) -> None:
-        """Wake watchers of one run or query (see :meth:`watch`)."""
-        for ev in self._keyed.get(key, ()):
-            ev.set()
-
-    def notify_topics(self, topics: list[str]) -> None:
-        """Another process's commit concerned ``topics``: wake their waiters."""
-        for t in topics:
-            kind = _KIND.get(t[:1])
-            if kind is not None:
-                self.notify(t[1:], kind)
-            elif t[:1] == "k":
-                self.notify_key(t[1:])
+    # ------------------------------------------------------------------ wake-up topics
 
     def _telling(
         self, fn: Callable[[Tx], T], topics: Callable[[T], list[str] | None]
@@ -169,51 +117,6 @@ class Store(ABC):
         if len(scheduled) > len(out.eager):
             return [queue_topic(tq, ACTIVITIES) for tq in {cmd.task_queue for cmd in scheduled}]
         return []
-
-    def notify_external(self) -> None:
-        """Another process changed the database: wake every waiter."""
-        self.notify()
-        for events in self._keyed.values():
-            for ev in events:
-                ev.set()
-
-    @contextlib.contextmanager
-    def watch(self, key: str) -> Iterator[asyncio.Event]:
-        """An event set when run or query ``key`` may have changed.
-
-        Enter it *before* reading the state you will wait on, so no change is missed.
-        """
-        ev = asyncio.Event()
-        self._keyed.setdefault(key, set()).add(ev)
-        try:
-            yield ev
-        finally:
-            events = self._keyed.get(key)
-            if events is not None:
-                events.discard(ev)
-                if not events:
-                    del self._keyed[key]
-
-    async def wait_for_work(self, task_queue: str, timeout: float) -> None:
-        """Return when work may be available on ``task_queue``, or after ``timeout``."""
-        ev = self._queues.setdefault(task_queue, asyncio.Event())
-        if not ev.is_set():
-            try:
-                async with asyncio.timeout(timeout):
-                    await ev.wait()
-            except TimeoutError:
-                pass
-        ev.clear()
-
-    async def wait_for_change(self, timeout: float) -> None:
-        """Return when any run may have changed, or after ``timeout``."""
-        if self._changed is None:
-            self._changed = asyncio.Event()
-        try:
-            async with asyncio.timeout(timeout):
-                await self._changed.wait()
-        except TimeoutError:
-            pass
 
     def _now(self) -> float:
         return self.clock.now()
@@ -602,130 +505,3 @@ class Store(ABC):
 def _nobody(_: object) -> list[str]:
     """No one in another process waits for this change (a lease, a heartbeat)."""
     return []
-
-
-# --------------------------------------------------------------------------- group commit
-
-
-class _Op:
-    __slots__ = ("error", "fn", "fut", "key", "lazy", "loop", "readonly", "result")
-
-    def __init__(
-        self,
-        fn: Callable[[Any], Any],
-        fut: asyncio.Future[Any],
-        loop: asyncio.AbstractEventLoop,
-        readonly: bool,
-        key: str | None = None,
-        lazy: bool = False,
-    ) -> None:
-        self.fn = fn
-        self.fut = fut
-        self.loop = loop
-        self.readonly = readonly
-        self.key = key
-        self.lazy = lazy
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-
-def _deliver(ops: list[_Op]) -> None:
-    for op in ops:
-        if op.fut.done():
-            continue
-        if op.error is not None:
-            op.fut.set_exception(op.error)
-        else:
-            op.fut.set_result(op.result)
-
-
-class GroupCommitThread:
-    """One database connection in its own thread, committing queued work in batches.
-
-    Every queued function runs in its own savepoint, so one failing function rolls back
-    alone; the batch then commits once. Results are delivered after the commit, so a
-    caller never sees an effect that is not yet durable.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        connect: Callable[[], Any],
-        execute: Callable[[Any, list[_Op]], None],
-        max_batch: int = 256,
-    ) -> None:
-        self._connect = connect
-        self._execute = execute
-        self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
-
-    def _main(self) -> None:
-        try:
-            conn = self._connect()
-        except BaseException as exc:  # noqa: BLE001 - reported to the opener
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            while True:
-                op = self._queue.get()
-                if op is None:
-                    break
-                batch = [op]
-                stop = False
-                while len(batch) < self._max_batch:
-                    try:
-                        nxt = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stop = True
-                        break
-                    batch.append(nxt)
-                try:
-                    self._execute(conn, batch)
-                except BaseException as exc:  # noqa: BLE001 - every op learns of it
-                    err = (
-                        exc if isinstance(exc, StoreError) else StoreError(f"database error: {exc}")
-                    )
-                    if err is not exc:
-                        err.__cause__ = exc
-                    for o in batch:
-                        o.error = err
-                by_loop: dict[asyncio.AbstractEventLoop, list[_Op]] = {}
-                for o in batch:
-                    by_loop.setdefault(o.loop, []).append(o)
-                for loop, ops in by_loop.items():
-                    try:
-                        loop.call_soon_threadsafe(_deliver, ops)
-                    except RuntimeError:
-                        pass  # the caller's loop is closed
-                if stop:
-                    break
-        finally:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001 - closing anyway
-                pass
-
-    def submit(
-        self, fn: Callable[[Any], T], readonly: bool, key: str | None = None, lazy: bool = False
-    ) -> asyncio.Future[T]:
-        """Queue ``fn``; the future resolves after the batch holding it commits."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Op(fn, fut, loop, readonly, key, lazy))
-        return fut
-
-    def stop(self) -> None:
-        """Finish queued work and close the connection."""
-        self._queue.put(None)
-        self._thread.join()

@@ -1,0 +1,370 @@
+"""PostgreSQL batches: one transaction per batch of operations, pipelined, retried.
+
+A :class:`Batches` runs in each writer thread (:class:`GroupCommitThread`): it takes
+the operations queued while the last batch committed, runs them in one transaction in
+pipeline mode and commits once. On an error it rolls back and runs them again one
+statement at a time, where each error is its operation's own; conflicts with other
+transactions run again alone; a connection lost before ``COMMIT`` is reopened and the
+batch re-run, one lost while committing fails the batch as ambiguous.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import random
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import pq
+
+from ..errors import StoreError
+from ._group_commit import _Op
+from ._pg_url import PgSettings, _ident, _line
+
+Conn = psycopg.Connection[Any]
+
+log = logging.getLogger("mainspring.store")
+
+# serialization failure, deadlock, unique violation (a concurrent start), lock timeout
+_CONFLICTS = frozenset({"40001", "40P01", "23505", "55P03"})
+_MAX_CONFLICT_RETRIES = 8
+
+
+class _PgTx:
+    """The :class:`Tx` primitives over one psycopg connection; notes whether it wrote.
+
+    With ``pipe`` set (pipeline mode), :meth:`w` and :meth:`xmany` only queue their
+    statement: it travels with the next read or the commit, in one round trip.
+    """
+
+    __slots__ = ("conn", "pipe", "said", "sql", "topics", "wrote")
+
+    def __init__(self, conn: Conn, sql: dict[str, str], pipe: psycopg.Pipeline | None) -> None:
+        self.conn = conn
+        self.sql = sql
+        self.pipe = pipe
+        self.wrote = False  # by the current op
+        self.said: list[str] | None = None  # the current op's topics, if it published
+        self.topics: set[str] = set()  # to NOTIFY at commit; "" means everyone
+
+    def publish(self, *topics: str) -> None:
+        self.said = [*(self.said or ()), *topics]
+
+    def end_op(self) -> None:
+        """Account for the op just run: its topics, or everyone if it wrote unsaid."""
+        if self.said is not None:
+            self.topics.update(self.said)
+        elif self.wrote:
+            self.topics.add("")
+        self.wrote = False
+        self.said = None
+
+    def payload(self, token: str) -> str | None:
+        """The NOTIFY payload for what the transaction's ops published (None: none)."""
+        if not self.topics:
+            return None
+        if "" in self.topics:
+            return token
+        text = "\n".join([token, *sorted(self.topics)])
+        return text if len(text) < 7000 and text.count("\n") == len(self.topics) else token
+
+    def q(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        cur = self.conn.execute(self.sql[name], params)
+        rows = cur.fetchall()
+        if cur.rowcount > 0 and not self.sql[name].startswith("SELECT"):
+            self.wrote = True
+        return rows
+
+    def qs(self, queries: Any) -> list[list[tuple[Any, ...]]]:
+        cursors = [(n, self.conn.execute(self.sql[n], p)) for n, p in queries]
+        out = []
+        for name, cur in cursors:  # in pipeline mode the first fetch flushes them all
+            out.append(cur.fetchall())
+            if cur.rowcount > 0 and not self.sql[name].startswith("SELECT"):
+                self.wrote = True
+        return out
+
+    def x(self, name: str, params: dict[str, Any]) -> int:
+        cur = self.conn.execute(self.sql[name], params)
+        if self.pipe is not None:
+            self.pipe.sync()  # the row count is needed now
+        n = cur.rowcount
+        if n > 0:
+            self.wrote = True
+        return n
+
+    def w(self, name: str, params: dict[str, Any]) -> None:
+        self.conn.execute(self.sql[name], params)
+        self.wrote = True  # perhaps; a needless NOTIFY costs a poll, a missing one a wait
+
+    def xmany(self, name: str, params: Any) -> None:
+        rows = list(params)
+        if not rows:
+            return
+        if len(rows) == 1:
+            self.conn.execute(self.sql[name], rows[0])
+        else:  # one INSERT of many rows: one statement, scalar parameters
+            sql, keys = _multi_row(self.sql[name], len(rows))
+            self.conn.execute(sql, [r[k] for r in rows for k in keys])
+        self.wrote = True
+
+
+_VALUES = re.compile(r"^(?P<head>INSERT\b.*\bVALUES\s*)\((?P<row>.*)\)\s*;?\s*$", re.S)
+
+
+@functools.lru_cache(maxsize=64)
+def _multi_row(insert: str, n: int) -> tuple[str, tuple[str, ...]]:
+    """``INSERT … VALUES (%(a)s, %(b)s)`` for ``n`` rows, positional: (SQL, keys in order)."""
+    m = _VALUES.match(insert)
+    if m is None:
+        raise StoreError(f"not a one-row INSERT … VALUES statement: {insert[:60]!r}")
+    keys = tuple(re.findall(r"%\((\w+)\)s", m["row"]))
+    row = "(" + re.sub(r"%\(\w+\)s", "%s", m["row"]) + ")"
+    return m["head"] + ", ".join([row] * n), keys
+
+
+class _Lost(Exception):
+    """The connection broke; ``ambiguous`` if it broke while committing."""
+
+    def __init__(self, ambiguous: bool) -> None:
+        super().__init__()
+        self.ambiguous = ambiguous
+
+
+class _Link:
+    """A writer thread's connection: opened on first use, reopened with backoff."""
+
+    def __init__(self, connect: Callable[[], Conn]) -> None:
+        self._connect = connect
+        self.conn: Conn | None = None
+        self._delay = 0.0
+        self._next_try = 0.0
+
+    def get(self) -> Conn:
+        if self.conn is not None and not (self.conn.closed or self.conn.broken):
+            return self.conn
+        self.close()
+        time.sleep(max(0.0, self._next_try - time.monotonic()))
+        try:
+            self.conn = self._connect()
+        except StoreError:
+            self._delay = min(max(self._delay * 2, 0.05), 2.0)
+            self._next_try = time.monotonic() + self._delay
+            raise
+        self._delay = 0.0
+        return self.conn
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+class Batches:
+    """Runs batches of operations on a writer's connection (shared by all writers)."""
+
+    def __init__(self, settings: PgSettings, sql: dict[str, str], token: str) -> None:
+        self.settings = settings
+        self._sql = sql
+        self._token = token
+        self._channel = f"mainspring_{settings.schema}"
+        schema = _ident(settings.schema)
+        wait = settings.lock_wait
+        timeout = [f"SET LOCAL lock_timeout = {int(wait * 1000)}"] if wait else []
+        self._begin = f"BEGIN; SET LOCAL search_path TO {schema}"
+        self._begin_batch = "; ".join([self._begin, *timeout])
+        # the same, one statement each, for pipeline mode
+        self._begin_steps = ["BEGIN", f"SET LOCAL search_path TO {schema}"]
+        self._batch_steps = self._begin_steps + timeout
+        self._notify_sql = "SELECT pg_notify(%s, %s)"
+        self.commits = 0
+
+    def execute(self, link: _Link, batch: list[_Op]) -> None:
+        """Run a batch; re-run it if the connection broke before commit; retry conflicts.
+
+        Never raises: each op ends with a result or an error. An op that lost a
+        deadlock or a race on a unique key re-runs alone after the others commit.
+        """
+        # ops lock their runs in one global order (by run id), so concurrent batches
+        # rarely deadlock; ops without a key (mostly claims, which skip locked rows and
+        # never wait) go last
+        groups = [sorted(batch, key=lambda op: (op.key is None, op.key or ""))]
+        lost = 0
+        tries: dict[int, int] = {}
+        while groups:
+            ops = groups.pop(0)
+            try:
+                rerun, conflict = self._transaction(link.get(), ops)
+            except _Lost as exc:
+                link.close()
+                lost += 1
+                if exc.ambiguous or lost > 2:
+                    _fail(
+                        ops,
+                        StoreError(
+                            "the connection to PostgreSQL was lost"
+                            + (
+                                " while committing: the change may or may not be saved"
+                                if exc.ambiguous
+                                else ""
+                            )
+                            + "; retry (stale retries are no-ops)"
+                        ),
+                        exc.__cause__,
+                    )
+                else:
+                    log.warning("PostgreSQL connection lost; reconnecting")
+                    groups.insert(0, ops)
+                continue
+            except StoreError as exc:
+                _fail(ops, exc, exc.__cause__)
+                continue
+            if rerun:
+                groups.insert(0, rerun)
+            if conflict is not None:
+                op, err = conflict
+                tries[id(op)] = n = tries.get(id(op), 0) + 1
+                if n > _MAX_CONFLICT_RETRIES:
+                    _fail(
+                        [op],
+                        StoreError(
+                            f"gave up after {n - 1} retries of a conflict with "
+                            f"other transactions ({_line(err)}); retry"
+                        ),
+                        err,
+                    )
+                else:
+                    time.sleep(random.uniform(0, 0.002 * n))
+                    groups.append([op])
+
+    def _transaction(
+        self, conn: Conn, ops: list[_Op]
+    ) -> tuple[list[_Op], tuple[_Op, psycopg.Error] | None]:
+        """Run ``ops`` in one transaction and commit: pipelined, or carefully on trouble.
+
+        The pipelined run sends each op's writes with the next read or the commit, so a
+        step costs a round trip per read. An error there cannot be pinned on the op
+        that caused it, so on any error the transaction rolls back and the batch runs
+        again the careful way, statement by statement, where each error is the op's
+        own. Returns what :meth:`_careful` returns.
+        """
+        if self._pipelined(conn, ops):
+            return [], None
+        return self._careful(conn, ops)
+
+    def _pipelined(self, conn: Conn, ops: list[_Op]) -> bool:
+        """Run ``ops`` in pipeline mode and commit; ``False`` (rolled back) on any error."""
+        committing = False
+        failed = False
+        try:
+            with conn.pipeline() as pipe:
+                tx = _PgTx(conn, self._sql, pipe)
+                try:
+                    for statement in self._begin_steps if len(ops) == 1 else self._batch_steps:
+                        conn.execute(statement)
+                    for op in ops:
+                        op.result = op.error = None
+                        op.result = op.fn(tx)
+                        tx.end_op()
+                    payload = tx.payload(self._token)
+                    if payload is not None and self.settings.listen_conninfo is not None:
+                        conn.execute(self._notify_sql, (self._channel, payload))
+                    if all(op.lazy for op in ops):  # fenced leases: a crash may lose them
+                        conn.execute("SET LOCAL synchronous_commit TO off")
+                    committing = True
+                    conn.execute("COMMIT")
+                    pipe.sync()
+                except Exception:
+                    if conn.broken or conn.closed:
+                        raise
+                    failed = True
+                    with contextlib.suppress(psycopg.Error):
+                        pipe.sync()
+        except psycopg.Error as exc:
+            if conn.broken or conn.closed:
+                raise _Lost(committing) from exc
+            failed = True
+        if failed:
+            for op in ops:
+                op.result = op.error = None
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+            if conn.broken or conn.closed:
+                raise _Lost(False)
+            return False
+        self.commits += 1
+        return True
+
+    def _careful(
+        self, conn: Conn, ops: list[_Op]
+    ) -> tuple[list[_Op], tuple[_Op, psycopg.Error] | None]:
+        """Run ``ops`` in one transaction, statement by statement, and commit.
+
+        No savepoint per op (each would cost a round trip): when a writing op raises,
+        the transaction rolls back, the op keeps its error (or is returned as a
+        conflict to retry), and the other ops are returned to run again. Nothing has
+        been delivered yet, so running them again is safe.
+        """
+        tx = _PgTx(conn, self._sql, None)
+        committing = False
+        try:
+            conn.execute(self._begin if len(ops) == 1 else self._begin_batch)
+            for op in ops:
+                op.result = op.error = None
+                try:
+                    op.result = op.fn(tx)
+                    tx.end_op()
+                except Exception as exc:  # delivered to the caller
+                    if conn.broken or conn.closed:
+                        raise
+                    if op.readonly and not _in_error(conn):
+                        op.error = exc  # wrote nothing: nothing to undo
+                        tx.end_op()
+                        continue
+                    conn.execute("ROLLBACK")
+                    others = [o for o in ops if o is not op]
+                    if isinstance(exc, psycopg.Error) and exc.sqlstate in _CONFLICTS:
+                        return others, (op, exc)
+                    op.error = _op_error(exc)
+                    return others, None
+            committing = True
+            listening = self.settings.listen_conninfo is not None
+            payload = tx.payload(self._token) if listening else None
+            if payload is not None:
+                conn.execute(self._notify_sql, (self._channel, payload))
+            if all(op.lazy for op in ops):
+                conn.execute("SET LOCAL synchronous_commit TO off")
+            conn.execute("COMMIT")
+            self.commits += 1
+        except psycopg.Error as exc:
+            if conn.broken or conn.closed:
+                raise _Lost(committing) from exc
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+            raise StoreError(f"database error: {_line(exc)}") from exc
+        return [], None
+
+
+def _in_error(conn: Conn) -> bool:
+    return conn.info.transaction_status == pq.TransactionStatus.INERROR
+
+
+def _op_error(exc: Exception) -> Exception:
+    if not isinstance(exc, psycopg.Error):
+        return exc
+    err = StoreError(f"database error: {_line(exc)}")
+    err.__cause__ = exc
+    return err
+
+
+def _fail(ops: list[_Op], err: StoreError, cause: BaseException | None) -> None:
+    if cause is not None and err.__cause__ is None:
+        err.__cause__ = cause
+    for op in ops:
+        op.result, op.error = None, err

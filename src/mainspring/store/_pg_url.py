@@ -1,0 +1,140 @@
+"""What a ``postgresql://`` URL asks for, and one-line errors for failed connections."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from ..errors import StoreError
+
+_OWN_PARAMS = ("schema", "pool_size", "listen", "listen_url", "prepare_threshold", "lock_wait")
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _line(exc: BaseException) -> str:
+    """The first meaningful line of a driver message, without libpq's prefixes."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = first.rsplit(" failed: ", 1)[-1]
+    return re.sub(r"^(FATAL|ERROR):\s+", "", first).strip()
+
+
+def _ident(name: str) -> str:
+    return name if _IDENT.match(name) else '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True, kw_only=True)
+class PgSettings:
+    """What a ``postgresql://`` URL asks for, split into libpq's part and Mainspring's."""
+
+    conninfo: str
+    listen_conninfo: str | None
+    schema: str
+    pool_size: int
+    prepare_threshold: int | None
+    lock_wait: float
+    host: str
+    port: str
+    user: str
+    dbname: str
+
+
+def _libpq_url(url: str) -> tuple[str, dict[str, str]]:
+    """Return (the URL with Mainspring's parameters removed, those parameters)."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # validates the port
+    except ValueError as exc:
+        raise StoreError(
+            f"invalid PostgreSQL URL ({exc}); use postgresql://user:password@host:5432/dbname"
+        ) from exc
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    own = {k: v for k, v in query if k in _OWN_PARAMS}
+    rest = [(k, v) for k, v in query if k not in _OWN_PARAMS]
+    names = {k for k, _ in rest}
+    rest += [
+        (k, v)
+        for k, v in (("connect_timeout", "10"), ("application_name", "mainspring"))
+        if k not in names
+    ]
+    return urlunsplit(
+        ("postgresql", parts.netloc, parts.path, urlencode(rest, quote_via=quote), "")
+    ), own
+
+
+def parse_postgres_url(url: str) -> PgSettings:
+    """Split and check a ``postgresql://`` URL; raise :class:`StoreError` if it is invalid."""
+    conninfo, own = _libpq_url(url)
+    try:
+        info = conninfo_to_dict(conninfo)
+    except psycopg.Error as exc:
+        raise StoreError(
+            f"invalid PostgreSQL URL: {_line(exc)}; use postgresql://user:password@host:5432/dbname"
+        ) from exc
+    schema = own.get("schema", "mainspring")
+    if not _IDENT.match(schema):
+        raise StoreError(f"schema={schema!r} in the URL is not a plain lower-case identifier")
+    threshold_text = own.get("prepare_threshold", "5").lower()
+    wait_text = own.get("lock_wait", "0.25").lower()
+    try:
+        pool_size = int(own.get("pool_size", "2"))
+        threshold = None if threshold_text in ("off", "none") else int(threshold_text)
+        lock_wait = 0.0 if wait_text in ("off", "none") else float(wait_text)
+        if not 1 <= pool_size <= 64 or lock_wait < 0:
+            raise ValueError
+    except ValueError:
+        raise StoreError(
+            "pool_size in the URL must be a whole number from 1 to 64, "
+            "prepare_threshold a whole number or off, lock_wait seconds or off"
+        ) from None
+    listen = own.get("listen", "on").lower() not in ("off", "0", "false", "no")
+    listen_conninfo = _libpq_url(own["listen_url"])[0] if "listen_url" in own else conninfo
+    user = str(info.get("user") or "the current user")
+    return PgSettings(
+        conninfo=conninfo,
+        listen_conninfo=listen_conninfo if listen else None,
+        schema=schema,
+        pool_size=pool_size,
+        prepare_threshold=threshold,
+        lock_wait=lock_wait,
+        host=str(info.get("host") or "localhost"),
+        port=str(info.get("port") or "5432"),
+        user=user,
+        dbname=str(info.get("dbname") or user),
+    )
+
+
+def _connect_error(exc: BaseException, s: PgSettings) -> StoreError:
+    """Translate a failed connection into one line saying what to do."""
+    why = _line(exc)
+    low = str(exc).lower()
+    where = f"PostgreSQL at {s.host}:{s.port}"
+    if "password" in low or "authentication failed" in low:
+        return StoreError(
+            f"{where} refused user {s.user!r} ({why}); put the right password in "
+            "the URL (postgresql://user:password@host/db) or in ~/.pgpass"
+        )
+    if "database" in low and "does not exist" in low:
+        return StoreError(
+            f"database {s.dbname!r} does not exist on {where}; create it "
+            f"(createdb -h {s.host} -p {s.port} {s.dbname}) or fix the URL"
+        )
+    if "role" in low and "does not exist" in low:
+        return StoreError(
+            f"role {s.user!r} does not exist on {where}; create it "
+            f"(CREATE ROLE {_ident(s.user)} LOGIN) or fix the user in the URL"
+        )
+    if "pg_hba.conf" in low:
+        return StoreError(
+            f"{where} does not accept user {s.user!r} from this host ({why}); "
+            "add a pg_hba.conf entry for it"
+        )
+    if any(w in low for w in ("refused", "resolve", "timeout", "unreachable", "no route")):
+        return StoreError(
+            f"cannot reach {where} ({why}); check that the server is running "
+            "and the host and port in the URL"
+        )
+    return StoreError(f"cannot connect to {where}: {why}")
