@@ -131,3 +131,33 @@ async def test_environment_variable_names_the_default_store(
     client = await Client.connect()
     await client.close()
     assert (tmp_path / "env.db").exists()
+
+
+@pytest.mark.parametrize("checkpointing", [True, False])
+async def test_the_wal_starts_over_under_a_steady_stream_of_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checkpointing: bool
+) -> None:
+    # A checkpoint beside a connection that keeps appending never catches up; unless
+    # the committer checkpoints between its own transactions, the WAL only grows.
+    from mainspring.store import _sqlite_runner
+
+    if not checkpointing:  # the control: shows the stream below starves a checkpointer
+        monkeypatch.setattr(_sqlite_runner, "CHECKPOINT_COMMITS", 10**9)
+        monkeypatch.setattr(_sqlite_runner, "DENSE_COMMITS", 10**9)
+    path = tmp_path / "steady.db"
+    store = SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    try:
+        for i in range(600):  # one commit each, back to back
+            await store.start_workflow(
+                workflow_id=f"w{i}", workflow_type="T", task_queue="q", input="[]"
+            )
+        wal = (tmp_path / "steady.db-wal").stat().st_size
+    finally:
+        await store.close()
+    # here: about 1.8 MB when the committer checkpoints, 20 MB when it does not
+    mb = 1024 * 1024
+    if checkpointing:
+        assert wal < 4 * mb, f"the WAL grew to {wal} bytes"
+    else:
+        assert wal > 10 * mb, f"the control WAL stayed at {wal} bytes"
