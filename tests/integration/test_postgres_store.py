@@ -404,3 +404,32 @@ async def test_workflow_with_nul_characters_completes(pg_url: str) -> None:
         assert raw == [('["a\\u0000b"]',)]  # stored as JSON text, escaped, byte-exact
     finally:
         await client.close()
+
+
+async def test_a_write_that_fails_in_a_pipelined_batch_fails_only_its_own_operation(
+    store: PostgresStore,
+) -> None:
+    # Writes are pipelined, so the error of a bad one surfaces later, at another
+    # operation's read or at the commit; the batch then re-runs statement by statement.
+    writer = store._writers[0]
+
+    def good(key: str) -> Callable[[Any], str]:
+        def fn(tx: Any) -> str:
+            tx.w("set_meta", {"key": key, "value": "v"})
+            return tx.q("get_meta", {"key": key})[0][0]  # type: ignore[no-any-return]
+
+        return fn
+
+    def bad(tx: Any) -> None:
+        tx.w("set_meta", {"key": None, "value": "v"})  # NOT NULL violation, deferred
+
+    futures = [
+        writer.submit(good("g1"), False),
+        writer.submit(bad, False),
+        writer.submit(good("g2"), False),
+        writer.submit(good("g3"), False),
+    ]
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert results[0] == results[2] == results[3] == "v"
+    assert isinstance(results[1], StoreError) and "null" in str(results[1]).lower()
+    assert [await store._run(good(k)) for k in ("g1", "g2", "g3")] == ["v"] * 3
