@@ -433,3 +433,31 @@ async def test_a_write_that_fails_in_a_pipelined_batch_fails_only_its_own_operat
     assert results[0] == results[2] == results[3] == "v"
     assert isinstance(results[1], StoreError) and "null" in str(results[1]).lower()
     assert [await store._run(good(k)) for k in ("g1", "g2", "g3")] == ["v"] * 3
+
+
+@workflow.defn
+class Shouts:
+    @workflow.run
+    async def run(self, n: int) -> list[str]:
+        return list(await asyncio.gather(*(shout(f"s{i}") for i in range(n))))
+
+
+async def test_events_past_one_insert_are_split_into_several(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A statement takes at most 65,535 parameters, so a decision's events go in chunks;
+    # here chunks of 2 rows, so that 7 scheduled activities take four INSERTs.
+    from mainspring.store import _pg_batch
+
+    monkeypatch.setattr(_pg_batch, "MULTI_ROW", 2)
+    client = await Client.connect(pg_url)
+    try:
+        async with Worker(client, task_queue="chunks", workflows=[Shouts], activities=[shout]):
+            result = await client.execute_workflow(Shouts.run, 7, id="chunks", task_queue="chunks")
+        assert result == [f"S{i}\x00!" for i in range(7)]
+        _, events = await client.store.history("chunks")
+        assert [e.event_id for e in events] == list(range(1, len(events) + 1))
+        scheduled = [e for e in events if e.event_type.value == "ActivityTaskScheduled"]
+        assert [e.attributes["seq"] for e in scheduled] == list(range(1, 8))
+    finally:
+        await client.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from datetime import timedelta as td
@@ -174,3 +175,57 @@ async def test_types_the_local_worker_lacks_start_the_ordinary_way(client: Clien
         assert history[0].event_type is EventType.WORKFLOW_EXECUTION_STARTED
         assert EventType.WORKFLOW_TASK_COMPLETED not in [e.event_type for e in history]
         await h.terminate()
+
+
+_gate: dict[str, object] = {}
+
+
+@activity.defn
+async def held() -> int:
+    started = _gate["started"]
+    release = _gate["release"]
+    assert isinstance(started, asyncio.Event) and isinstance(release, asyncio.Event)
+    started.set()
+    await release.wait()
+    return 1
+
+
+@workflow.defn
+class Backlog:
+    @workflow.run
+    async def run(self) -> int:
+        return sum(await asyncio.gather(*(held() for _ in range(4))))
+
+
+async def test_a_backlog_waiting_for_slots_does_not_spin_the_maintenance_pass(
+    client: Client,
+) -> None:
+    # Three activities wait, ready, for the one slot. That is the pollers' business: the
+    # maintenance pass (timers, leases) must keep to its own pace meanwhile, not see
+    # ready work as "due now" and run back to back.
+    _gate["started"], _gate["release"] = asyncio.Event(), asyncio.Event()
+    passes = 0
+    real = client.store.maintain
+
+    async def counting(task_queue: str) -> float | None:
+        nonlocal passes
+        passes += 1
+        return await real(task_queue)
+
+    client.store.maintain = counting  # type: ignore[method-assign]
+    tq = f"backlog-{uuid.uuid4().hex[:6]}"
+    async with Worker(
+        client, task_queue=tq, workflows=[Backlog], activities=[held], max_concurrent_activities=1
+    ):
+        handle = await client.start_workflow(Backlog.run, id=f"bl-{tq}", task_queue=tq)
+        started = _gate["started"]
+        assert isinstance(started, asyncio.Event)
+        await started.wait()
+        before = passes
+        await asyncio.sleep(0.5)  # the window observed: passes counted over half a second
+        during = passes - before
+        release = _gate["release"]
+        assert isinstance(release, asyncio.Event)
+        release.set()
+        assert await handle.result(timeout=30) == 4
+    assert during <= 5, f"{during} maintenance passes in 0.5 s while work waited for a slot"

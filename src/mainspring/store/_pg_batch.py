@@ -71,7 +71,8 @@ class _PgTx:
         if "" in self.topics:
             return token
         text = "\n".join([token, *sorted(self.topics)])
-        return text if len(text) < 7000 and text.count("\n") == len(self.topics) else token
+        fits = len(text.encode()) < 7000  # PostgreSQL takes up to 8000 bytes
+        return text if fits and text.count("\n") == len(self.topics) else token
 
     def q(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         cur = self.conn.execute(self.sql[name], params)
@@ -108,11 +109,15 @@ class _PgTx:
             return
         if len(rows) == 1:
             self.conn.execute(self.sql[name], rows[0])
-        else:  # one INSERT of many rows: one statement, scalar parameters
-            sql, keys = _multi_row(self.sql[name], len(rows))
-            self.conn.execute(sql, [r[k] for r in rows for k in keys])
+        else:  # one INSERT per MULTI_ROW rows: scalar parameters, under PostgreSQL's 65,535
+            for i in range(0, len(rows), MULTI_ROW):
+                chunk = rows[i : i + MULTI_ROW]
+                sql, keys = _multi_row(self.sql[name], len(chunk))
+                self.conn.execute(sql, [r[k] for r in chunk for k in keys])
         self.wrote = True
 
+
+MULTI_ROW = 500  # rows per INSERT; a statement takes at most 65,535 parameters
 
 _VALUES = re.compile(r"^(?P<head>INSERT\b.*\bVALUES\s*)\((?P<row>.*)\)\s*;?\s*$", re.S)
 
@@ -295,8 +300,9 @@ class Batches:
                 op.result = op.error = None
             with contextlib.suppress(psycopg.Error):
                 conn.execute("ROLLBACK")
-            if conn.broken or conn.closed:
-                raise _Lost(False)
+            if conn.broken or conn.closed or not _idle(conn):
+                # A COMMIT sent before the link failed may have landed: say so.
+                raise _Lost(committing)
             return False
         self.commits += 1
         return True
@@ -349,6 +355,10 @@ class Batches:
                 conn.execute("ROLLBACK")
             raise StoreError(f"database error: {_line(exc)}") from exc
         return [], None
+
+
+def _idle(conn: Conn) -> bool:
+    return conn.info.transaction_status == pq.TransactionStatus.IDLE
 
 
 def _in_error(conn: Conn) -> bool:

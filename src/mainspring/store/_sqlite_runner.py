@@ -85,10 +85,9 @@ class LoopCommitter:
 
     def _done(self, batch: list[_Op]) -> None:
         _deliver(batch)
-        n = self._uncheckpointed
-        if n >= CHECKPOINT_COMMITS or (
-            self._window >= DENSE_COMMITS and time.monotonic() >= self._checkpoint_due
-        ):
+        n, now = self._uncheckpointed, time.monotonic()
+        dense = self._window >= DENSE_COMMITS and now - self._window_start <= CHECKPOINT_SECONDS
+        if n >= CHECKPOINT_COMMITS or (dense and now >= self._checkpoint_due):
             # the callers have their results; the next batch waits for the checkpoint
             work = self._loop.run_in_executor(self._pool, self._checkpoint)
             work.add_done_callback(lambda _: self._release())

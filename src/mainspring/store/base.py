@@ -474,7 +474,7 @@ class Store(Wakeups, ABC):
         def run(tx: Tx) -> tuple[int, float | None]:
             now = self._now()
             fired = _tx.fire_timers(tx, now) + _tx.expire(tx, now)
-            return fired, _tx.next_wakeup(tx, task_queue)
+            return fired, _tx.next_wakeup(tx, task_queue, now)
 
         fired, wake = await self._run(run)
         if fired:

@@ -33,15 +33,21 @@ def fire_timers(tx: Tx, now: float, limit: int = 500) -> int:
     return n
 
 
-def next_wakeup(tx: Tx, task_queue: str) -> float | None:
-    """The earliest future time at which something of ``task_queue`` becomes due."""
+def next_wakeup(tx: Tx, task_queue: str, now: float) -> float | None:
+    """The earliest time at which something of ``task_queue`` falls due.
+
+    Timers and leases are the maintenance pass's own work: one already due (left by a
+    pass that stopped at its limit) makes the answer a past time, to run it again at
+    once. Workflow tasks and activities are the pollers': only future times count, or
+    a backlog waiting for free slots would keep the pass running back to back.
+    """
     times = []
     for name in ("next_timer", "next_activity_expiry"):
         row = _q1(tx, name, {})
         if row and row[0] is not None:
             times.append(float(row[0]))
     for name in ("next_activity_ready", "next_wft_ready"):
-        row = _q1(tx, name, {"task_queue": task_queue})
+        row = _q1(tx, name, {"task_queue": task_queue, "now": now})
         if row and row[0] is not None:
             times.append(float(row[0]))
     return min(times) if times else None

@@ -172,15 +172,18 @@ FOR UPDATE SKIP LOCKED;
 SELECT MIN(fire_at) FROM mainspring_timers;
 
 -- name: next_activity_ready
+-- Only future times: work ready now is the pollers' (they claim it as slots free).
 SELECT MIN(ready_at) FROM mainspring_activities
-WHERE task_queue = %(task_queue)s AND lease_owner IS NULL;
+WHERE task_queue = %(task_queue)s AND lease_owner IS NULL AND ready_at > %(now)s;
 
 -- name: next_activity_expiry
 SELECT MIN(lease_until) FROM mainspring_activities WHERE lease_owner IS NOT NULL;
 
 -- name: next_wft_ready
-SELECT MIN(CASE WHEN wft_lease_owner IS NULL THEN wft_ready_at ELSE wft_lease_until END)
-FROM mainspring_runs WHERE task_queue = %(task_queue)s AND wft_ready_at IS NOT NULL;
+SELECT MIN(due) FROM (
+    SELECT CASE WHEN wft_lease_owner IS NULL THEN wft_ready_at ELSE wft_lease_until END AS due
+    FROM mainspring_runs WHERE task_queue = %(task_queue)s AND wft_ready_at IS NOT NULL
+) AS ready WHERE due > %(now)s;
 
 -- name: insert_query
 INSERT INTO mainspring_queries (query_id, run_id, task_queue, name, args, created_at, expires_at)
