@@ -34,6 +34,7 @@ class Sizes:
     """How big each workload is (the issue's sizes, or smaller ones with ``--quick``)."""
 
     chain_workflows: int = 200  # W1 concurrent workflows
+    scaling_workflows: int = 600  # W1P: more, so each process count runs for seconds
     chain_length: int = 10  # W1 activities per workflow
     empty_workflows: int = 500  # W2 concurrent workflows
     fanout: int = 100  # W3 parallel activities
@@ -46,6 +47,7 @@ class Sizes:
 FULL = Sizes()
 QUICK = Sizes(
     chain_workflows=50,
+    scaling_workflows=150,
     empty_workflows=100,
     recovery_activities=200,
     timer_workflows=50,

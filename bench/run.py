@@ -51,14 +51,17 @@ class Metric:
 
 
 def metrics(s: Sizes) -> list[Metric]:
+    def processes(n: int) -> str:
+        return f"{n} worker process{'es' if n > 1 else ''}"
+
     procs = [
         Metric(key=f"w1p{n}_act_s", workload="W1P",
-               label=f"W1 chain10 x{s.chain_workflows}, {n} worker process{'es' if n > 1 else ''}",
+               label=f"W1 chain10 x{s.scaling_workflows}, {processes(n)}",
                unit="activities/s", higher_is_better=True)
         for n in SCALING_PROCESSES
     ] + [
         Metric(key=f"w1p{n}_cpu_pct", workload="W1P",
-               label=f"  machine CPU busy, {n} worker process{'es' if n > 1 else ''}",
+               label=f"  machine CPU busy, {processes(n)}",
                unit="% of all", higher_is_better=False)
         for n in SCALING_PROCESSES
     ]

@@ -306,9 +306,9 @@ async def w1p(url: str, s: Sizes) -> dict[str, float]:
                     Chain.run, s.chain_length, id=new_id("warm"), task_queue=tq
                 )
                 before = _cpu_ticks()
-                elapsed = await _many(client, tq, Chain.run, s.chain_workflows, s.chain_length)
+                elapsed = await _many(client, tq, Chain.run, s.scaling_workflows, s.chain_length)
                 after = _cpu_ticks()
-            out[f"w1p{n}_act_s"] = s.chain_workflows * s.chain_length / elapsed
+            out[f"w1p{n}_act_s"] = s.scaling_workflows * s.chain_length / elapsed
             if before and after and after[1] > before[1]:  # the machine's CPUs, all processes
                 out[f"w1p{n}_cpu_pct"] = 100 * (after[0] - before[0]) / (after[1] - before[1])
     finally:
