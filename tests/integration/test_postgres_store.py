@@ -461,3 +461,31 @@ async def test_events_past_one_insert_are_split_into_several(
         assert [e.attributes["seq"] for e in scheduled] == list(range(1, 8))
     finally:
         await client.close()
+
+
+async def test_a_stalled_writer_does_not_hold_up_other_operations(
+    store: PostgresStore, pg_url: str
+) -> None:
+    import psycopg
+
+    from mainspring.store.postgres import STALLED
+
+    await store.start_workflow(workflow_id="held", workflow_type="T", task_queue="q", input="[]")
+    with psycopg.connect(pg_url) as other:  # another session holds the run's row lock
+        other.execute(
+            "SELECT 1 FROM mainspring.mainspring_runs WHERE workflow_id = 'held' FOR UPDATE"
+        )
+        blocked = asyncio.create_task(store.signal("held", None, "go", "[]"))
+        first = store._writers[0]
+        while first.busy_since is None or time.monotonic() - first.busy_since <= STALLED:
+            await asyncio.sleep(0.01)  # until the first writer counts as stalled
+        # the next operation goes to another writer instead of queueing behind the lock
+        await asyncio.wait_for(
+            store.start_workflow(workflow_id="free", workflow_type="T", task_queue="q", input="[]"),
+            10,
+        )
+        assert not blocked.done()
+        other.rollback()
+    await asyncio.wait_for(blocked, 10)
+    _, events = await store.history("held")
+    assert events[-1].event_type.value == "WorkflowExecutionSignaled"

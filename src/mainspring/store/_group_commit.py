@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -65,6 +66,7 @@ class GroupCommitThread:
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
         self._ready = threading.Event()
+        self.busy_since: float | None = None  # when the batch in hand started (monotonic)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
@@ -96,6 +98,7 @@ class GroupCommitThread:
                         stop = True
                         break
                     batch.append(nxt)
+                self.busy_since = time.monotonic()
                 try:
                     self._execute(conn, batch)
                 except BaseException as exc:  # noqa: BLE001 - every op learns of it
@@ -106,6 +109,7 @@ class GroupCommitThread:
                         err.__cause__ = exc
                     for o in batch:
                         o.error = err
+                self.busy_since = None
                 by_loop: dict[asyncio.AbstractEventLoop, list[_Op]] = {}
                 for o in batch:
                     by_loop.setdefault(o.loop, []).append(o)
