@@ -51,7 +51,7 @@ def json_option(fn: F) -> F:
 
 def fail(message: str) -> NoReturn:
     """Print one red line on stderr and exit 1."""
-    err.print(Text("error: ", style="bold red") + Text(message, style="red"))
+    err.print(Text("error: ", style="bold red") + Text(message, style="red"), soft_wrap=True)
     sys.exit(1)
 
 

@@ -15,6 +15,7 @@ from . import __version__
 from ._cli_common import connect, db_option, json_option, out, print_json, run
 from ._cli_worker import worker
 from ._cli_workflow import workflow_group
+from .store.records import SchemaInfo
 
 __all__ = ["cli", "main"]
 
@@ -60,33 +61,27 @@ def migrate(as_json: bool, db: str) -> None:
 def status(as_json: bool, db: str) -> None:
     """Print the schema version in the database and the latest this code knows.
 
-    A SQLite file that does not exist yet is reported, not created.
+    Read-only: a missing SQLite file or PostgreSQL schema is reported, not created,
+    and pending migrations are reported, not applied (`mainspring db migrate` does).
     """
-    from .store.sqlite import parse_sqlite_url, schema_version
+    from .store import store_from_url
 
-    scheme = db.split(":", 1)[0].lower() if "://" in db else "sqlite"
-    if scheme == "sqlite":
-        path, _ = parse_sqlite_url(db)
-        if path != ":memory:" and not os.path.exists(path):
-            if as_json:
-                print_json({"current": 0, "latest": schema_version(), "exists": False})
-            else:
-                out.print(
-                    f"no database at {path} yet (latest schema version "
-                    f"{schema_version()}); `mainspring db migrate` creates it"
-                )
-            return
+    async def go() -> SchemaInfo:
+        return await store_from_url(db).inspect_schema()
 
-    async def go() -> tuple[int, int]:
-        async with connect(db) as client:
-            return await client.store.schema_status()
-
-    current, latest = run(go())
+    info = run(go())
     if as_json:
-        print_json({"current": current, "latest": latest, "exists": True})
+        print_json({"current": info.current, "latest": info.latest, "exists": info.exists})
+    elif not info.exists or info.current == 0:
+        where = "database" if info.exists else "database yet"
+        out.print(
+            f"no Mainspring schema in this {where} (latest schema version {info.latest}); "
+            "`mainspring db migrate` creates it"
+        )
     else:
-        state = "up to date" if current == latest else f"{latest - current} migration(s) pending"
-        out.print(f"current schema version {current}, latest {latest}: {state}")
+        pending = info.latest - info.current
+        state = "up to date" if not pending else f"{pending} migration(s) pending"
+        out.print(f"current schema version {info.current}, latest {info.latest}: {state}")
 
 
 @cli.command("demo")

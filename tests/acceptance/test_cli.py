@@ -178,15 +178,80 @@ def test_db_that_is_not_mainspring_is_refused(tmp_path: Path) -> None:
     assert tables == {"customers"}
 
 
-def test_db_status_and_migrate(tmp_path: Path) -> None:
-    path = tmp_path / "fresh.db"
-    db = f"sqlite:///{path}"
-    status = json.loads(cli("db", "status", "--json", db=db).stdout)
+def _has_schema(db: str) -> bool:
+    """Whether the database at ``db`` holds anything of Mainspring's (read directly)."""
+    if db.startswith("sqlite:///"):
+        path = Path(db.removeprefix("sqlite:///"))
+        if not path.exists():
+            return False
+        with sqlite3.connect(path) as conn:
+            found = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+        conn.close()
+        return found
+    import psycopg
+
+    with psycopg.connect(db) as pg:
+        row = pg.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'mainspring'").fetchone()
+    return row is not None
+
+
+def test_db_status_reports_and_changes_nothing_until_migrate(db_url: str) -> None:
+    status = json.loads(cli("db", "status", "--json", db=db_url).stdout)
     assert status["exists"] is False and status["current"] == 0 and status["latest"] >= 1
-    assert not path.exists()
-    migrated = json.loads(cli("db", "migrate", "--json", db=db).stdout)
+    text = cli("db", "status", db=db_url).stdout
+    assert "no Mainspring schema" in text and "mainspring db migrate" in text
+    assert not _has_schema(db_url)  # status created nothing
+    migrated = json.loads(cli("db", "migrate", "--json", db=db_url).stdout)
     assert migrated["current"] == migrated["latest"] == status["latest"]
-    assert "up to date" in cli("db", "status", db=db).stdout
+    assert _has_schema(db_url)
+    after = json.loads(cli("db", "status", "--json", db=db_url).stdout)
+    assert after == {"current": status["latest"], "latest": status["latest"], "exists": True}
+    assert "up to date" in cli("db", "status", db=db_url).stdout
+
+
+def test_db_status_reports_pending_migrations_without_applying_them(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = f"sqlite:///{path}"
+    cli("db", "migrate", db=db)
+    with sqlite3.connect(path) as conn:  # pretend the file is from before the last migration
+        conn.execute("UPDATE mainspring_meta SET value = '0' WHERE key = 'version'")
+    conn.close()
+    status = json.loads(cli("db", "status", "--json", db=db).stdout)
+    assert status["exists"] is True and status["current"] == 0 < status["latest"]
+    assert "`mainspring db migrate`" in cli("db", "status", db=db).stdout
+    with sqlite3.connect(path) as conn:
+        version = conn.execute("SELECT value FROM mainspring_meta WHERE key = 'version'")
+        assert version.fetchone()[0] == "0"  # not applied
+    conn.close()
+
+
+def test_db_status_of_an_empty_file_leaves_it_empty(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.write_bytes(b"")
+    status = json.loads(cli("db", "status", "--json", db=f"sqlite:///{path}").stdout)
+    assert status == {"current": 0, "latest": status["latest"], "exists": True}
+    assert path.read_bytes() == b""
+
+
+def test_db_status_refuses_a_newer_or_foreign_database(tmp_path: Path) -> None:
+    newer = tmp_path / "newer.db"
+    cli("db", "migrate", db=f"sqlite:///{newer}")
+    with sqlite3.connect(newer) as conn:
+        conn.execute("UPDATE mainspring_meta SET value = '999' WHERE key = 'version'")
+    conn.close()
+    line = one_line_error(cli("db", "status", db=f"sqlite:///{newer}", check=False))
+    assert "schema version 999, newer than" in line and "upgrade Mainspring" in line
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY)")
+    conn.close()
+    line = one_line_error(cli("db", "status", db=f"sqlite:///{foreign}", check=False))
+    assert "not Mainspring's" in line
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database file at all" * 100)
+    line = one_line_error(cli("db", "status", db=f"sqlite:///{garbage}", check=False))
+    assert "not a Mainspring database" in line
+    assert garbage.read_bytes() == b"this is not a database file at all" * 100
 
 
 def test_worker_needs_definitions(tmp_path: Path) -> None:

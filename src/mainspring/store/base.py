@@ -25,6 +25,7 @@ from .records import (
     CompletionOutcome,
     QueryRequest,
     RunRecord,
+    SchemaInfo,
     WorkflowTask,
     WorkflowTaskCompletion,
 )
@@ -68,6 +69,15 @@ class Store(Wakeups, ABC):
     @abstractmethod
     async def schema_status(self) -> tuple[int, int]:
         """``(version in the database, latest version this code knows)``."""
+
+    @abstractmethod
+    async def inspect_schema(self) -> SchemaInfo:
+        """The schema's state in the database, read without opening the store.
+
+        Changes nothing: a missing database file or schema is reported, not created,
+        and pending migrations are reported, not applied. Raises the errors
+        :meth:`open` would for a database that is not Mainspring's or is newer.
+        """
 
     @abstractmethod
     async def _run(

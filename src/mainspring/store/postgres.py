@@ -28,6 +28,7 @@ from ._pg_batch import Batches, _Link
 from ._pg_url import PgSettings, _connect_error, _ident, _line, parse_postgres_url
 from ._tx import Tx
 from .base import Clock, Store
+from .records import SchemaInfo
 from .sqlfile import load_queries
 
 __all__ = ["PgSettings", "PostgresStore", "parse_postgres_url", "schema_version"]
@@ -54,6 +55,16 @@ def _migrations() -> list[tuple[int, str, str]]:
 def schema_version() -> int:
     """The schema version this code writes."""
     return _migrations()[-1][0]
+
+
+def _tables(conn: Conn, schema: str) -> set[str]:
+    """The names of the tables (and table-like relations) in ``schema``."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+        (schema,),
+    )
+    return {r[0] for r in rows}
 
 
 class PostgresStore(Store):
@@ -117,15 +128,7 @@ class PostgresStore(Store):
                     need = f"USAGE and CREATE on schema {s.schema}"
                     grant = f"GRANT USAGE, CREATE ON SCHEMA {_ident(s.schema)} TO {{user}};"
                 conn.execute(f"SET LOCAL search_path TO {_ident(s.schema)}")
-                tables = {
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
-                        "c.relnamespace WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', "
-                        "'f')",
-                        (s.schema,),
-                    )
-                }
+                tables = _tables(conn, s.schema)
                 current = 0
                 if tables:
                     current = self._check_existing(conn, tables, latest)
@@ -167,6 +170,36 @@ class PostgresStore(Store):
                 "Nothing was changed"
             )
         return current
+
+    def _inspect(self) -> SchemaInfo:
+        s = self.settings
+        latest = schema_version()
+        conn = self._connect()
+        try:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION READ ONLY")
+                if (
+                    conn.execute(
+                        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (s.schema,)
+                    ).fetchone()
+                    is None
+                ):
+                    return SchemaInfo(current=0, latest=latest, exists=False)
+                conn.execute(f"SET LOCAL search_path TO {_ident(s.schema)}")
+                tables = _tables(conn, s.schema)
+                current = self._check_existing(conn, tables, latest) if tables else 0
+                return SchemaInfo(current=current, latest=latest, exists=True)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot read the Mainspring schema {s.schema!r} on "
+                f"{s.host}:{s.port}/{s.dbname}: {_line(exc)}"
+            ) from exc
+        finally:
+            conn.close()
+
+    async def inspect_schema(self) -> SchemaInfo:
+        """The schema's version, read-only: a missing schema is reported, not created."""
+        return await asyncio.to_thread(self._inspect)
 
     # ------------------------------------------------------------------ batches
 

@@ -146,3 +146,14 @@ class QueryRequest:
     run_id: str
     name: str
     args: str
+
+
+@dataclass(frozen=True)
+class SchemaInfo:
+    """What :meth:`Store.inspect_schema` found: the version in the database (0 when
+    there is no schema yet), the latest this code knows, and whether the database
+    file or PostgreSQL schema exists at all."""
+
+    current: int
+    latest: int
+    exists: bool

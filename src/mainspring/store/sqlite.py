@@ -10,18 +10,20 @@ claim carries a lease and a fencing token.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ..errors import NotAMainspringDatabaseError, SchemaVersionError, StoreError
 from ._sqlite_runner import LoopCommitter
 from ._tx import Tx
 from .base import Clock, Store
+from .records import SchemaInfo
 from .sqlfile import load_queries
 
 T = TypeVar("T")
@@ -155,33 +157,7 @@ class SQLiteStore(Store):
         latest = migrations[-1][0]
         conn.execute("BEGIN IMMEDIATE")
         try:
-            tables = {
-                r[0]
-                for r in conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'table' "
-                    "AND name NOT LIKE 'sqlite_%'"
-                )
-            }
-            current = 0
-            if tables:
-                if "mainspring_meta" not in tables:
-                    raise NotAMainspringDatabaseError(
-                        f"{self.path} holds tables that are not Mainspring's "
-                        f"({', '.join(sorted(tables)[:5])}); refusing to touch it. Point "
-                        "--db / MAINSPRING_DB at a new file"
-                    )
-                meta = dict(conn.execute("SELECT key, value FROM mainspring_meta").fetchall())
-                if meta.get("schema") != SCHEMA_MARK:
-                    raise NotAMainspringDatabaseError(
-                        f"{self.path} is not a Mainspring database (no schema mark)"
-                    )
-                current = int(meta.get("version", "0"))
-                if current > latest:
-                    raise SchemaVersionError(
-                        f"{self.path} has schema version {current}, newer than this "
-                        f"Mainspring's {latest}; upgrade Mainspring (pip install -U "
-                        "mainspring) to open it. Nothing was changed"
-                    )
+            current = self._current_version(conn, latest)
             for version, _name, script in migrations:
                 if version <= current:
                     continue
@@ -201,6 +177,59 @@ class SQLiteStore(Store):
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    def _current_version(self, conn: sqlite3.Connection, latest: int) -> int:
+        """The schema version in the file (0 if empty); refuse one not ours or newer."""
+        tables = {
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        }
+        if not tables:
+            return 0
+        if "mainspring_meta" not in tables:
+            raise NotAMainspringDatabaseError(
+                f"{self.path} holds tables that are not Mainspring's "
+                f"({', '.join(sorted(tables)[:5])}); refusing to touch it. Point "
+                "--db / MAINSPRING_DB at a new file"
+            )
+        meta = dict(conn.execute("SELECT key, value FROM mainspring_meta").fetchall())
+        if meta.get("schema") != SCHEMA_MARK:
+            raise NotAMainspringDatabaseError(
+                f"{self.path} is not a Mainspring database (no schema mark)"
+            )
+        current = int(meta.get("version", "0"))
+        if current > latest:
+            raise SchemaVersionError(
+                f"{self.path} has schema version {current}, newer than this "
+                f"Mainspring's {latest}; upgrade Mainspring (pip install -U "
+                "mainspring) to open it. Nothing was changed"
+            )
+        return current
+
+    async def inspect_schema(self) -> SchemaInfo:
+        """The file's schema version, read-only: a missing file is not created."""
+        latest = schema_version()
+        if self.path == ":memory:" or not os.path.exists(self.path):
+            return SchemaInfo(current=0, latest=latest, exists=False)
+
+        def read() -> int:
+            uri = "file:" + quote(os.path.abspath(self.path)) + "?mode=ro"
+            try:
+                conn = sqlite3.connect(uri, uri=True, timeout=60)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open {self.path} to read it: {exc}") from exc
+            try:
+                return self._current_version(conn, latest)
+            except sqlite3.DatabaseError as exc:
+                raise NotAMainspringDatabaseError(
+                    f"{self.path} is not a Mainspring database ({exc})"
+                ) from exc
+            finally:
+                conn.close()
+
+        return SchemaInfo(current=await asyncio.to_thread(read), latest=latest, exists=True)
 
     # ------------------------------------------------------------------ lifecycle
 
