@@ -64,6 +64,12 @@ def metrics(s: Sizes) -> list[Metric]:
                label=f"  machine CPU busy, {processes(n)}",
                unit="% of all", higher_is_better=False)
         for n in SCALING_PROCESSES
+    ] + [
+        Metric(key=f"w1p{n}_{part}_pct", workload="W1P",
+               label=f"  CPU of {what}, {processes(n)}",
+               unit="% of a core", higher_is_better=False)
+        for part, what in (("workers", "the workers"), ("rest", "all else"))
+        for n in SCALING_PROCESSES
     ]
     return [
         Metric(key="w1_act_s", workload="W1", label=f"W1 chain10 x{s.chain_workflows}",
@@ -89,6 +95,8 @@ def metrics(s: Sizes) -> list[Metric]:
         *procs,
         Metric(key="w1p_scaling_2", workload="W1P", label="W1 scaling: 2 processes / 1",
                unit="x", higher_is_better=True, pg_target=1.6),
+        Metric(key="w1p_ceiling_2", workload="W1P", label="  most this machine's CPUs allow",
+               unit="x", higher_is_better=True),
         Metric(key="w5p_lat_ms", workload="W5P", label="W5 signal -> result, across processes",
                unit="ms", higher_is_better=False, pg_target=10),
     ]

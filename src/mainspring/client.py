@@ -27,6 +27,10 @@ from .workflow import WorkflowDefinition
 
 __all__ = ["Client", "WorkflowDescription", "WorkflowHandle"]
 
+# A waiting query reads its state again at least this often (seconds), in case a
+# wake-up was missed; answers and the run closing wake it at once.
+QUERY_RECHECK = 0.5
+
 
 @dataclass(frozen=True, kw_only=True)
 class WorkflowDescription:
@@ -318,12 +322,13 @@ class WorkflowHandle:
         payload = self.client.converter.encode_args(args, what=f"arguments of query {name!r}")
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
         store = self.client.store
-        qid = await store.submit_query(self.id, self.run_id, name, payload, seconds)
+        qid, run_id = await store.submit_query(self.id, self.run_id, name, payload, seconds)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         try:
             while True:
-                with store.watch(qid) as changed:
+                # answered (the query's key) or failed by the run closing (the run's key)
+                with store.watch(qid, run_id) as changed:
                     done, answer, error = await store.query_result(qid)
                     if done:
                         return self._query_answer(name, answer, error, result_type or ret)
@@ -334,7 +339,7 @@ class WorkflowHandle:
                             f"within {seconds:g} s; is a worker for its task queue running?"
                         )
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(min(left, 0.5)):
+                        async with asyncio.timeout(min(left, QUERY_RECHECK)):
                             await changed.wait()
         finally:
             await store.drop_query(qid)

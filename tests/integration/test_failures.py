@@ -24,6 +24,10 @@ from mainspring import (
     WorkflowNotFoundError,
     WorkflowStatus,
 )
+from mainspring import client as client_module
+from mainspring.runtime.commands import CompleteWorkflow
+from mainspring.store._tx import Tx
+from mainspring.store.records import WorkflowTaskCompletion
 from tests.integration import agents
 from tests.integration.agents import ALL_ACTIVITIES, ALL_WORKFLOWS, TQ
 
@@ -143,6 +147,47 @@ async def test_query_without_a_worker_times_out(client: Client) -> None:
     h = await client.start_workflow(agents.Approval.run, 60.0, id="noworker", task_queue=TQ)
     with pytest.raises(QueryTimeoutError, match="no worker answered"):
         await h.query(agents.Approval.status, timeout=0.2)
+
+
+async def test_a_waiting_query_fails_as_soon_as_its_run_closes(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run closing wakes its waiting queries: one asked in the closing process and
+    one asked through another store (another process's, on PostgreSQL a NOTIFY). Their
+    periodic recheck is put an hour away, so only the wake-up can end them."""
+    monkeypatch.setattr(client_module, "QUERY_RECHECK", 3600.0)
+    closer, other = await Client.connect(db_url), await Client.connect(db_url)
+    try:
+        h = await closer.start_workflow(agents.Approval.run, 60.0, id=uid("qc"), task_queue=TQ)
+        asks = [
+            asyncio.create_task(c.get_workflow_handle(h.id).query(agents.Approval.status,
+                                                                 timeout=600))
+            for c in (closer, other)
+        ]
+
+        def open_queries(tx: Tx) -> int:
+            now = closer.store.clock.now()
+            return len(tx.q("query_candidates", {"task_queue": TQ, "now": now, "limit": 9}))
+
+        async def both_queued() -> bool:
+            return await closer.store._run(open_queries, readonly=True) == 2
+
+        await wait_until(both_queued, "both queries to be queued")
+        [task] = await closer.store.claim_workflow_tasks(TQ, "closer", 1, 60, {})
+        out = await closer.store.complete_workflow_task(
+            WorkflowTaskCompletion(
+                run_id=task.run_id, fence=task.fence, owner="closer",
+                through=task.history_length, time=0.0,
+                commands=[CompleteWorkflow(result='"approved"')],
+            )
+        )
+        assert out.closed
+        for ask in asks:
+            with pytest.raises(QueryFailedError, match="the workflow closed as COMPLETED"):
+                await asyncio.wait_for(ask, timeout=60)  # a guard: the recheck is an hour off
+    finally:
+        await other.close()
+        await closer.close()
 
 
 async def test_query_errors(client: Client, worker: Worker) -> None:

@@ -74,21 +74,23 @@ class Wakeups:
                 ev.set()
 
     @contextlib.contextmanager
-    def watch(self, key: str) -> Iterator[asyncio.Event]:
-        """An event set when run or query ``key`` may have changed.
+    def watch(self, *keys: str) -> Iterator[asyncio.Event]:
+        """An event set when any of the runs or queries ``keys`` may have changed.
 
         Enter it *before* reading the state you will wait on, so no change is missed.
         """
         ev = asyncio.Event()
-        self._keyed.setdefault(key, set()).add(ev)
+        for key in keys:
+            self._keyed.setdefault(key, set()).add(ev)
         try:
             yield ev
         finally:
-            events = self._keyed.get(key)
-            if events is not None:
-                events.discard(ev)
-                if not events:
-                    del self._keyed[key]
+            for key in keys:
+                events = self._keyed.get(key)
+                if events is not None:
+                    events.discard(ev)
+                    if not events:
+                        del self._keyed[key]
 
     async def wait_for_work(self, task_queue: str, timeout: float) -> None:
         """Return when work may be available on ``task_queue``, or after ``timeout``."""

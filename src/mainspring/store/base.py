@@ -19,7 +19,7 @@ from ..history import Event
 from ..runtime.commands import ScheduleActivity
 from . import _tx
 from ._tx import Tx
-from ._wakeups import ACTIVITIES, WORKFLOWS, Wakeups, key_topic, queue_topic
+from ._wakeups import ACTIVITIES, QUERIES, WORKFLOWS, Wakeups, key_topic, queue_topic
 from .records import (
     ActivityTask,
     CompletionOutcome,
@@ -268,20 +268,26 @@ class Store(Wakeups, ABC):
 
     async def submit_query(
         self, workflow_id: str, run_id: str | None, name: str, args: str, timeout: float
-    ) -> str:
-        """Queue a query; return its id."""
-        qid = await self._run(
-            self._at(
-                _tx.submit_query,
-                workflow_id=workflow_id,
-                run_id=run_id,
-                name=name,
-                args=args,
-                timeout=timeout,
+    ) -> tuple[str, str]:
+        """Queue a query; return its id and the id of the run it asks.
+
+        The query is done when answered or when the run closes: wait on both keys.
+        """
+        qid, run = await self._run(
+            self._telling(
+                self._at(
+                    _tx.submit_query,
+                    workflow_id=workflow_id,
+                    run_id=run_id,
+                    name=name,
+                    args=args,
+                    timeout=timeout,
+                ),
+                lambda r: [queue_topic(r[1].task_queue, QUERIES)],
             )
         )
-        self.notify()
-        return qid
+        self.notify(run.task_queue, QUERIES)
+        return qid, run.run_id
 
     async def query_result(self, query_id: str) -> tuple[bool, str | None, str | None]:
         """``(done, answer, error)`` of a query."""

@@ -7,6 +7,7 @@ import uuid
 from ...history import EventType
 from ..records import (
     QueryRequest,
+    RunRecord,
     WorkflowStatus,
 )
 from .core import (
@@ -65,8 +66,8 @@ def submit_query(
     args: str,
     now: float,
     timeout: float,
-) -> str:
-    """Queue a query for a worker of the run's task queue; return its id."""
+) -> tuple[str, RunRecord]:
+    """Queue a query for a worker of the run's task queue; return its id and the run."""
     expires_at = now + timeout
     run = _open_run(tx, workflow_id, run_id, f"query {name!r} on")
     query_id = uuid.uuid4().hex
@@ -82,7 +83,7 @@ def submit_query(
             "expires_at": expires_at,
         },
     )
-    return query_id
+    return query_id, run
 
 
 def claim_queries(
