@@ -447,9 +447,9 @@ async def test_events_past_one_insert_are_split_into_several(
 ) -> None:
     # A statement takes at most 65,535 parameters, so a decision's events go in chunks;
     # here chunks of 2 rows, so that 7 scheduled activities take four INSERTs.
-    from mainspring.store import _pg_batch
+    from mainspring.store import _pg_statements
 
-    monkeypatch.setattr(_pg_batch, "MULTI_ROW", 2)
+    monkeypatch.setattr(_pg_statements, "MULTI_ROW", 2)
     client = await Client.connect(pg_url)
     try:
         async with Worker(client, task_queue="chunks", workflows=[Shouts], activities=[shout]):

@@ -11,10 +11,8 @@ batch re-run, one lost while committing fails the batch as ambiguous.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import random
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +22,7 @@ from psycopg import pq
 
 from ..errors import StoreError
 from ._group_commit import _Op
+from ._pg_statements import fuse, multi_row_inserts
 from ._pg_url import PgSettings, _ident, _line
 
 Conn = psycopg.Connection[Any]
@@ -38,19 +37,34 @@ _MAX_CONFLICT_RETRIES = 8
 class _PgTx:
     """The :class:`Tx` primitives over one psycopg connection; notes whether it wrote.
 
-    With ``pipe`` set (pipeline mode), :meth:`w` and :meth:`xmany` only queue their
-    statement: it travels with the next read or the commit, in one round trip.
+    With ``pipe`` set (pipeline mode), :meth:`w` and :meth:`xmany` only hold their
+    statement back: the writes held since the last read go out before the next read
+    or the commit, fused into as few statements as is safe (see :func:`fuse`), in the
+    same round trip.
     """
 
-    __slots__ = ("conn", "pipe", "said", "sql", "topics", "wrote")
+    __slots__ = ("conn", "held", "pipe", "said", "sql", "topics", "wrote")
 
     def __init__(self, conn: Conn, sql: dict[str, str], pipe: psycopg.Pipeline | None) -> None:
         self.conn = conn
         self.sql = sql
         self.pipe = pipe
+        self.held: list[tuple[str, Any]] = []  # writes not yet sent (pipeline mode)
         self.wrote = False  # by the current op
         self.said: list[str] | None = None  # the current op's topics, if it published
         self.topics: set[str] = set()  # to NOTIFY at commit; "" means everyone
+
+    def _write(self, sql: str, params: Any) -> None:
+        if self.pipe is None:
+            self.conn.execute(sql, params)
+        else:
+            self.held.append((sql, params))
+
+    def flush(self) -> None:
+        """Send the writes held back, fused where safe (pipeline mode)."""
+        held, self.held = self.held, []
+        for sql, params in fuse(held):
+            self.conn.execute(sql, params)
 
     def publish(self, *topics: str) -> None:
         self.said = [*(self.said or ()), *topics]
@@ -75,6 +89,8 @@ class _PgTx:
         return text if fits and text.count("\n") == len(self.topics) else token
 
     def q(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        if self.held:
+            self.flush()
         cur = self.conn.execute(self.sql[name], params)
         rows = cur.fetchall()
         if cur.rowcount > 0 and not self.sql[name].startswith("SELECT"):
@@ -82,6 +98,8 @@ class _PgTx:
         return rows
 
     def qs(self, queries: Any) -> list[list[tuple[Any, ...]]]:
+        if self.held:
+            self.flush()
         cursors = [(n, self.conn.execute(self.sql[n], p)) for n, p in queries]
         out = []
         for name, cur in cursors:  # in pipeline mode the first fetch flushes them all
@@ -91,6 +109,8 @@ class _PgTx:
         return out
 
     def x(self, name: str, params: dict[str, Any]) -> int:
+        if self.held:
+            self.flush()
         cur = self.conn.execute(self.sql[name], params)
         if self.pipe is not None:
             self.pipe.sync()  # the row count is needed now
@@ -100,37 +120,16 @@ class _PgTx:
         return n
 
     def w(self, name: str, params: dict[str, Any]) -> None:
-        self.conn.execute(self.sql[name], params)
+        self._write(self.sql[name], params)
         self.wrote = True  # perhaps; a needless NOTIFY costs a poll, a missing one a wait
 
     def xmany(self, name: str, params: Any) -> None:
         rows = list(params)
         if not rows:
             return
-        if len(rows) == 1:
-            self.conn.execute(self.sql[name], rows[0])
-        else:  # one INSERT per MULTI_ROW rows: scalar parameters, under PostgreSQL's 65,535
-            for i in range(0, len(rows), MULTI_ROW):
-                chunk = rows[i : i + MULTI_ROW]
-                sql, keys = _multi_row(self.sql[name], len(chunk))
-                self.conn.execute(sql, [r[k] for r in chunk for k in keys])
+        for sql, values in multi_row_inserts(self.sql[name], rows):
+            self._write(sql, values)
         self.wrote = True
-
-
-MULTI_ROW = 500  # rows per INSERT; a statement takes at most 65,535 parameters
-
-_VALUES = re.compile(r"^(?P<head>INSERT\b.*\bVALUES\s*)\((?P<row>.*)\)\s*;?\s*$", re.S)
-
-
-@functools.lru_cache(maxsize=64)
-def _multi_row(insert: str, n: int) -> tuple[str, tuple[str, ...]]:
-    """``INSERT … VALUES (%(a)s, %(b)s)`` for ``n`` rows, positional: (SQL, keys in order)."""
-    m = _VALUES.match(insert)
-    if m is None:
-        raise StoreError(f"not a one-row INSERT … VALUES statement: {insert[:60]!r}")
-    keys = tuple(re.findall(r"%\((\w+)\)s", m["row"]))
-    row = "(" + re.sub(r"%\(\w+\)s", "%s", m["row"]) + ")"
-    return m["head"] + ", ".join([row] * n), keys
 
 
 class _Lost(Exception):
@@ -277,6 +276,7 @@ class Batches:
                         op.result = op.error = None
                         op.result = op.fn(tx)
                         tx.end_op()
+                    tx.flush()
                     payload = tx.payload(self._token)
                     if payload is not None and self.settings.listen_conninfo is not None:
                         conn.execute(self._notify_sql, (self._channel, payload))

@@ -1,0 +1,112 @@
+"""How PostgreSQL statements are shaped: multi-row INSERTs and fused writes.
+
+A step's writes cost the driver (psycopg) and the server most per statement executed,
+not per row: rows of one table go into one multi-row ``INSERT``, and writes to
+different tables into one statement whose parts are data-modifying ``WITH`` clauses.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+from ..errors import StoreError
+
+MULTI_ROW = 500  # rows per INSERT; a statement takes at most 65,535 parameters
+FUSE_PARAMS = 2000  # parameters per fused statement at most (one chunk of events alone: 2,500)
+
+_NAMED = re.compile(r"%\((\w+)\)s")
+_TABLE = re.compile(r"\bmainspring_\w+")
+_DML = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b", re.I)
+
+
+@functools.lru_cache(maxsize=256)
+def _positional(sql: str) -> tuple[str, tuple[str, ...], frozenset[str] | None]:
+    """(``sql`` with ``%s`` placeholders, the names in order, the tables it names).
+
+    The tables are ``None`` for a statement that must not be fused: not a plain
+    ``INSERT``/``UPDATE``/``DELETE``, or one that returns rows.
+    """
+    body = sql.strip().rstrip(";")
+    fusable = _DML.match(body) is not None and not re.search(r"\bRETURNING\b", body, re.I)
+    tables = frozenset(_TABLE.findall(body)) if fusable else None
+    return _NAMED.sub("%s", body), tuple(_NAMED.findall(body)), tables
+
+
+@functools.lru_cache(maxsize=256)
+def _fused_sql(parts: tuple[str, ...]) -> str:
+    """``WITH w0 AS (s0), w1 AS (s1) s2``: one statement running every part."""
+    head = ", ".join(f"w{i} AS ({p})" for i, p in enumerate(parts[:-1]))
+    return f"WITH {head} {parts[-1]}"
+
+
+def fuse(held: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Fuse consecutive writes into one statement where that changes nothing.
+
+    The parts of one statement all see the database as it was before it, so only
+    writes that touch disjoint sets of tables (and name no table another part writes)
+    are fused; the rest go out as they came, in their order. Each statement then costs
+    the driver and the server one execution instead of several.
+    """
+    out: list[tuple[str, Any]] = []
+    parts: list[str] = []
+    values: list[Any] = []
+    seen: set[str] = set()
+
+    def emit() -> None:
+        if len(parts) == 1:
+            out.append((parts[0], list(values)))
+        elif parts:
+            out.append((_fused_sql(tuple(parts)), list(values)))
+        parts.clear()
+        values.clear()
+        seen.clear()
+
+    for sql, params in held:
+        positional: str
+        tables: frozenset[str] | None
+        if isinstance(params, dict):
+            positional, names, tables = _positional(sql)
+            args = [params[n] for n in names]
+        else:  # a multi-row INSERT (see _multi_row), already positional
+            positional, tables = sql, frozenset(_TABLE.findall(sql))
+            args = list(params)
+        if tables is None:
+            emit()
+            out.append((sql, params))
+            continue
+        if tables & seen or len(values) + len(args) > FUSE_PARAMS:
+            emit()
+        parts.append(positional)
+        values.extend(args)
+        seen.update(tables)
+    emit()
+    return out
+
+
+_VALUES = re.compile(r"^(?P<head>INSERT\b.*\bVALUES\s*)\((?P<row>.*)\)\s*;?\s*$", re.S)
+
+
+def multi_row_inserts(insert: str, rows: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """``rows`` for a one-row ``INSERT``: itself for one row, else one multi-row INSERT
+    per :data:`MULTI_ROW` rows with positional parameters (under PostgreSQL's 65,535)."""
+    if len(rows) == 1:
+        return [(insert, rows[0])]
+    out: list[tuple[str, Any]] = []
+    for i in range(0, len(rows), MULTI_ROW):
+        chunk = rows[i : i + MULTI_ROW]
+        sql, keys = _multi_row(insert, len(chunk))
+        out.append((sql, [r[k] for r in chunk for k in keys]))
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _multi_row(insert: str, n: int) -> tuple[str, tuple[str, ...]]:
+    """``INSERT … VALUES (%(a)s, %(b)s)`` for ``n`` rows, positional: (SQL, keys in order)."""
+    m = _VALUES.match(insert)
+    if m is None:
+        raise StoreError(f"not a one-row INSERT … VALUES statement: {insert[:60]!r}")
+    keys = tuple(_NAMED.findall(m["row"]))
+    row = "(" + _NAMED.sub("%s", m["row"]) + ")"
+    return m["head"] + ", ".join([row] * n), keys

@@ -1,0 +1,86 @@
+"""How PostgreSQL writes are shaped: multi-row INSERTs and fused statements."""
+
+from __future__ import annotations
+
+import pytest
+
+from mainspring.store import _pg_statements
+from mainspring.store._pg_statements import fuse, multi_row_inserts
+
+INSERT_EVENT = "INSERT INTO mainspring_events (run_id, event_id) VALUES (%(run_id)s, %(id)s)"
+UPDATE_RUN = "UPDATE mainspring_runs SET next_event_id = %(n)s WHERE run_id = %(run_id)s"
+INSERT_ACTIVITY = "INSERT INTO mainspring_activities (run_id, seq) VALUES (%(run_id)s, %(seq)s)"
+
+
+def test_writes_to_different_tables_become_one_statement_with_parameters_in_order() -> None:
+    out = fuse([
+        (INSERT_EVENT, {"run_id": "r", "id": 7}),
+        (UPDATE_RUN, {"run_id": "r", "n": 8}),
+        (INSERT_ACTIVITY, {"seq": 3, "run_id": "r"}),
+    ])
+    assert out == [(
+        "WITH w0 AS (INSERT INTO mainspring_events (run_id, event_id) VALUES (%s, %s)), "
+        "w1 AS (UPDATE mainspring_runs SET next_event_id = %s WHERE run_id = %s) "
+        "INSERT INTO mainspring_activities (run_id, seq) VALUES (%s, %s)",
+        ["r", 7, 8, "r", "r", 3],
+    )]
+
+
+def test_writes_to_one_table_stay_separate_and_in_order() -> None:
+    # the parts of one statement do not see each other's changes: a second write to a
+    # table must see the first, so it starts the next statement
+    out = fuse([
+        (INSERT_EVENT, {"run_id": "r", "id": 1}),
+        (UPDATE_RUN, {"run_id": "r", "n": 2}),
+        ("DELETE FROM mainspring_events WHERE run_id = %(run_id)s", {"run_id": "r"}),
+    ])
+    assert [sql.split(" ", 2)[:2] for sql, _ in out] == [["WITH", "w0"], ["DELETE", "FROM"]]
+    assert out[0][1] == ["r", 1, 2, "r"] and out[1][1] == ["r"]
+
+
+def test_a_write_naming_another_parts_table_is_not_fused() -> None:
+    reads_activities = (
+        "UPDATE mainspring_runs SET next_event_id = 1 WHERE run_id IN "
+        "(SELECT run_id FROM mainspring_activities WHERE seq = %(seq)s)"
+    )
+    out = fuse([(INSERT_ACTIVITY, {"run_id": "r", "seq": 1}), (reads_activities, {"seq": 1})])
+    assert len(out) == 2
+
+
+def test_statements_that_return_rows_or_are_not_writes_go_out_as_they_came() -> None:
+    returning = "DELETE FROM mainspring_timers WHERE run_id = %(run_id)s RETURNING seq"
+    select = "SELECT pg_notify(%(channel)s, %(payload)s)"
+    held = [
+        (INSERT_EVENT, {"run_id": "r", "id": 1}),
+        (returning, {"run_id": "r"}),
+        (select, {"channel": "c", "payload": "p"}),
+        (UPDATE_RUN, {"run_id": "r", "n": 2}),
+    ]
+    out = fuse(held)
+    assert out[1] == held[1] and out[2] == held[2]
+    assert out[0][0].startswith("INSERT") and out[3][0].startswith("UPDATE")
+
+
+def test_fused_statements_stay_under_the_parameter_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_pg_statements, "FUSE_PARAMS", 3)
+    out = fuse([
+        (INSERT_EVENT, {"run_id": "r", "id": 1}),
+        (UPDATE_RUN, {"run_id": "r", "n": 2}),
+        (INSERT_ACTIVITY, {"run_id": "r", "seq": 3}),
+    ])
+    assert [len(params) for _, params in out] == [2, 2, 2]
+
+
+def test_multi_row_inserts_chunk_and_fuse_with_other_tables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_pg_statements, "MULTI_ROW", 2)
+    rows = [{"run_id": "r", "id": i} for i in range(3)]
+    chunks = multi_row_inserts(INSERT_EVENT, rows)
+    assert [params for _, params in chunks] == [["r", 0, "r", 1], ["r", 2]]
+    assert chunks[0][0].endswith("VALUES (%s, %s), (%s, %s)")
+    assert multi_row_inserts(INSERT_EVENT, rows[:1]) == [(INSERT_EVENT, rows[0])]
+    out = fuse([*chunks, (UPDATE_RUN, {"run_id": "r", "n": 4})])
+    # the second chunk writes the same table as the first: a statement of its own,
+    # which the run's update then joins
+    assert [params for _, params in out] == [["r", 0, "r", 1], ["r", 2, 4, "r"]]
