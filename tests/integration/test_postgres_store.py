@@ -489,3 +489,33 @@ async def test_a_stalled_writer_does_not_hold_up_other_operations(
     await asyncio.wait_for(blocked, 10)
     _, events = await store.history("held")
     assert events[-1].event_type.value == "WorkflowExecutionSignaled"
+
+
+@workflow.defn(name="Echo")
+class Echo:
+    @workflow.run
+    async def run(self, text: str) -> str:
+        return await shout(text)
+
+
+async def test_two_schemas_in_one_database_are_independent_installations(pg_url: str) -> None:
+    # Every statement names its schema (none relies on search_path): the same workflow
+    # id runs in both, and each installation sees only its own run.
+    results = {}
+    for schema in ("mainspring_blue", "green"):
+        client = await Client.connect(f"{pg_url}?schema={schema}")
+        try:
+            async with Worker(client, task_queue="echo", workflows=[Echo], activities=[shout]):
+                results[schema] = await client.execute_workflow(
+                    Echo.run, schema, id="same-id", task_queue="echo"
+                )
+            assert [r.workflow_id for r in await client.list_workflows()] == ["same-id"]
+        finally:
+            await client.close()
+    assert results == {"mainspring_blue": "MAINSPRING_BLUE\x00!", "green": "GREEN\x00!"}
+    counts = admin_sql(
+        pg_url,
+        "SELECT table_schema, count(*) FROM information_schema.tables "
+        "WHERE table_name LIKE 'mainspring%%' GROUP BY 1 ORDER BY 1",
+    )
+    assert counts == [("green", 6), ("mainspring_blue", 6)]  # nothing in public or elsewhere

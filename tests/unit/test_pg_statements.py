@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mainspring.store import _pg_statements
-from mainspring.store._pg_statements import fuse, multi_row_inserts
+from mainspring.store._pg_statements import fuse, multi_row_inserts, qualified
 
 INSERT_EVENT = "INSERT INTO mainspring_events (run_id, event_id) VALUES (%(run_id)s, %(id)s)"
 UPDATE_RUN = "UPDATE mainspring_runs SET next_event_id = %(n)s WHERE run_id = %(run_id)s"
@@ -84,3 +84,18 @@ def test_multi_row_inserts_chunk_and_fuse_with_other_tables(
     # the second chunk writes the same table as the first: a statement of its own,
     # which the run's update then joins
     assert [params for _, params in out] == [["r", 0, "r", 1], ["r", 2, 4, "r"]]
+
+
+def test_every_table_is_named_with_its_schema() -> None:
+    queries = {"q": "SELECT 1 FROM mainspring_runs r JOIN mainspring_events e USING (run_id)"}
+    assert qualified(queries, "mainspring") == {
+        "q": "SELECT 1 FROM mainspring.mainspring_runs r JOIN mainspring.mainspring_events e "
+        "USING (run_id)"
+    }
+    assert qualified(queries, '"Agents"')["q"].startswith('SELECT 1 FROM "Agents".mainspring_runs')
+
+
+def test_a_schema_named_like_a_table_does_not_stop_fusion() -> None:
+    sql = qualified({"e": INSERT_EVENT, "r": UPDATE_RUN}, "mainspring_prod")
+    out = fuse([(sql["e"], {"run_id": "r", "id": 1}), (sql["r"], {"run_id": "r", "n": 2})])
+    assert len(out) == 1 and out[0][0].startswith("WITH w0 AS (INSERT INTO mainspring_prod.")

@@ -23,7 +23,7 @@ from psycopg import pq
 from ..errors import StoreError
 from ._group_commit import _Op
 from ._pg_statements import fuse, multi_row_inserts
-from ._pg_url import PgSettings, _ident, _line
+from ._pg_url import PgSettings, _line
 
 Conn = psycopg.Connection[Any]
 
@@ -178,13 +178,12 @@ class Batches:
         self._sql = sql
         self._token = token
         self._channel = f"mainspring_{settings.schema}"
-        schema = _ident(settings.schema)
         wait = settings.lock_wait
         timeout = [f"SET LOCAL lock_timeout = {int(wait * 1000)}"] if wait else []
-        self._begin = f"BEGIN; SET LOCAL search_path TO {schema}"
+        self._begin = "BEGIN"
         self._begin_batch = "; ".join([self._begin, *timeout])
         # the same, one statement each, for pipeline mode
-        self._begin_steps = ["BEGIN", f"SET LOCAL search_path TO {schema}"]
+        self._begin_steps = ["BEGIN"]
         self._batch_steps = self._begin_steps + timeout
         self._notify_sql = "SELECT pg_notify(%s, %s)"
         self.commits = 0

@@ -16,8 +16,23 @@ from ..errors import StoreError
 MULTI_ROW = 500  # rows per INSERT; a statement takes at most 65,535 parameters
 FUSE_PARAMS = 2000  # parameters per fused statement at most (one chunk of events alone: 2,500)
 
+_UNQUALIFIED = re.compile(r"(?<![\w.\"])mainspring_(?=[a-z])")
+
+
+def qualified(queries: dict[str, str], schema: str) -> dict[str, str]:
+    """``queries`` with every Mainspring table named with its schema (``schema`` quoted
+    as needed): no statement depends on ``search_path``, so a transaction needs no
+    ``SET`` first and behaves the same on any server connection (PgBouncer)."""
+    prefix = schema + "."
+    return {
+        name: _UNQUALIFIED.sub(lambda _: prefix + "mainspring_", sql)
+        for name, sql in queries.items()
+    }
+
+
 _NAMED = re.compile(r"%\((\w+)\)s")
-_TABLE = re.compile(r"\bmainspring_\w+")
+# a table's name, not a schema's ("mainspring_x".mainspring_runs names one table)
+_TABLE = re.compile(r"(?<![\w\"])mainspring_\w+(?![\w.])")
 _DML = re.compile(r"^\s*(INSERT|UPDATE|DELETE)\b", re.I)
 
 

@@ -2,7 +2,7 @@
 
 ``postgresql://user:password@host:5432/db?schema=mainspring&pool_size=2`` (the URL's
 parameters, PgBouncer and the reasoning about lost commits: ``docs/postgres.md``). The
-tables live in their own schema, named per transaction with ``SET LOCAL search_path`` (no
+tables live in their own schema, named in every statement (no ``search_path``, no
 session state). ``pool_size`` writer threads each own one connection, opened on first use
 and reopened with backoff, and commit what is queued to them in batches
 (:mod:`._pg_batch`). A batch that wrote sends one ``NOTIFY`` naming what changed; the
@@ -25,6 +25,7 @@ import psycopg
 from ..errors import NotAMainspringDatabaseError, SchemaVersionError, StoreError
 from ._group_commit import GroupCommitThread
 from ._pg_batch import Batches, _Link
+from ._pg_statements import qualified
 from ._pg_url import PgSettings, _connect_error, _ident, _line, parse_postgres_url
 from ._tx import Tx
 from .base import Clock, Store
@@ -73,7 +74,7 @@ class PostgresStore(Store):
     def __init__(self, url: str, clock: Clock | None = None) -> None:
         super().__init__(url, clock)
         self.settings = parse_postgres_url(url)
-        self._sql = load_queries("postgres")
+        self._sql = qualified(load_queries("postgres"), _ident(self.settings.schema))
         self._writers: list[GroupCommitThread] = []
         self._load: list[int] = []
         self._listener: asyncio.Task[None] | None = None
