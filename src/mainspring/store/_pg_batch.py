@@ -22,7 +22,7 @@ from psycopg import pq
 
 from ..errors import StoreError
 from ._group_commit import _Op
-from ._pg_statements import fuse, multi_row_inserts
+from ._pg_statements import READ_FUSIONS, fuse, multi_row_inserts
 from ._pg_url import PgSettings, _line
 
 Conn = psycopg.Connection[Any]
@@ -100,6 +100,20 @@ class _PgTx:
     def qs(self, queries: Any) -> list[list[tuple[Any, ...]]]:
         if self.held:
             self.flush()
+        fused = READ_FUSIONS.get(tuple(name for name, _ in queries))
+        if fused is not None:
+            name, split = fused
+            params: dict[str, Any] = {}
+            for _, p in queries:
+                params.update(p)
+            parts = split(self.conn.execute(self.sql[name], params).fetchall())
+            if any(
+                rows
+                for (n, _), rows in zip(queries, parts, strict=True)
+                if not self.sql[n].startswith("SELECT")
+            ):
+                self.wrote = True
+            return parts
         cursors = [(n, self.conn.execute(self.sql[n], p)) for n, p in queries]
         out = []
         for name, cur in cursors:  # in pipeline mode the first fetch flushes them all

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import StoreError
@@ -125,3 +126,22 @@ def _multi_row(insert: str, n: int) -> tuple[str, tuple[str, ...]]:
     keys = tuple(_NAMED.findall(m["row"]))
     row = "(" + _NAMED.sub("%s", m["row"]) + ")"
     return m["head"] + ", ".join([row] * n), keys
+
+
+def _split_taken_run(rows: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
+    """``take_activity_with_run``'s row as ``[take_activity's rows, the run's rows]``."""
+    if not rows:  # no run (runs are never deleted, so: no such activity either)
+        return [[], []]
+    *run, taken, attempt, cancel = rows[0]
+    return [[(attempt, cancel)] if taken else [], [tuple(run)]]
+
+
+# Reads a step makes together (Tx.qs), as one statement: the sequence of query names,
+# the one query that does them all (it takes the union of their parameters), and how to
+# split its rows into each one's.
+READ_FUSIONS: dict[
+    tuple[str, ...],
+    tuple[str, Callable[[list[tuple[Any, ...]]], list[list[tuple[Any, ...]]]]],
+] = {
+    ("take_activity", "run_by_id_for_update"): ("take_activity_with_run", _split_taken_run),
+}

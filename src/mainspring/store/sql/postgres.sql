@@ -225,6 +225,24 @@ DELETE FROM mainspring_activities
 WHERE run_id = %(run_id)s AND seq = %(seq)s AND fence = %(fence)s AND lease_owner IS NOT NULL
 RETURNING attempt, cancel_requested;
 
+-- name: take_activity_with_run
+-- take_activity and run_by_id_for_update in one statement (see _pg_statements.py): the
+-- run's row, locked, then how many attempts were taken (0 or 1) and the taken one's
+-- attempt and cancel_requested.
+WITH taken AS (
+    DELETE FROM mainspring_activities
+    WHERE run_id = %(run_id)s AND seq = %(seq)s AND fence = %(fence)s
+      AND lease_owner IS NOT NULL
+    RETURNING attempt AS taken_attempt, cancel_requested AS taken_cancel
+)
+SELECT run_id, workflow_id, workflow_type, task_queue, status, '' AS input, result, failure,
+    created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
+    wft_fence, wft_attempt, wft_failure, cancel_requested,
+    (SELECT count(*) FROM taken), (SELECT taken_attempt FROM taken),
+    (SELECT taken_cancel FROM taken)
+FROM mainspring_runs WHERE run_id = %(run_id)s
+FOR UPDATE;
+
 -- name: release_activity
 -- Gives a leased attempt back untried (the worker is shutting down): no attempt is used.
 UPDATE mainspring_activities
