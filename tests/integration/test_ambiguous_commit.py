@@ -48,15 +48,9 @@ def lose_acknowledgements(store: Store, every: int) -> list[str]:
     real = store._run
     count = 0
 
-    async def run(
-        fn: Callable[..., Any],
-        *,
-        readonly: bool = False,
-        key: str | None = None,
-        lazy: bool = False,
-    ) -> Any:
+    async def run(fn: Callable[..., Any], *, readonly: bool = False, **options: Any) -> Any:
         nonlocal count
-        result = await real(fn, readonly=readonly, key=key, lazy=lazy)
+        result = await real(fn, readonly=readonly, **options)
         if not readonly:
             count += 1
             if count % every == 0:

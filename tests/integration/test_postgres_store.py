@@ -519,3 +519,64 @@ async def test_two_schemas_in_one_database_are_independent_installations(pg_url:
         "WHERE table_name LIKE 'mainspring%%' GROUP BY 1 ORDER BY 1",
     )
     assert counts == [("green", 6), ("mainspring_blue", 6)]  # nothing in public or elsewhere
+
+
+def _one_batch(store: PostgresStore, ops: list[tuple[Callable[[Any], Any], str, Any]]) -> Any:
+    """Submit ``ops`` (fn, key, reads) so that one writer takes them as one batch: the
+    writer is first held busy by an op that waits until all are queued."""
+    import threading
+
+    writer = store._writers[0]
+    queued = threading.Event()
+    hold = writer.submit(lambda tx: queued.wait(30), False)
+    futures = [writer.submit(fn, False, key, False, reads) for fn, key, reads in ops]
+    queued.set()
+    return asyncio.gather(hold, *futures)
+
+
+async def test_reads_run_ahead_give_each_operation_its_own_rows(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mainspring.store import _pg_batch
+
+    await store._run(lambda tx: [tx.w("set_meta", {"key": k, "value": k.upper()})
+                                 for k in ("a", "b", "c")])
+    ahead: list[list[int]] = []
+    real = _pg_batch._PgTx.read_ahead
+
+    def spy(self: Any, ops: list[tuple[int, Any]]) -> None:
+        ahead.append([op for op, _ in ops])
+        real(self, ops)
+
+    monkeypatch.setattr(_pg_batch._PgTx, "read_ahead", spy)
+
+    def reader(key: str) -> tuple[Callable[[Any], Any], str, Any]:
+        reads = [("get_meta", {"key": key})]
+        return (lambda tx: tx.qs(reads)[0][0][0]), key, reads
+
+    # "b" twice: another op's writes could change what it reads, so it reads in line
+    ops = [reader("a"), reader("b"), reader("b"), reader("c")]
+    _, *results = await _one_batch(store, ops)
+    assert results == ["A", "B", "B", "C"]
+    assert [len(batch) for batch in ahead] == [2]  # "a" and "c", in one round trip
+
+
+async def test_an_operation_not_starting_with_its_reads_falls_back_safely(
+    store: PostgresStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    await store._run(lambda tx: [tx.w("set_meta", {"key": k, "value": k.upper()})
+                                 for k in ("a", "b", "c")])
+
+    def honest(key: str) -> tuple[Callable[[Any], Any], str, Any]:
+        reads = [("get_meta", {"key": key})]
+        return (lambda tx: tx.qs(reads)[0][0][0]), key, reads
+
+    def liar(tx: Any) -> str:  # says it reads "b", writes first, then reads "c"
+        tx.w("set_meta", {"key": "c", "value": "C2"})
+        return tx.qs([("get_meta", {"key": "c"})])[0][0][0]  # type: ignore[no-any-return]
+
+    # read ahead, "c" would be read before the liar's write to it
+    ops = [honest("a"), (liar, "b", [("get_meta", {"key": "b"})]), honest("c")]
+    _, *results = await _one_batch(store, ops)
+    assert results == ["A", "C2", "C2"]  # the batch ran again without reading ahead
+    assert "did not start with the reads run ahead" in caplog.text

@@ -15,7 +15,7 @@ T = TypeVar("T")
 
 
 class _Op:
-    __slots__ = ("error", "fn", "fut", "key", "lazy", "loop", "readonly", "result")
+    __slots__ = ("error", "fn", "fut", "key", "lazy", "loop", "readonly", "reads", "result")
 
     def __init__(
         self,
@@ -25,6 +25,7 @@ class _Op:
         readonly: bool,
         key: str | None = None,
         lazy: bool = False,
+        reads: list[tuple[str, dict[str, Any]]] | None = None,
     ) -> None:
         self.fn = fn
         self.fut = fut
@@ -32,6 +33,7 @@ class _Op:
         self.readonly = readonly
         self.key = key
         self.lazy = lazy
+        self.reads = reads
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -127,12 +129,17 @@ class GroupCommitThread:
                 pass
 
     def submit(
-        self, fn: Callable[[Any], T], readonly: bool, key: str | None = None, lazy: bool = False
+        self,
+        fn: Callable[[Any], T],
+        readonly: bool,
+        key: str | None = None,
+        lazy: bool = False,
+        reads: list[tuple[str, dict[str, Any]]] | None = None,
     ) -> asyncio.Future[T]:
         """Queue ``fn``; the future resolves after the batch holding it commits."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Op(fn, fut, loop, readonly, key, lazy))
+        self._queue.put(_Op(fn, fut, loop, readonly, key, lazy, reads))
         return fut
 
     def stop(self) -> None:

@@ -10,12 +10,13 @@ batch re-run, one lost while committing fails the batch as ambiguous.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 from psycopg import pq
@@ -24,6 +25,7 @@ from ..errors import StoreError
 from ._group_commit import _Op
 from ._pg_statements import READ_FUSIONS, fuse, multi_row_inserts
 from ._pg_url import PgSettings, _line
+from ._tx import Reads
 
 Conn = psycopg.Connection[Any]
 
@@ -43,18 +45,23 @@ class _PgTx:
     same round trip.
     """
 
-    __slots__ = ("conn", "held", "pipe", "said", "sql", "topics", "wrote")
+    __slots__ = ("ahead", "conn", "held", "op", "pipe", "said", "sql", "topics", "wrote")
 
     def __init__(self, conn: Conn, sql: dict[str, str], pipe: psycopg.Pipeline | None) -> None:
         self.conn = conn
         self.sql = sql
         self.pipe = pipe
         self.held: list[tuple[str, Any]] = []  # writes not yet sent (pipeline mode)
+        self.op = 0  # id() of the op running
+        # op id -> (its reads, their rows and whether they wrote), run ahead of the ops
+        self.ahead: dict[int, tuple[Reads, tuple[list[list[tuple[Any, ...]]], bool]]] = {}
         self.wrote = False  # by the current op
         self.said: list[str] | None = None  # the current op's topics, if it published
         self.topics: set[str] = set()  # to NOTIFY at commit; "" means everyone
 
     def _write(self, sql: str, params: Any) -> None:
+        if self.ahead and self.op in self.ahead:
+            _ahead_unused()
         if self.pipe is None:
             self.conn.execute(sql, params)
         else:
@@ -71,6 +78,8 @@ class _PgTx:
 
     def end_op(self) -> None:
         """Account for the op just run: its topics, or everyone if it wrote unsaid."""
+        if self.ahead and self.op in self.ahead:
+            _ahead_unused()
         if self.said is not None:
             self.topics.update(self.said)
         elif self.wrote:
@@ -91,40 +100,76 @@ class _PgTx:
     def q(self, name: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         if self.held:
             self.flush()
+        if self.ahead and self.op in self.ahead:
+            _ahead_unused()
         cur = self.conn.execute(self.sql[name], params)
         rows = cur.fetchall()
         if cur.rowcount > 0 and not self.sql[name].startswith("SELECT"):
             self.wrote = True
         return rows
 
-    def qs(self, queries: Any) -> list[list[tuple[Any, ...]]]:
+    def qs(self, queries: Reads) -> list[list[tuple[Any, ...]]]:
         if self.held:
             self.flush()
+        if self.ahead:
+            hit = self.ahead.pop(self.op, None)
+            if hit is not None:
+                reads, (rows, wrote) = hit
+                if reads != queries:
+                    _ahead_unused()
+                self.wrote = self.wrote or wrote
+                return rows
+        rows, wrote = self._send(queries)()
+        self.wrote = self.wrote or wrote
+        return rows
+
+    def read_ahead(self, ops: list[tuple[int, Reads]]) -> None:
+        """Run the reads of several ops (op id, reads) now, in one round trip; each op's
+        first :meth:`qs` then returns its rows."""
+        if self.held:
+            self.flush()
+        sent = [(op, reads, self._send(reads)) for op, reads in ops]
+        self.ahead = {op: (reads, collect()) for op, reads, collect in sent}
+
+    def _send(self, queries: Reads) -> Callable[[], tuple[list[list[tuple[Any, ...]]], bool]]:
+        """Send ``queries`` (fused where :data:`READ_FUSIONS` knows how); return what
+        fetches their rows and says whether they wrote (in pipeline mode, the first
+        fetch flushes everything sent so far: one round trip)."""
         fused = READ_FUSIONS.get(tuple(name for name, _ in queries))
         if fused is not None:
             name, split = fused
             params: dict[str, Any] = {}
             for _, p in queries:
                 params.update(p)
-            parts = split(self.conn.execute(self.sql[name], params).fetchall())
-            if any(
-                rows
-                for (n, _), rows in zip(queries, parts, strict=True)
-                if not self.sql[n].startswith("SELECT")
-            ):
-                self.wrote = True
-            return parts
+            cur = self.conn.execute(self.sql[name], params)
+
+            def collect_fused() -> tuple[list[list[tuple[Any, ...]]], bool]:
+                parts = split(cur.fetchall())
+                writes = (
+                    rows
+                    for (n, _), rows in zip(queries, parts, strict=True)
+                    if not self.sql[n].startswith("SELECT")
+                )
+                return parts, any(writes)
+
+            return collect_fused
         cursors = [(n, self.conn.execute(self.sql[n], p)) for n, p in queries]
-        out = []
-        for name, cur in cursors:  # in pipeline mode the first fetch flushes them all
-            out.append(cur.fetchall())
-            if cur.rowcount > 0 and not self.sql[name].startswith("SELECT"):
-                self.wrote = True
-        return out
+
+        def collect() -> tuple[list[list[tuple[Any, ...]]], bool]:
+            out, wrote = [], False
+            for n, c in cursors:
+                out.append(c.fetchall())
+                if c.rowcount > 0 and not self.sql[n].startswith("SELECT"):
+                    wrote = True
+            return out, wrote
+
+        return collect
 
     def x(self, name: str, params: dict[str, Any]) -> int:
         if self.held:
             self.flush()
+        if self.ahead and self.op in self.ahead:
+            _ahead_unused()
         cur = self.conn.execute(self.sql[name], params)
         if self.pipe is not None:
             self.pipe.sync()  # the row count is needed now
@@ -144,6 +189,24 @@ class _PgTx:
         for sql, values in multi_row_inserts(self.sql[name], rows):
             self._write(sql, values)
         self.wrote = True
+
+
+def _ahead_unused() -> NoReturn:
+    """An op did not start with the reads run ahead for it: a bug. The batch rolls back
+    and runs again without reading ahead (correct, slower), so say so loudly."""
+    log.error("an operation did not start with the reads run ahead for it; re-running")
+    raise RuntimeError("reads run ahead were not the operation's first")
+
+
+def _read_ahead(ops: list[_Op]) -> list[tuple[int, Reads]]:
+    """The ops whose reads can run ahead: those that say them, of runs no other op of
+    the batch touches (another op's writes could change what they read)."""
+    counts = collections.Counter(op.key for op in ops)
+    return [
+        (id(op), op.reads)
+        for op in ops
+        if op.reads is not None and op.key is not None and counts[op.key] == 1
+    ]
 
 
 class _Lost(Exception):
@@ -285,8 +348,12 @@ class Batches:
                 try:
                     for statement in self._begin_steps if len(ops) == 1 else self._batch_steps:
                         conn.execute(statement)
+                    ahead = _read_ahead(ops) if len(ops) > 1 else []
+                    if len(ahead) > 1:  # one round trip for all instead of one each
+                        tx.read_ahead(ahead)
                     for op in ops:
                         op.result = op.error = None
+                        tx.op = id(op)
                         op.result = op.fn(tx)
                         tx.end_op()
                     tx.flush()

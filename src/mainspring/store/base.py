@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from ..history import Event
 from ..runtime.commands import ScheduleActivity
 from . import _tx
-from ._tx import Tx
+from ._tx import Reads, Tx
 from ._wakeups import ACTIVITIES, QUERIES, WORKFLOWS, Wakeups, key_topic, queue_topic
 from .records import (
     ActivityTask,
@@ -87,6 +87,7 @@ class Store(Wakeups, ABC):
         readonly: bool = False,
         key: str | None = None,
         lazy: bool = False,
+        reads: Reads | None = None,
     ) -> T:
         """Run ``fn`` in a transaction (possibly sharing its commit with others).
 
@@ -94,7 +95,9 @@ class Store(Wakeups, ABC):
         orders a batch's work by key so that concurrent batches cannot deadlock.
         ``lazy`` says that losing the change in a crash is harmless (a fenced lease, a
         heartbeat): a dialect may then commit without waiting for the disk, as long as
-        a later durable commit makes it durable too.
+        a later durable commit makes it durable too. ``reads`` are the queries ``fn``
+        starts with (its first :meth:`Tx.qs`, touching only the rows of run ``key``): a
+        dialect may run them ahead, together with other operations' (one round trip).
         """
 
     # ------------------------------------------------------------------ wake-up topics
@@ -425,6 +428,7 @@ class Store(Wakeups, ABC):
                 lambda o: self._completion_topics(o, c),
             ),
             key=task.run_id,
+            reads=_tx.step_reads(task.run_id, task.seq, task.fence),
         )
         if out is not None and not out.accepted:
             self.notify()

@@ -27,7 +27,7 @@ from ._group_commit import GroupCommitThread
 from ._pg_batch import Batches, _Link
 from ._pg_statements import qualified
 from ._pg_url import PgSettings, _connect_error, _ident, _line, parse_postgres_url
-from ._tx import Tx
+from ._tx import Reads, Tx
 from .base import Clock, Store
 from .records import SchemaInfo
 from .sqlfile import load_queries
@@ -255,13 +255,14 @@ class PostgresStore(Store):
         readonly: bool = False,
         key: str | None = None,
         lazy: bool = False,
+        reads: Reads | None = None,
     ) -> T:
         if not self._writers:
             raise StoreError("the store is closed; use Client.connect() to open it")
         i = self._pick()
         self._load[i] += 1
         try:
-            return await self._writers[i].submit(fn, readonly, key, lazy)
+            return await self._writers[i].submit(fn, readonly, key, lazy, reads)
         finally:
             self._load[i] -= 1
 

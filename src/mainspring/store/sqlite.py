@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ..errors import NotAMainspringDatabaseError, SchemaVersionError, StoreError
 from ._sqlite_runner import LoopCommitter
-from ._tx import Tx
+from ._tx import Reads, Tx
 from .base import Clock, Store
 from .records import SchemaInfo
 from .sqlfile import load_queries
@@ -281,6 +281,7 @@ class SQLiteStore(Store):
         readonly: bool = False,
         key: str | None = None,
         lazy: bool = False,
+        reads: Reads | None = None,
     ) -> T:
         if self._writer is None:
             raise StoreError("the store is closed; use Client.connect() to open it")

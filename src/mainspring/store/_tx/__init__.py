@@ -17,8 +17,10 @@ from .activities import (
     fail_activity,
     heartbeat_activity,
     release_activity,
+    step_reads,
 )
 from .core import (
+    Reads,
     Tx,
     describe,
     events_after,
@@ -49,6 +51,7 @@ from .timers import (
 )
 
 __all__ = [
+    "Reads",
     "Tx",
     "activity_cancel_requested",
     "answer_query",
@@ -78,6 +81,7 @@ __all__ = [
     "start_and_decide",
     "start_workflow",
     "started_attributes",
+    "step_reads",
     "submit_query",
     "terminate",
 ]

@@ -18,6 +18,7 @@ from ..records import (
     WorkflowTaskCompletion,
 )
 from .core import (
+    Reads,
     Tx,
     _append_incoming,
     _dumps,
@@ -103,6 +104,16 @@ def _record_result(
     return run
 
 
+def step_reads(run_id: str, seq: int, fence: int) -> Reads:
+    """The reads :func:`complete_activity_and_decide` starts with: take the attempt (if
+    its lease still holds) and lock the run. A dialect may run them ahead of the
+    operation (see :meth:`Store._run`)."""
+    return [
+        ("take_activity", {"run_id": run_id, "seq": seq, "fence": fence}),
+        ("run_by_id_for_update", {"run_id": run_id}),
+    ]
+
+
 def complete_activity_and_decide(
     tx: Tx,
     *,
@@ -123,12 +134,7 @@ def complete_activity_and_decide(
     Returns ``None`` if the attempt itself is stale.
     """
     run_id = completion.run_id
-    taken_rows, run_rows = tx.qs(
-        [
-            ("take_activity", {"run_id": run_id, "seq": seq, "fence": fence}),
-            ("run_by_id_for_update", {"run_id": run_id}),
-        ]
-    )
+    taken_rows, run_rows = tx.qs(step_reads(run_id, seq, fence))
     if not taken_rows:
         return None
     attempt, cancelled = int(taken_rows[0][0]), bool(taken_rows[0][1])

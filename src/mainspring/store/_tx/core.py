@@ -33,6 +33,10 @@ _LATE_EVENTS = (
 )
 
 
+Reads = list[tuple[str, dict[str, Any]]]
+"""Named queries and their parameters, as :meth:`Tx.qs` takes them."""
+
+
 class Tx(Protocol):
     """The handful of primitives a dialect provides inside a transaction."""
 
