@@ -23,7 +23,7 @@ from .errors import (
 from .history import Event
 from .store import Clock, Store, store_from_url
 from .store.records import RunRecord, WorkflowStatus
-from .workflow import WorkflowDefinition
+from .workflow import WorkflowDefinition, check_handler_args
 
 __all__ = ["Client", "WorkflowDescription", "WorkflowHandle"]
 
@@ -106,12 +106,17 @@ def _workflow_target(workflow: Any) -> tuple[str, list[Any], Any]:
     return str(name), hints, ret
 
 
-def _handler_name(handler: Any, kind: Literal["signal", "query"]) -> tuple[str, Any]:
+def _handler_name(
+    handler: Any, kind: Literal["signal", "query"], args: tuple[Any, ...]
+) -> tuple[str, Any]:
+    """The handler's registered name and return hint; with the method itself (not its
+    name), ``args`` are checked against its signature before anything is sent."""
     if isinstance(handler, str):
         return handler, None
     name = getattr(handler, f"__mainspring_{kind}__", None)
     if name is None:
         raise TypeError(f"{handler!r} is not a @workflow.{kind} method; pass it or its name")
+    check_handler_args(handler, str(name), args)
     return str(name), type_hints_of(handler)[1]
 
 
@@ -301,7 +306,7 @@ class WorkflowHandle:
         Raises ``WorkflowNotFoundError`` for an unknown id and ``WorkflowClosedError`` if
         the run has closed.
         """
-        name, _ = _handler_name(signal, "signal")
+        name, _ = _handler_name(signal, "signal", args)
         payload = self.client.converter.encode_args(args, what=f"arguments of signal {name!r}")
         await self.client.store.signal(self.id, self.run_id, name, payload)
 
@@ -318,7 +323,7 @@ class WorkflowHandle:
             QueryTimeoutError: no worker answered within ``timeout``.
             QueryFailedError: the handler raised or does not exist.
         """
-        name, ret = _handler_name(query, "query")
+        name, ret = _handler_name(query, "query", args)
         payload = self.client.converter.encode_args(args, what=f"arguments of query {name!r}")
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
         store = self.client.store

@@ -16,7 +16,7 @@ import inspect
 import logging
 import random as _random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -82,6 +82,34 @@ class HandlerDefinition:
     fn: Callable[..., Any]
     arg_hints: list[Any]
     is_async: bool
+
+    def check_args(self, args: Sequence[Any]) -> None:
+        """Raise ``TypeError`` (saying what the handler takes) unless ``args`` fit it."""
+        check_handler_args(self.fn, self.name, args)
+
+
+def check_handler_args(fn: Callable[..., Any], name: str, args: Sequence[Any]) -> None:
+    """Raise ``TypeError`` unless a handler method ``fn`` (``self`` first) takes ``args``."""
+    sig = inspect.signature(fn)
+    try:
+        sig.bind(None, *args)
+    except TypeError as exc:
+        params = list(sig.parameters.values())[1:]
+        takes = ", ".join(_describe(p) for p in params) or "no arguments"
+        raise TypeError(
+            f"handler {name!r} takes ({takes}); {len(args)} argument(s) given: {exc}"
+        ) from None
+
+
+def _describe(p: inspect.Parameter) -> str:
+    """``name: type`` of a parameter, with its ``*``/``**`` and default, for messages."""
+    ann = p.annotation
+    text = str(p.replace(annotation=inspect.Parameter.empty))
+    if ann is inspect.Parameter.empty:
+        return text
+    shown = ann if isinstance(ann, str) else getattr(ann, "__name__", str(ann))
+    name, eq, default = text.partition("=")
+    return f"{name}: {shown}" + (f" = {default}" if eq else "")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -190,6 +190,28 @@ async def test_a_waiting_query_fails_as_soon_as_its_run_closes(
         await closer.close()
 
 
+async def test_signal_arguments_that_do_not_fit_are_refused_or_dropped(
+    client: Client, worker: Worker, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = await client.start_workflow(agents.Approval.run, 60.0, id=uid("sigargs"), task_queue=TQ)
+    # handed the method, the client checks the arguments before anything is stored
+    with pytest.raises(TypeError, match=r"handler 'decide' takes \(decision: str\); 2 arg"):
+        await h.signal(agents.Approval.decide, "yes", "and more")
+    with pytest.raises(TypeError, match="handler 'status' takes"):
+        await h.query(agents.Approval.status, "unexpected")
+    # by name it cannot check: the signal is recorded, and the worker drops it (as
+    # Temporal does) instead of failing every task of the run until its code changes
+    await h.signal("decide", "yes", "and more")
+    await h.signal(agents.Approval.decide, "approved")
+    assert await h.result() == "decided approved after 1 signal(s)"
+    assert "its arguments do not fit the handler" in caplog.text
+    history = await h.fetch_history()
+    signals = [e for e in history if e.event_type is EventType.WORKFLOW_EXECUTION_SIGNALED]
+    assert len(signals) == 2  # the dropped one stays in the history, for the audit
+    assert not [e for e in history if e.event_type is EventType.WORKFLOW_TASK_FAILED]
+    Replayer(workflows=ALL_WORKFLOWS).replay(history)  # dropped again, the same way
+
+
 async def test_query_errors(client: Client, worker: Worker) -> None:
     h = await client.start_workflow(agents.Approval.run, 60.0, id="qerr", task_queue=TQ)
     with pytest.raises(QueryFailedError, match="no query 'missing'"):

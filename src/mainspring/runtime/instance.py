@@ -300,7 +300,23 @@ class WorkflowInstance:
 
                 logger.warning("signal %r has no handler; dropped", name)
             return
-        args = self.converter.decode_args(input_text, handler.arg_hints)
+        try:
+            args = self.converter.decode_args(input_text, handler.arg_hints)
+            handler.check_args(args)
+        except Exception as exc:  # noqa: BLE001 - the same on every replay: dropped each time
+            # Recorded, but not deliverable: dropping it (as Temporal does) keeps the run
+            # going; failing the task would block the run until its code changed.
+            if not self.replaying:
+                from ..workflow import logger
+
+                logger.error(
+                    "signal %r to workflow %r: its arguments do not fit the handler (%s); "
+                    "dropped (it stays in the history)",
+                    name,
+                    self.info.workflow_id,
+                    exc,
+                )
+            return
         if handler.is_async:
             self.loop.create_task(handler.fn(self._obj, *args), name=f"signal:{name}")
         else:
