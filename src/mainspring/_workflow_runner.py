@@ -362,10 +362,28 @@ class WorkflowRunner:
         try:
             out = await self.store.complete_workflow_task(completion)
         except BaseException:
-            if slots:
-                self._release(slots)
+            await self._unreserve(inst.info.run_id, seqs)
             raise
         self._after_completion(inst, commands, out, slots)
+
+    async def _unreserve(self, run_id: str, seqs: frozenset[int]) -> None:
+        """A decision's commit raised: free the slots reserved for its activities and,
+        as the commit may have landed (a lost acknowledgement), give back any attempt it
+        leased to this worker, which nothing here will run."""
+        if not seqs:
+            return
+        self._release(len(seqs))
+        try:
+            n = await self.store.release_eager(run_id, self.task_queue, seqs, self.owner)
+        except Exception:  # noqa: BLE001 - still down: they wait out their lease instead
+            return
+        if n:
+            log.warning(
+                "the decision for run %s was saved though its commit reported an error; "
+                "handed back %d activity attempt(s) it had leased here",
+                run_id,
+                n,
+            )
 
     def _after_completion(
         self, inst: WorkflowInstance, commands: list[Command], out: Any, slots: int
@@ -477,8 +495,7 @@ class WorkflowRunner:
             )
         except BaseException:
             inst.discard()
-            if slots:
-                self._release(slots)
+            await self._unreserve(run_id, seqs)
             raise
         if out is None:  # an open run of this id already existed
             inst.discard()
@@ -550,8 +567,7 @@ class WorkflowRunner:
                 )
             except BaseException:
                 self._evict(task.run_id)
-                if slots:
-                    self._release(slots)
+                await self._unreserve(task.run_id, seqs)
                 raise
             if out is None:  # stale attempt: nothing recorded
                 self._evict(task.run_id)

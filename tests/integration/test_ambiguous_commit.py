@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
+
+import pytest
 
 from mainspring import (
     Client,
@@ -101,3 +104,47 @@ async def test_lost_acknowledgements_neither_duplicate_nor_lose_steps(client: Cl
         Replayer(workflows=[Steps]).replay(history)
         for i in range(6):
             assert ran[(h.id, i)] >= 1
+
+
+@activity.defn(start_to_close_timeout=timedelta(hours=1))
+async def slow_to_expire(x: int) -> int:
+    return x + 1
+
+
+@workflow.defn
+class OneStep:
+    @workflow.run
+    async def run(self, x: int) -> int:
+        return await slow_to_expire(x)
+
+
+async def test_a_lost_acknowledgement_does_not_strand_an_eagerly_leased_activity(
+    client: Client, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The decision that schedules the activity also leases it to the deciding worker.
+    # If that commit lands but its acknowledgement is lost, the worker must give the
+    # attempt back: otherwise it waits out its start_to_close timeout (an hour here).
+    real = client.store.complete_workflow_task
+    lost: list[str] = []
+
+    async def lose_first(c: Any) -> Any:
+        out = await real(c)
+        if not lost:
+            lost.append(c.run_id)
+            raise StoreError("connection lost while committing (simulated)")
+        return out
+
+    client.store.complete_workflow_task = lose_first  # type: ignore[method-assign]
+    starter = await Client.connect(db_url)  # no worker in its process: no eager start
+    try:
+        async with Worker(client, task_queue="lost-ack", workflows=[OneStep],
+                          activities=[slow_to_expire]):
+            h = await starter.start_workflow(OneStep.run, 41, id="one", task_queue="lost-ack")
+            assert await asyncio.wait_for(h.result(), timeout=60) == 42  # a guard, not a time
+    finally:
+        await starter.close()
+    assert lost and "handed back 1 activity attempt(s)" in caplog.text
+    history = await client.get_workflow_handle("one").fetch_history()
+    assert [e.event_id for e in history] == list(range(1, len(history) + 1))
+    scheduled = [e for e in history if e.event_type is EventType.ACTIVITY_TASK_SCHEDULED]
+    assert len(scheduled) == 1  # the decision was recorded once

@@ -460,6 +460,20 @@ class Store(Wakeups, ABC):
         self.notify(task.task_queue, ACTIVITIES)
         return released
 
+    async def release_eager(
+        self, run_id: str, task_queue: str, seqs: frozenset[int], owner: str
+    ) -> int:
+        """After a decision's commit failed in a way that may hide its success: give back
+        the attempts it would have leased to ``owner``, so any worker takes them now
+        rather than after their ``start_to_close`` timeout. Returns how many it had."""
+        n = await self._run(
+            self._at(_tx.release_eager, run_id=run_id, seqs=sorted(seqs), owner=owner),
+            key=run_id,
+        )
+        if n:
+            self.notify(task_queue, ACTIVITIES)
+        return n
+
     async def heartbeat_activity(self, task: ActivityTask, details: str | None) -> bool:
         """Record progress; return whether the activity should stop."""
         return await self._run(

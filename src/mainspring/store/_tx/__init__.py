@@ -17,6 +17,7 @@ from .activities import (
     fail_activity,
     heartbeat_activity,
     release_activity,
+    release_eager,
     step_reads,
 )
 from .core import (
@@ -74,6 +75,7 @@ __all__ = [
     "next_wakeup",
     "query_result",
     "release_activity",
+    "release_eager",
     "release_workflow_task",
     "request_cancel",
     "reset_backoff",

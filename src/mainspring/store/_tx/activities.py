@@ -260,6 +260,15 @@ def expire(tx: Tx, now: float, limit: int = 500) -> int:
     return n
 
 
+def release_eager(tx: Tx, *, run_id: str, seqs: list[int], owner: str, now: float) -> int:
+    """Give back the attempts of ``seqs`` a decision leased eagerly to ``owner``, if it
+    did (its commit's outcome is unknown); return how many there were."""
+    return sum(
+        tx.x("release_eager", {"run_id": run_id, "seq": seq, "owner": owner, "now": now})
+        for seq in seqs
+    )
+
+
 def release_activity(tx: Tx, *, run_id: str, seq: int, fence: int, now: float) -> bool:
     """Give a leased attempt back without using it up (a graceful shutdown)."""
     return tx.x("release_activity", {"run_id": run_id, "seq": seq, "fence": fence, "now": now}) > 0

@@ -243,6 +243,13 @@ SELECT run_id, workflow_id, workflow_type, task_queue, status, '' AS input, resu
 FROM mainspring_runs WHERE run_id = %(run_id)s
 FOR UPDATE;
 
+-- name: release_eager
+-- Gives back an attempt a decision leased to its own worker (fence 1), if it did.
+UPDATE mainspring_activities
+SET lease_owner = NULL, lease_until = NULL, attempt_deadline = NULL, ready_at = %(now)s
+WHERE run_id = %(run_id)s AND seq = %(seq)s AND fence = 1 AND attempt = 1
+  AND lease_owner = %(owner)s;
+
 -- name: release_activity
 -- Gives a leased attempt back untried (the worker is shutting down): no attempt is used.
 UPDATE mainspring_activities

@@ -207,6 +207,13 @@ DELETE FROM mainspring_activities
 WHERE run_id = :run_id AND seq = :seq AND fence = :fence AND lease_owner IS NOT NULL
 RETURNING attempt, cancel_requested;
 
+-- name: release_eager
+-- Gives back an attempt a decision leased to its own worker (fence 1), if it did.
+UPDATE mainspring_activities
+SET lease_owner = NULL, lease_until = NULL, attempt_deadline = NULL, ready_at = :now
+WHERE run_id = :run_id AND seq = :seq AND fence = 1 AND attempt = 1
+  AND lease_owner = :owner;
+
 -- name: release_activity
 -- Gives a leased attempt back untried (the worker is shutting down): no attempt is used.
 UPDATE mainspring_activities
