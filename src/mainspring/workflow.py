@@ -89,12 +89,14 @@ class HandlerDefinition:
 
 
 def check_handler_args(fn: Callable[..., Any], name: str, args: Sequence[Any]) -> None:
-    """Raise ``TypeError`` unless a handler method ``fn`` (``self`` first) takes ``args``."""
+    """Raise ``TypeError`` unless handler ``fn`` takes ``args`` (after ``self``, unless
+    ``fn`` is a bound method)."""
     sig = inspect.signature(fn)
+    bound = inspect.ismethod(fn)
     try:
-        sig.bind(None, *args)
+        sig.bind(*args) if bound else sig.bind(None, *args)
     except TypeError as exc:
-        params = list(sig.parameters.values())[1:]
+        params = list(sig.parameters.values())[0 if bound else 1 :]
         takes = ", ".join(_describe(p) for p in params) or "no arguments"
         raise TypeError(
             f"handler {name!r} takes ({takes}); {len(args)} argument(s) given: {exc}"

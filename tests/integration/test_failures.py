@@ -202,7 +202,7 @@ async def test_signal_arguments_that_do_not_fit_are_refused_or_dropped(
     # by name it cannot check: the signal is recorded, and the worker drops it (as
     # Temporal does) instead of failing every task of the run until its code changes
     await h.signal("decide", "yes", "and more")
-    await h.signal(agents.Approval.decide, "approved")
+    await h.signal(agents.Approval().decide, "approved")  # a bound method does as well
     assert await h.result() == "decided approved after 1 signal(s)"
     assert "its arguments do not fit the handler" in caplog.text
     history = await h.fetch_history()

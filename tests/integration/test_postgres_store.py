@@ -540,7 +540,7 @@ async def test_reads_run_ahead_give_each_operation_its_own_rows(
     from mainspring.store import _pg_batch
 
     await store._run(lambda tx: [tx.w("set_meta", {"key": k, "value": k.upper()})
-                                 for k in ("a", "b", "c")])
+                                 for k in ("a", "b", "c", "d")])
     ahead: list[list[int]] = []
     real = _pg_batch._PgTx.read_ahead
 
@@ -554,11 +554,19 @@ async def test_reads_run_ahead_give_each_operation_its_own_rows(
         reads = [("get_meta", {"key": key})]
         return (lambda tx: tx.qs(reads)[0][0][0]), key, reads
 
-    # "b" twice: another op's writes could change what it reads, so it reads in line
-    ops = [reader("a"), reader("b"), reader("b"), reader("c")]
-    _, *results = await _one_batch(store, ops)
+    def writer(key: str) -> tuple[Callable[[Any], Any], str, Any]:  # says no reads
+        return (lambda tx: tx.q("get_meta", {"key": key})[0][0]), key, None
+
+    # Runs must still be locked in key order, so only a leading run of ops reads ahead:
+    # it ends at the first op that says no reads ("c") or whose run appears twice in
+    # the batch (another op's writes could change what it reads).
+    _, *results = await _one_batch(store, [reader("a"), reader("b"), writer("c"), reader("d")])
+    assert results == ["A", "B", "C", "D"]
+    assert [len(batch) for batch in ahead] == [2]  # "a" and "b", in one round trip
+    ahead.clear()
+    _, *results = await _one_batch(store, [reader("a"), reader("b"), reader("b"), reader("c")])
     assert results == ["A", "B", "B", "C"]
-    assert [len(batch) for batch in ahead] == [2]  # "a" and "c", in one round trip
+    assert ahead == []  # only "a" leads: one op alone gains nothing
 
 
 async def test_an_operation_not_starting_with_its_reads_falls_back_safely(
@@ -580,3 +588,22 @@ async def test_an_operation_not_starting_with_its_reads_falls_back_safely(
     _, *results = await _one_batch(store, ops)
     assert results == ["A", "C2", "C2"]  # the batch ran again without reading ahead
     assert "did not start with the reads run ahead" in caplog.text
+
+
+def test_fused_writes_run_in_the_order_they_were_written(pg_url: str) -> None:
+    # Row locks are taken in the order statements run; fusing must not reorder them.
+    # (PostgreSQL runs a statement's WITH parts after its main part, last to first.)
+    import psycopg
+
+    from mainspring.store._pg_statements import fuse
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE SEQUENCE step")
+        names = [f"mainspring_t{i}" for i in range(4)]
+        for name in names:
+            conn.execute(f"CREATE TABLE {name} (k text, at bigint DEFAULT nextval('step'))")
+        held = [(f"INSERT INTO {name} (k) VALUES (%(k)s)", {"k": name}) for name in names]
+        [(sql, params)] = fuse(held)
+        conn.execute(sql, params)
+        order = [conn.execute(f"SELECT k, at FROM {n}").fetchone() for n in names]
+    assert [k for k, _ in sorted(order, key=lambda row: row[1])] == names

@@ -18,11 +18,13 @@ def test_writes_to_different_tables_become_one_statement_with_parameters_in_orde
         (UPDATE_RUN, {"run_id": "r", "n": 8}),
         (INSERT_ACTIVITY, {"seq": 3, "run_id": "r"}),
     ])
+    # PostgreSQL runs the main statement, then the WITH parts last to first: declared
+    # in reverse, the parts run (and take their locks) in the order they were written
     assert out == [(
-        "WITH w0 AS (INSERT INTO mainspring_events (run_id, event_id) VALUES (%s, %s)), "
+        "WITH w0 AS (INSERT INTO mainspring_activities (run_id, seq) VALUES (%s, %s)), "
         "w1 AS (UPDATE mainspring_runs SET next_event_id = %s WHERE run_id = %s) "
-        "INSERT INTO mainspring_activities (run_id, seq) VALUES (%s, %s)",
-        ["r", 7, 8, "r", "r", 3],
+        "INSERT INTO mainspring_events (run_id, event_id) VALUES (%s, %s)",
+        ["r", 3, 8, "r", "r", 7],
     )]
 
 
@@ -35,7 +37,7 @@ def test_writes_to_one_table_stay_separate_and_in_order() -> None:
         ("DELETE FROM mainspring_events WHERE run_id = %(run_id)s", {"run_id": "r"}),
     ])
     assert [sql.split(" ", 2)[:2] for sql, _ in out] == [["WITH", "w0"], ["DELETE", "FROM"]]
-    assert out[0][1] == ["r", 1, 2, "r"] and out[1][1] == ["r"]
+    assert out[0][1] == [2, "r", "r", 1] and out[1][1] == ["r"]
 
 
 def test_a_write_naming_another_parts_table_is_not_fused() -> None:
@@ -83,7 +85,7 @@ def test_multi_row_inserts_chunk_and_fuse_with_other_tables(
     out = fuse([*chunks, (UPDATE_RUN, {"run_id": "r", "n": 4})])
     # the second chunk writes the same table as the first: a statement of its own,
     # which the run's update then joins
-    assert [params for _, params in out] == [["r", 0, "r", 1], ["r", 2, 4, "r"]]
+    assert [params for _, params in out] == [["r", 0, "r", 1], [4, "r", "r", 2]]
 
 
 def test_every_table_is_named_with_its_schema() -> None:
@@ -98,4 +100,5 @@ def test_every_table_is_named_with_its_schema() -> None:
 def test_a_schema_named_like_a_table_does_not_stop_fusion() -> None:
     sql = qualified({"e": INSERT_EVENT, "r": UPDATE_RUN}, "mainspring_prod")
     out = fuse([(sql["e"], {"run_id": "r", "id": 1}), (sql["r"], {"run_id": "r", "n": 2})])
-    assert len(out) == 1 and out[0][0].startswith("WITH w0 AS (INSERT INTO mainspring_prod.")
+    assert len(out) == 1
+    assert out[0][0].startswith("WITH w0 AS (UPDATE mainspring_prod.mainspring_runs ")

@@ -136,11 +136,13 @@ class _PgTx:
         fetches their rows and says whether they wrote (in pipeline mode, the first
         fetch flushes everything sent so far: one round trip)."""
         fused = READ_FUSIONS.get(tuple(name for name, _ in queries))
+        params: dict[str, Any] = {}
+        for _, p in queries:
+            if any(params.get(k, v) != v for k, v in p.items()):
+                fused = None  # the union of their parameters would not be theirs
+            params.update(p)
         if fused is not None:
             name, split = fused
-            params: dict[str, Any] = {}
-            for _, p in queries:
-                params.update(p)
             cur = self.conn.execute(self.sql[name], params)
 
             def collect_fused() -> tuple[list[list[tuple[Any, ...]]], bool]:
@@ -199,14 +201,20 @@ def _ahead_unused() -> NoReturn:
 
 
 def _read_ahead(ops: list[_Op]) -> list[tuple[int, Reads]]:
-    """The ops whose reads can run ahead: those that say them, of runs no other op of
-    the batch touches (another op's writes could change what they read)."""
+    """The ops whose reads can run ahead, right after ``BEGIN``.
+
+    ``ops`` are in the order they lock runs (by key; unkeyed last). Only a leading run of
+    keyed ops can read ahead — each saying its reads, of a run no other op of the batch
+    touches (another op's writes could change what it reads) — so that runs are still
+    locked in key order: those of the ops after it come later and are larger.
+    """
     counts = collections.Counter(op.key for op in ops)
-    return [
-        (id(op), op.reads)
-        for op in ops
-        if op.reads is not None and op.key is not None and counts[op.key] == 1
-    ]
+    ahead: list[tuple[int, Reads]] = []
+    for op in ops:
+        if op.key is None or op.reads is None or counts[op.key] > 1:
+            break
+        ahead.append((id(op), op.reads))
+    return ahead
 
 
 class _Lost(Exception):

@@ -52,9 +52,15 @@ def _positional(sql: str) -> tuple[str, tuple[str, ...], frozenset[str] | None]:
 
 @functools.lru_cache(maxsize=256)
 def _fused_sql(parts: tuple[str, ...]) -> str:
-    """``WITH w0 AS (s0), w1 AS (s1) s2``: one statement running every part."""
-    head = ", ".join(f"w{i} AS ({p})" for i, p in enumerate(parts[:-1]))
-    return f"WITH {head} {parts[-1]}"
+    """One statement running ``parts`` (s0, s1, s2) in their order, as far as locks go.
+
+    PostgreSQL runs the main statement first and then the data-modifying ``WITH`` parts
+    from the last declared to the first, so the parts are declared in reverse:
+    ``WITH w0 AS (s2), w1 AS (s1) s0``. (Its documentation calls the order
+    unpredictable; it matters only for the order in which row locks are taken.)
+    """
+    head = ", ".join(f"w{i} AS ({p})" for i, p in enumerate(reversed(parts[1:])))
+    return f"WITH {head} {parts[0]}"
 
 
 def fuse(held: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
@@ -66,18 +72,21 @@ def fuse(held: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
     the driver and the server one execution instead of several.
     """
     out: list[tuple[str, Any]] = []
-    parts: list[str] = []
-    values: list[Any] = []
+    parts: list[tuple[str, list[Any]]] = []  # (SQL, its positional parameters)
+    count = 0
     seen: set[str] = set()
 
     def emit() -> None:
+        nonlocal count
         if len(parts) == 1:
-            out.append((parts[0], list(values)))
+            out.append(parts[0])
         elif parts:
-            out.append((_fused_sql(tuple(parts)), list(values)))
+            # parameters in the order the text names them: s0 comes last (see _fused_sql)
+            values = [v for _, args in [*reversed(parts[1:]), parts[0]] for v in args]
+            out.append((_fused_sql(tuple(sql for sql, _ in parts)), values))
         parts.clear()
-        values.clear()
         seen.clear()
+        count = 0
 
     for sql, params in held:
         positional: str
@@ -92,10 +101,10 @@ def fuse(held: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
             emit()
             out.append((sql, params))
             continue
-        if tables & seen or len(values) + len(args) > FUSE_PARAMS:
+        if tables & seen or count + len(args) > FUSE_PARAMS:
             emit()
-        parts.append(positional)
-        values.extend(args)
+        parts.append((positional, args))
+        count += len(args)
         seen.update(tables)
     emit()
     return out
