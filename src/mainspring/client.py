@@ -27,9 +27,10 @@ from .workflow import WorkflowDefinition, check_handler_args
 
 __all__ = ["Client", "WorkflowDescription", "WorkflowHandle"]
 
-# A waiting query reads its state again at least this often (seconds), in case a
-# wake-up was missed; answers and the run closing wake it at once.
+# Waiters read their state again at least this often (seconds), in case a wake-up was
+# missed; a run closing (or a query's answer) wakes them at once, in any process.
 QUERY_RECHECK = 0.5
+RESULT_RECHECK = 2.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -287,7 +288,7 @@ class WorkflowHandle:
                         status=rec.status.value,
                         failure=failure,
                     )
-                wait = 2.0  # local closes wake us at once; this bounds cross-process lag
+                wait = RESULT_RECHECK
                 if deadline is not None:
                     wait = deadline - loop.time()
                     if wait <= 0:
@@ -295,7 +296,7 @@ class WorkflowHandle:
                             f"workflow {self.id!r} did not close within {seconds:g} s; it is "
                             "still running"
                         )
-                    wait = min(wait, 2.0)
+                    wait = min(wait, RESULT_RECHECK)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await changed.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from mainspring import (
     NotAMainspringDatabaseError,
     SchemaVersionError,
     StoreError,
+    Worker,
+    workflow,
 )
 from mainspring.store.sqlite import SQLiteStore, parse_sqlite_url, schema_version
 
@@ -161,3 +164,48 @@ async def test_the_wal_starts_over_under_a_steady_stream_of_commits(
         assert wal < 4 * mb, f"the WAL grew to {wal} bytes"
     else:
         assert wal > 10 * mb, f"the control WAL stayed at {wal} bytes"
+
+
+@workflow.defn(name="Echo")
+class Echo:
+    @workflow.run
+    async def run(self, text: str) -> str:
+        return text + "!"
+
+
+async def test_waiters_in_another_process_wake_when_their_run_closes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two stores on one file see each other only through the file (as two processes
+    # do). The waiting side's watcher reads which of its waited-for runs closed and
+    # wakes those, even while its own process keeps committing (so that it cannot tell
+    # its own changes from the other's); their periodic recheck is an hour away here.
+    from mainspring import client as client_module
+
+    monkeypatch.setattr(client_module, "RESULT_RECHECK", 3600.0)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    waiter, worker_side = await Client.connect(url), await Client.connect(url)
+    busy = True
+
+    async def keep_committing() -> None:
+        i = 0
+        while busy:
+            await waiter.start_workflow(Echo.run, "x", id=f"idle{i}", task_queue="nobody")
+            i += 1
+
+    try:
+        handles = [
+            await waiter.start_workflow(Echo.run, f"r{i}", id=f"e{i}", task_queue="echo")
+            for i in range(20)
+        ]
+        results = asyncio.gather(*(h.result() for h in handles))
+        committing = asyncio.create_task(keep_committing())
+        async with Worker(worker_side, task_queue="echo", workflows=[Echo]):
+            done = await asyncio.wait_for(results, timeout=60)  # a guard: recheck is an hour
+        busy = False
+        await committing
+        assert done == [f"r{i}!" for i in range(20)]
+    finally:
+        busy = False
+        await worker_side.close()
+        await waiter.close()

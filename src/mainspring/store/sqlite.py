@@ -108,6 +108,23 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     return path, opts
 
 
+_IN_CHUNK = 500  # keys per IN (…) list, well under SQLite's parameter limit
+
+
+def _finished(conn: sqlite3.Connection, keys: list[str]) -> list[str]:
+    """Which of ``keys`` name a closed run or an answered query."""
+    out: list[str] = []
+    for i in range(0, len(keys), _IN_CHUNK):
+        chunk = keys[i : i + _IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        for sql in (
+            f"SELECT run_id FROM mainspring_runs WHERE status != 'RUNNING' AND run_id IN ({marks})",
+            f"SELECT query_id FROM mainspring_queries WHERE done = 1 AND query_id IN ({marks})",
+        ):
+            out += [row[0] for row in conn.execute(sql, chunk)]
+    return out
+
+
 class SQLiteStore(Store):
     """A :class:`Store` on one SQLite file (or in memory, for tests)."""
 
@@ -287,15 +304,26 @@ class SQLiteStore(Store):
             raise StoreError("the store is closed; use Client.connect() to open it")
         return await self._writer.submit(fn, readonly)
 
+    def _changed_elsewhere(self, finished: list[str] | None) -> None:
+        """The database changed: wake the pollers and the waiters of ``finished`` keys
+        (closed runs, answered queries; ``None``: every waiter)."""
+        if finished is None:
+            self.notify_external()
+            return
+        self.notify()
+        for key in finished:
+            self.notify_key(key)
+
     def _watch(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
         """Wake local waiters when another process commits (``PRAGMA data_version``),
         and checkpoint the WAL twice a second when this process wrote.
 
         Runs in its own thread. ``data_version`` also moves on this process's own
         commits, and the two cannot be told apart: while this process commits too, a
-        change wakes only the task pollers, at most every 100 ms (result and query
-        waiters re-read on their own within a second); a change made while this
-        process is quiet wakes everyone within ``watch_interval``.
+        change is looked at most every 100 ms; while it is quiet, within
+        ``watch_interval``. A change wakes the task pollers, and the result and query
+        waiters whose run closed or whose query was answered: the watcher reads which
+        in one query, instead of every waiter reading its own.
         """
         try:
             conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
@@ -328,8 +356,12 @@ class SQLiteStore(Store):
                         pass
                     else:
                         last_wake = now
-                        try:  # ambiguous (we committed too): wake pollers, not watchers
-                            loop.call_soon_threadsafe(self.notify if ours else self.notify_external)
+                        try:
+                            done = _finished(conn, list(self._keyed)) if self._keyed else []
+                        except (sqlite3.Error, RuntimeError):  # cannot tell: wake them all
+                            done = None
+                        try:
+                            loop.call_soon_threadsafe(self._changed_elsewhere, done)
                         except RuntimeError:
                             return  # the loop closed
                 last = version
