@@ -17,16 +17,16 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from importlib import resources
 from typing import Any, TypeVar
 
 import psycopg
 
-from ..errors import NotAMainspringDatabaseError, SchemaVersionError, StoreError
+from ..errors import StoreError
 from ._group_commit import GroupCommitThread
 from ._pg_batch import Batches, _Link
 from ._pg_statements import qualified
 from ._pg_url import PgSettings, _connect_error, _ident, _line, parse_postgres_url
+from ._schema import SCHEMA_MARK, existing_version, migrations
 from ._tx import Reads, Tx
 from .base import Clock, Store
 from .records import SchemaInfo
@@ -40,22 +40,10 @@ Conn = psycopg.Connection[Any]
 
 log = logging.getLogger("mainspring.store")
 
-SCHEMA_MARK = "mainspring"
-
-
-def _migrations() -> list[tuple[int, str, str]]:
-    folder = resources.files("mainspring.store") / "migrations" / "postgres"
-    out = []
-    for entry in folder.iterdir():
-        name = entry.name
-        if name.endswith(".sql") and name[:4].isdigit():
-            out.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
-    return sorted(out)
-
 
 def schema_version() -> int:
     """The schema version this code writes."""
-    return _migrations()[-1][0]
+    return migrations("postgres")[-1][0]
 
 
 def _tables(conn: Conn, schema: str) -> set[str]:
@@ -103,8 +91,8 @@ class PostgresStore(Store):
     def _migrate(self) -> None:
         """Create or upgrade the schema, once, however many processes start together."""
         s = self.settings
-        migrations = _migrations()
-        latest = migrations[-1][0]
+        scripts = migrations("postgres")
+        latest = scripts[-1][0]
         conn = self._connect()
         user, db = s.user, s.dbname
         need = f"USAGE and CREATE on schema {s.schema}"
@@ -133,7 +121,7 @@ class PostgresStore(Store):
                 current = 0
                 if tables:
                     current = self._check_existing(conn, tables, latest)
-                for version, _name, script in migrations:
+                for version, _name, script in scripts:
                     if version > current:
                         conn.execute(script)
                         for key, value in (("schema", SCHEMA_MARK), ("version", str(version))):
@@ -153,24 +141,13 @@ class PostgresStore(Store):
 
     def _check_existing(self, conn: Conn, tables: set[str], latest: int) -> int:
         """The version of an existing schema; refuse one that is not ours or is newer."""
-        where = f"schema {self.settings.schema!r} of {self.settings.dbname!r}"
-        if "mainspring_meta" not in tables:
-            raise NotAMainspringDatabaseError(
-                f"{where} holds tables that are not Mainspring's "
-                f"({', '.join(sorted(tables)[:5])}); refusing to touch it. Use another "
-                "schema (?schema=… in the URL) or database"
-            )
-        meta = dict(conn.execute("SELECT key, value FROM mainspring_meta").fetchall())
-        if meta.get("schema") != SCHEMA_MARK:
-            raise NotAMainspringDatabaseError(f"{where} is not a Mainspring schema (no mark)")
-        current = int(meta.get("version", "0"))
-        if current > latest:
-            raise SchemaVersionError(
-                f"{where} has schema version {current}, newer than this Mainspring's "
-                f"{latest}; upgrade Mainspring (pip install -U mainspring) to open it. "
-                "Nothing was changed"
-            )
-        return current
+        return existing_version(
+            f"schema {self.settings.schema!r} of {self.settings.dbname!r}",
+            tables,
+            lambda: dict(conn.execute("SELECT key, value FROM mainspring_meta").fetchall()),
+            latest,
+            "Use another schema (?schema=… in the URL) or database",
+        )
 
     def _inspect(self) -> SchemaInfo:
         s = self.settings

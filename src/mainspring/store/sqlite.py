@@ -15,11 +15,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from ..errors import NotAMainspringDatabaseError, SchemaVersionError, StoreError
+from ..errors import NotAMainspringDatabaseError, StoreError
+from ._schema import SCHEMA_MARK, existing_version, migrations
 from ._sqlite_runner import LoopCommitter
 from ._tx import Reads, Tx
 from .base import Clock, Store
@@ -28,24 +28,13 @@ from .sqlfile import load_queries
 
 T = TypeVar("T")
 
-SCHEMA_MARK = "mainspring"
 CHECKPOINT_INTERVAL = 0.5
 BUSY_COMMITS = 5  # commits of this process within one watch interval that make it busy
 
 
-def _migrations() -> list[tuple[int, str, str]]:
-    folder = resources.files("mainspring.store") / "migrations" / "sqlite"
-    out = []
-    for entry in folder.iterdir():
-        name = entry.name
-        if name.endswith(".sql") and name[:4].isdigit():
-            out.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
-    return sorted(out)
-
-
 def schema_version() -> int:
     """The schema version this code writes."""
-    return _migrations()[-1][0]
+    return migrations("sqlite")[-1][0]
 
 
 def _statements(script: str) -> list[str]:
@@ -170,12 +159,12 @@ class SQLiteStore(Store):
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        migrations = _migrations()
-        latest = migrations[-1][0]
+        scripts = migrations("sqlite")
+        latest = scripts[-1][0]
         conn.execute("BEGIN IMMEDIATE")
         try:
             current = self._current_version(conn, latest)
-            for version, _name, script in migrations:
+            for version, _name, script in scripts:
                 if version <= current:
                     continue
                 for stmt in _statements(script):
@@ -203,27 +192,13 @@ class SQLiteStore(Store):
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
             )
         }
-        if not tables:
-            return 0
-        if "mainspring_meta" not in tables:
-            raise NotAMainspringDatabaseError(
-                f"{self.path} holds tables that are not Mainspring's "
-                f"({', '.join(sorted(tables)[:5])}); refusing to touch it. Point "
-                "--db / MAINSPRING_DB at a new file"
-            )
-        meta = dict(conn.execute("SELECT key, value FROM mainspring_meta").fetchall())
-        if meta.get("schema") != SCHEMA_MARK:
-            raise NotAMainspringDatabaseError(
-                f"{self.path} is not a Mainspring database (no schema mark)"
-            )
-        current = int(meta.get("version", "0"))
-        if current > latest:
-            raise SchemaVersionError(
-                f"{self.path} has schema version {current}, newer than this "
-                f"Mainspring's {latest}; upgrade Mainspring (pip install -U "
-                "mainspring) to open it. Nothing was changed"
-            )
-        return current
+        return existing_version(
+            self.path,
+            tables,
+            lambda: dict(conn.execute("SELECT key, value FROM mainspring_meta").fetchall()),
+            latest,
+            "Point --db / MAINSPRING_DB at a new file",
+        )
 
     async def inspect_schema(self) -> SchemaInfo:
         """The file's schema version, read-only: a missing file is not created."""
