@@ -152,3 +152,44 @@ def skip(reason: str) -> None:
     """Tell ``run.py`` this system cannot run this workload, and why; then exit."""
     print("SKIP " + reason, flush=True)
     raise SystemExit(0)
+
+
+def cpu_ticks(pids: list[int]) -> tuple[int, int, int] | None:
+    """(machine busy, machine total, ``pids``' own) CPU ticks so far (Linux), else None."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            ticks = [int(v) for v in f.readline().split()[1:]]
+        own = 0
+        for pid in pids:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            own += int(fields[11]) + int(fields[12])  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks), own  # busy: minus idle and iowait
+
+
+def scaling_cpu(
+    n: int, before: tuple[int, int, int] | None, after: tuple[int, int, int] | None
+) -> dict[str, float]:
+    """W1P's CPU figures for ``n`` worker processes, from :func:`cpu_ticks` around a burst."""
+    if not before or not after or after[1] <= before[1]:
+        return {}
+    busy, total, own = (a - b for a, b in zip(after, before, strict=True))
+    cores = os.cpu_count() or 1
+    return {
+        f"w1p{n}_cpu_pct": 100 * busy / total,  # the machine: all its CPUs
+        # in % of one core: the worker processes, and all the rest (the client, the
+        # database server when it shares the machine, the OS)
+        f"w1p{n}_workers_pct": 100 * cores * own / total,
+        f"w1p{n}_rest_pct": 100 * cores * (busy - own) / total,
+    }
+
+
+def scaling_summary(out: dict[str, float]) -> dict[str, float]:
+    """W1P's ratio of 2 processes to 1, and the most the machine's CPUs allow: what 2
+    processes would reach if an activity cost them the CPU it cost one."""
+    out["w1p_scaling_2"] = out["w1p2_act_s"] / out["w1p1_act_s"]
+    if "w1p1_cpu_pct" in out:
+        out["w1p_ceiling_2"] = min(2.0, 100 / out["w1p1_cpu_pct"])
+    return out

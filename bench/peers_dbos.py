@@ -18,12 +18,18 @@ from collections.abc import Callable
 from typing import Any
 
 from _common import (
+    PEER_WORKLOADS,
+    SCALING_PROCESSES,
     Sizes,
+    cpu_ticks,
     create_pg_database,
     emit,
     median_latency_ms,
     new_id,
+    scaling_cpu,
+    scaling_summary,
     sizes,
+    skip,
     wait_line,
     workdir,
     workload_args,
@@ -201,6 +207,81 @@ async def w4_child(role: str, url: str, wf_id: str, n: int) -> None:
     await asyncio.Event().wait()  # until SIGKILL
 
 
+# ---------------------------------------------------------------- W1P: workers in processes
+
+SCALING_QUEUE = "bench_w1p"
+
+
+async def worker_child(url: str) -> None:
+    """A W1P worker process: runs the workflows enqueued on :data:`SCALING_QUEUE`."""
+    launch(url)
+    await DBOS.register_queue_async(SCALING_QUEUE, polling_interval_sec=0.05)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print("READY", flush=True)
+    await stop.wait()
+    DBOS.destroy()
+
+
+async def _burst(client: DBOSClient, url: str, count: int, n: int) -> None:
+    """Enqueue ``count`` chains at once and wait until all have succeeded.
+
+    DBOS runs work in other processes through a queue: a client enqueues, any worker
+    process dequeues. Completion is read with one query every 50 ms (one result poll per
+    workflow would make the client what is measured).
+    """
+    import psycopg
+
+    ids = [new_id("w") for _ in range(count)]
+    await asyncio.gather(*(
+        client.enqueue_async(
+            {"queue_name": SCALING_QUEUE, "workflow_name": "chain", "workflow_id": wid}, n
+        )
+        for wid in ids
+    ))
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        while True:
+            cur = await conn.execute(
+                "SELECT count(*) FROM dbos.workflow_status "
+                "WHERE status = 'SUCCESS' AND workflow_uuid = ANY(%s)",
+                (ids,),
+            )
+            row = await cur.fetchone()
+            if row is not None and row[0] == count:
+                return
+            await asyncio.sleep(0.05)
+
+
+def w1p(url: str, s: Sizes) -> dict[str, float]:
+    """W1's burst with the workers in 1, 2 and 4 processes (DBOS queues), as Mainspring's."""
+    me = os.path.abspath(__file__)
+    cmd = [sys.executable, me, "--workload", "W1P", "--store", "postgres", "--child", "worker",
+           "--db", url]
+    out: dict[str, float] = {}
+    for n in SCALING_PROCESSES:
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE) for _ in range(n)]
+        client = DBOSClient(system_database_url=url)
+        try:
+            for p in procs:
+                wait_line(p, "READY", timeout=120)
+            asyncio.run(_burst(client, url, 1, s.chain_length))  # warm-up
+            pids = [p.pid for p in procs]
+            before = cpu_ticks(pids)
+            t0 = time.perf_counter()
+            asyncio.run(_burst(client, url, s.scaling_workflows, s.chain_length))
+            elapsed = time.perf_counter() - t0
+            after = cpu_ticks(pids)
+        finally:
+            client.destroy()
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait()
+        out[f"w1p{n}_act_s"] = s.scaling_workflows * s.chain_length / elapsed
+        out.update(scaling_cpu(n, before, after))
+    return scaling_summary(out)
+
+
 def store_url(store: str) -> tuple[str, Callable[[], None]]:
     if store == "postgres":
         return create_pg_database()
@@ -217,15 +298,22 @@ async def _in_process(name: str, url: str, s: Sizes) -> dict[str, float]:
 
 
 def main() -> None:
-    args = workload_args(__doc__ or "")
+    args = workload_args(__doc__ or "", (*PEER_WORKLOADS, "W1P"))
+    if args.child == "worker":
+        asyncio.run(worker_child(args.db))
+        return
     if args.child:
         asyncio.run(w4_child(args.child, args.db, args.wf_id, args.n))
         return
+    if args.workload == "W1P" and args.store != "postgres":
+        skip("DBOS's W1P is measured on PostgreSQL (its queues across processes)")
     url, cleanup = store_url(args.store)
     try:
         s = sizes(args.quick)
         if args.workload == "W4":
             emit(w4(url, s))
+        elif args.workload == "W1P":
+            emit(w1p(url, s))
         else:
             emit(asyncio.run(_in_process(args.workload, url, s)))
     finally:

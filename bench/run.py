@@ -45,6 +45,7 @@ class Metric:
     higher_is_better: bool
     target: float | None = None  # Mainspring's goal (full sizes, SQLite)
     pg_target: float | None = None  # the same on PostgreSQL
+    compared: bool = True  # False: a "vs" ratio would mean nothing (CPU shares, ratios)
 
     def goal(self, store: str) -> float | None:
         return self.pg_target if store == "postgres" else self.target
@@ -62,12 +63,12 @@ def metrics(s: Sizes) -> list[Metric]:
     ] + [
         Metric(key=f"w1p{n}_cpu_pct", workload="W1P",
                label=f"  machine CPU busy, {processes(n)}",
-               unit="% of all", higher_is_better=False)
+               unit="% of all", higher_is_better=False, compared=False)
         for n in SCALING_PROCESSES
     ] + [
         Metric(key=f"w1p{n}_{part}_pct", workload="W1P",
                label=f"  CPU of {what}, {processes(n)}",
-               unit="% of a core", higher_is_better=False)
+               unit="% of a core", higher_is_better=False, compared=False)
         for part, what in (("workers", "the workers"), ("rest", "all else"))
         for n in SCALING_PROCESSES
     ]
@@ -94,9 +95,9 @@ def metrics(s: Sizes) -> list[Metric]:
                unit="s", higher_is_better=False, target=0.2),
         *procs,
         Metric(key="w1p_scaling_2", workload="W1P", label="W1 scaling: 2 processes / 1",
-               unit="x", higher_is_better=True, pg_target=1.6),
+               unit="x", higher_is_better=True, pg_target=1.6, compared=False),
         Metric(key="w1p_ceiling_2", workload="W1P", label="  most this machine's CPUs allow",
-               unit="x", higher_is_better=True),
+               unit="x", higher_is_better=True, compared=False),
         Metric(key="w5p_lat_ms", workload="W5P", label="W5 signal -> result, across processes",
                unit="ms", higher_is_better=False, pg_target=10),
     ]
@@ -190,7 +191,7 @@ def fmt(value: float | None) -> str:
 
 
 def ratio(m: Metric, ours: float | None, theirs: float | None) -> str:
-    if ours is None or theirs is None or ours <= 0 or theirs <= 0:
+    if not m.compared or ours is None or theirs is None or ours <= 0 or theirs <= 0:
         return "-"
     r = ours / theirs if m.higher_is_better else theirs / ours
     return f"{r:.1f}x" if r >= 1 else f"{r:.2f}x"

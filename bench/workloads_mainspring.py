@@ -20,10 +20,13 @@ from _common import (
     SCALING_PROCESSES,
     WORKLOADS,
     Sizes,
+    cpu_ticks,
     create_pg_database,
     emit,
     median_latency_ms,
     new_id,
+    scaling_cpu,
+    scaling_summary,
     sizes,
     skip,
     wait_line,
@@ -284,21 +287,6 @@ async def worker_child(url: str, tq: str) -> None:
     await client.close()
 
 
-def _cpu_ticks(pids: list[int]) -> tuple[int, int, int] | None:
-    """(machine busy, machine total, ``pids``' own) CPU ticks so far (Linux), else None."""
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            ticks = [int(v) for v in f.readline().split()[1:]]
-        own = 0
-        for pid in pids:
-            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            own += int(fields[11]) + int(fields[12])  # utime + stime
-    except (OSError, ValueError, IndexError):
-        return None
-    return sum(ticks) - ticks[3] - ticks[4], sum(ticks), own  # busy: minus idle and iowait
-
-
 async def w1p(url: str, s: Sizes) -> dict[str, float]:
     """W1's burst with the workers in 1, 2 and 4 processes of their own (a client without one)."""
     out: dict[str, float] = {}
@@ -311,26 +299,14 @@ async def w1p(url: str, s: Sizes) -> dict[str, float]:
                     Chain.run, s.chain_length, id=new_id("warm"), task_queue=tq
                 )
                 pids = [p.pid for p in workers.procs]
-                before = _cpu_ticks(pids)
+                before = cpu_ticks(pids)
                 elapsed = await _many(client, tq, Chain.run, s.scaling_workflows, s.chain_length)
-                after = _cpu_ticks(pids)
+                after = cpu_ticks(pids)
             out[f"w1p{n}_act_s"] = s.scaling_workflows * s.chain_length / elapsed
-            if before and after and after[1] > before[1]:
-                busy, total, own = (a - b for a, b in zip(after, before, strict=True))
-                cores = os.cpu_count() or 1
-                out[f"w1p{n}_cpu_pct"] = 100 * busy / total  # the machine: all its CPUs
-                # in % of one core: the worker processes, and all the rest (the client,
-                # PostgreSQL when it shares the machine, the OS)
-                out[f"w1p{n}_workers_pct"] = 100 * cores * own / total
-                out[f"w1p{n}_rest_pct"] = 100 * cores * (busy - own) / total
+            out.update(scaling_cpu(n, before, after))
     finally:
         await client.close()
-    out["w1p_scaling_2"] = out["w1p2_act_s"] / out["w1p1_act_s"]
-    if "w1p1_cpu_pct" in out:
-        # what two processes could reach if the CPU each activity costs stayed what it
-        # cost with one and the machine's CPUs were the only limit
-        out["w1p_ceiling_2"] = min(2.0, 100 / out["w1p1_cpu_pct"])
-    return out
+    return scaling_summary(out)
 
 
 async def w5p(url: str, s: Sizes) -> dict[str, float]:
