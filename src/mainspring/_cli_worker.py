@@ -99,6 +99,14 @@ def collect(module: ModuleType) -> tuple[list[type], list[Callable[..., Any]]]:
     help="Runs kept in memory between steps.",
 )
 @click.option(
+    "--sticky-timeout",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds a ready workflow task is left to the worker that keeps its run in "
+    "memory before this one takes it (and replays the run's history).",
+)
+@click.option(
     "--graceful-shutdown-timeout",
     default=10.0,
     show_default=True,
@@ -118,6 +126,7 @@ def worker(
     max_concurrent_activities: int,
     max_concurrent_workflow_tasks: int,
     max_cached_workflows: int,
+    sticky_timeout: float,
     graceful_shutdown_timeout: float,
     log_level: str,
     db: str,
@@ -153,6 +162,7 @@ def worker(
                 max_concurrent_activities=max_concurrent_activities,
                 max_concurrent_workflow_tasks=max_concurrent_workflow_tasks,
                 max_cached_workflows=max_cached_workflows,
+                sticky_timeout=timedelta(seconds=sticky_timeout),
                 graceful_shutdown_timeout=timedelta(seconds=graceful_shutdown_timeout),
             )
             log.info(

@@ -20,7 +20,7 @@ from .runtime.commands import Command, ScheduleActivity, StartTimer
 from .runtime.guard import DeadlockInterrupt, InlineGuard
 from .runtime.instance import WorkflowInstance, WorkflowTaskError
 from .store._tx import started_attributes
-from .store._wakeups import QUERIES, WORKFLOWS
+from .store._wakeups import QUERIES, WORKFLOWS, sticky_queue
 from .store.base import Store
 from .store.records import ActivityTask, WorkflowTask, WorkflowTaskCompletion
 from .workflow import WorkflowDefinition, WorkflowInfo
@@ -61,6 +61,7 @@ class WorkflowRunner:
         deadlock_timeout: float,
         poll_interval: float,
         task_lease: float,
+        sticky_wait: float,
         reserve_activity_slots: Callable[[list[ScheduleActivity]], frozenset[int]],
         dispatch_activity: Callable[[ActivityTask], None],
         release_activity_slots: Callable[[int], None],
@@ -76,6 +77,7 @@ class WorkflowRunner:
         self.deadlock_timeout = deadlock_timeout
         self.poll_interval = poll_interval
         self.task_lease = task_lease
+        self.sticky_wait = sticky_wait
         self._reserve = reserve_activity_slots
         self._dispatch = dispatch_activity
         self._release = release_activity_slots
@@ -102,6 +104,14 @@ class WorkflowRunner:
 
     async def poll(self) -> None:
         """Claim and run workflow tasks until :attr:`stopping`."""
+        # wake-ups for this worker's sticky runs wake this poller (and only this process's)
+        self.store.share_queue(sticky_queue(self.owner), self.task_queue, WORKFLOWS)
+        try:
+            await self._poll()
+        finally:
+            self.store.unshare_queue(sticky_queue(self.owner), WORKFLOWS)
+
+    async def _poll(self) -> None:
         while not self.stopping:
             free = self.max_concurrent - len(self._inflight)
             if free <= 0:
@@ -111,7 +121,7 @@ class WorkflowRunner:
             known = {rid: c.instance.applied_through for rid, c in self._cache.items()}
             try:
                 tasks = await self.store.claim_workflow_tasks(
-                    self.task_queue, self.owner, free, self.task_lease, known
+                    self.task_queue, self.owner, free, self.task_lease, known, self.sticky_wait
                 )
             except Exception:
                 log.exception("claiming workflow tasks failed; retrying")
@@ -136,6 +146,13 @@ class WorkflowRunner:
             await asyncio.wait(list(self._inflight), timeout=timeout)
         for t in list(self._inflight):
             t.cancel()
+
+    async def release_sticky(self) -> None:
+        """Shutting down: let any worker take this worker's runs' next tasks at once."""
+        try:
+            await self.store.release_sticky(self.task_queue, self.owner, list(self._cache))
+        except Exception as exc:  # noqa: BLE001 - they go to others after sticky_wait
+            log.warning("could not hand this worker's runs to other workers (%s)", exc)
 
     def close(self) -> None:
         """Drop cached runs and stop the thread pool."""

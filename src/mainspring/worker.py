@@ -51,6 +51,11 @@ class Worker:
             it (other processes' work is usually noticed within milliseconds).
         workflow_task_timeout: The lease on a claimed workflow task: if this worker dies
             holding it, another worker takes the run over after this long.
+        sticky_timeout: How long this worker leaves a ready workflow task to the worker
+            that decided the run's last step and keeps the run in memory, before taking
+            it itself (which means replaying the run's whole history). A worker that
+            shuts down gracefully hands its runs over at once; one that dies, after
+            this long. ``timedelta(0)`` takes every ready task at once.
         identity: This worker's name in leases; defaults to ``host:pid:random``.
         activity_executor: The thread pool of sync activities (default: one sized to
             ``max_concurrent_activities``).
@@ -70,6 +75,7 @@ class Worker:
         graceful_shutdown_timeout: timedelta = timedelta(seconds=10),
         poll_interval: timedelta = timedelta(seconds=1),
         workflow_task_timeout: timedelta = timedelta(seconds=10),
+        sticky_timeout: timedelta = timedelta(seconds=1),
         identity: str | None = None,
         activity_executor: ThreadPoolExecutor | None = None,
     ) -> None:
@@ -84,6 +90,8 @@ class Worker:
         ):
             if value < 1:
                 raise WorkerError(f"{name} must be at least 1")
+        if sticky_timeout < timedelta(0):
+            raise WorkerError("sticky_timeout must not be negative; timedelta(0) turns it off")
         self.client = client
         self.task_queue = task_queue
         self.identity = identity or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -91,6 +99,7 @@ class Worker:
         self._activities = _register_activities(activities)
         self._grace = graceful_shutdown_timeout.total_seconds()
         self._poll = poll_interval.total_seconds()
+        self._sticky = sticky_timeout.total_seconds()
         self._own_executor = activity_executor is None
         self._executor = activity_executor or ThreadPoolExecutor(
             max_workers=max_concurrent_activities, thread_name_prefix="mainspring-activity"
@@ -120,6 +129,7 @@ class Worker:
             deadlock_timeout=deadlock_timeout.total_seconds(),
             poll_interval=self._poll,
             task_lease=workflow_task_timeout.total_seconds(),
+            sticky_wait=self._sticky,
             reserve_activity_slots=self._activity.reserve,
             dispatch_activity=self._activity.dispatch,
             release_activity_slots=self._activity.release,
@@ -165,18 +175,19 @@ class Worker:
         store = self.client.store
         while not self._workflow.stopping:
             try:
-                wake = await store.maintain(self.task_queue)
+                wake = await store.maintain(self.task_queue, self._sticky)
             except Exception:
                 log.exception("firing timers failed; retrying")
                 wake = None
             now = store.clock.now()
-            delay = self._poll if wake is None else max(0.0, min(self._poll, wake - now))
+            delay = self._poll if wake is None else max(0.0, min(self._poll, wake.at - now))
             self._timer_wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._timer_wake.wait()
-            if wake is not None and store.clock.now() >= wake:
-                store.notify(self.task_queue)  # a retry backoff or a lease ran out
+            if wake is not None and store.clock.now() >= wake.at:
+                # a retry backoff, a sticky wait or a lease ran out: wake whose work it is
+                store.notify(self.task_queue, wake.kind)
 
     async def shutdown(self) -> None:
         """Stop taking work, let running work finish (up to the grace period), stop."""
@@ -197,6 +208,8 @@ class Worker:
                 t.cancel()
         await self._activity.drain(self._grace)
         await self._workflow.drain(self._grace)
+        if self._workflows:
+            await self._workflow.release_sticky()
         self._workflow.close()
         if self._own_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)

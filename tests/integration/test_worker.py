@@ -20,6 +20,7 @@ from mainspring import (
     activity,
     workflow,
 )
+from mainspring.store.records import Wakeup
 from tests.integration import agents
 from tests.integration.agents import TQ
 
@@ -207,10 +208,10 @@ async def test_a_backlog_waiting_for_slots_does_not_spin_the_maintenance_pass(
     passes = 0
     real = client.store.maintain
 
-    async def counting(task_queue: str) -> float | None:
+    async def counting(task_queue: str, sticky_wait: float = 0.0) -> Wakeup | None:
         nonlocal passes
         passes += 1
-        return await real(task_queue)
+        return await real(task_queue, sticky_wait)
 
     client.store.maintain = counting  # type: ignore[method-assign]
     tq = f"backlog-{uuid.uuid4().hex[:6]}"

@@ -24,6 +24,12 @@ def queue_topic(task_queue: str, kind: str) -> str:
     return _LETTER[kind] + task_queue
 
 
+def sticky_queue(owner: str) -> str:
+    """The pseudo task queue whose :data:`WORKFLOWS` wake-ups reach only the worker
+    ``owner``: its sticky runs have a task ready (see :meth:`Wakeups.share_queue`)."""
+    return "sticky:" + owner
+
+
 def key_topic(key: str) -> str:
     """The wake-up topic of watchers of one run or query (see :meth:`Store.watch`)."""
     return "k" + key
@@ -51,6 +57,14 @@ class Wakeups:
         if self._changed is not None:
             self._changed.set()
             self._changed = None
+
+    def share_queue(self, alias: str, task_queue: str, kind: str) -> None:
+        """Let wake-ups of ``alias`` (of ``kind``) wake the pollers of ``task_queue``."""
+        self._queues[alias + kind] = self._queues.setdefault(task_queue + kind, asyncio.Event())
+
+    def unshare_queue(self, alias: str, kind: str) -> None:
+        """Undo :meth:`share_queue`."""
+        self._queues.pop(alias + kind, None)
 
     def notify_key(self, key: str) -> None:
         """Wake watchers of one run or query (see :meth:`watch`)."""

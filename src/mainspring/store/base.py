@@ -19,13 +19,22 @@ from ..history import Event
 from ..runtime.commands import ScheduleActivity
 from . import _tx
 from ._tx import Reads, Tx
-from ._wakeups import ACTIVITIES, QUERIES, WORKFLOWS, Wakeups, key_topic, queue_topic
+from ._wakeups import (
+    ACTIVITIES,
+    QUERIES,
+    WORKFLOWS,
+    Wakeups,
+    key_topic,
+    queue_topic,
+    sticky_queue,
+)
 from .records import (
     ActivityTask,
     CompletionOutcome,
     QueryRequest,
     RunRecord,
     SchemaInfo,
+    Wakeup,
     WorkflowTask,
     WorkflowTaskCompletion,
 )
@@ -303,9 +312,16 @@ class Store(Wakeups, ABC):
     # ------------------------------------------------------------------ worker operations
 
     async def claim_workflow_tasks(
-        self, task_queue: str, owner: str, limit: int, lease: float, known: dict[str, int]
+        self,
+        task_queue: str,
+        owner: str,
+        limit: int,
+        lease: float,
+        known: dict[str, int],
+        sticky_wait: float = 0.0,
     ) -> list[WorkflowTask]:
-        """Lease ready workflow tasks."""
+        """Lease ready workflow tasks; leave those sticky to another worker to it until
+        they have been ready for ``sticky_wait`` seconds."""
         return await self._run(
             self._telling(
                 self._at(
@@ -315,6 +331,7 @@ class Store(Wakeups, ABC):
                     limit=limit,
                     lease=lease,
                     known=known,
+                    sticky_wait=sticky_wait,
                 ),
                 _nobody,
             ),
@@ -376,6 +393,21 @@ class Store(Wakeups, ABC):
             )
         )
 
+    async def release_sticky(self, task_queue: str, owner: str, run_ids: list[str]) -> int:
+        """``owner`` is going away: any worker may take its runs' next workflow tasks now
+        (those of ``run_ids``, and those of the task queue ready now)."""
+        n = await self._run(
+            self._telling(
+                lambda tx: _tx.release_sticky(
+                    tx, task_queue=task_queue, owner=owner, run_ids=run_ids
+                ),
+                lambda n: [queue_topic(task_queue, WORKFLOWS)] if n else [],
+            )
+        )
+        if n:
+            self.notify(task_queue, WORKFLOWS)
+        return n
+
     async def reset_backoff(self, task_queue: str) -> int:
         """Make failed workflow tasks of ``task_queue`` due now."""
         return await self._run(lambda tx: _tx.reset_backoff(tx, task_queue, self._now()))
@@ -401,12 +433,12 @@ class Store(Wakeups, ABC):
                     fence=task.fence,
                     result=result,
                 ),
-                lambda r: [] if r is None else [queue_topic(r.task_queue, WORKFLOWS)],
+                lambda r: [] if r is None else [queue_topic(*_decider_queue(r))],
             ),
             key=task.run_id,
         )
         if run is not None:
-            self.notify(run.task_queue, WORKFLOWS)
+            self.notify(*_decider_queue(run))
         return run is not None
 
     async def complete_activity_and_decide(
@@ -502,13 +534,14 @@ class Store(Wakeups, ABC):
             readonly=True,
         )
 
-    async def maintain(self, task_queue: str) -> float | None:
-        """Fire due timers and expire lapsed leases; return the next time work falls due."""
+    async def maintain(self, task_queue: str, sticky_wait: float = 0.0) -> Wakeup | None:
+        """Fire due timers and expire lapsed leases; return when work next falls due, and
+        whose (for a poller that takes other workers' sticky tasks after ``sticky_wait``)."""
 
-        def run(tx: Tx) -> tuple[int, float | None]:
+        def run(tx: Tx) -> tuple[int, Wakeup | None]:
             now = self._now()
             fired = _tx.fire_timers(tx, now) + _tx.expire(tx, now)
-            return fired, _tx.next_wakeup(tx, task_queue, now)
+            return fired, _tx.next_wakeup(tx, task_queue, now, sticky_wait)
 
         fired, wake = await self._run(run)
         if fired:
@@ -534,6 +567,12 @@ class Store(Wakeups, ABC):
             )
         )
         self.notify_key(query_id)
+
+
+def _decider_queue(run: RunRecord) -> tuple[str, str]:
+    """The pollers to wake for ``run``'s task, made ready by a write that did not decide
+    it: its sticky worker's only, if it has one (the others leave the task to it)."""
+    return (sticky_queue(run.wft_sticky) if run.wft_sticky else run.task_queue), WORKFLOWS
 
 
 def _nobody(_: object) -> list[str]:

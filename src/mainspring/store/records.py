@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..history import Event
 from ..runtime.commands import Command
@@ -23,6 +23,15 @@ class WorkflowStatus(enum.StrEnum):
     FAILED = "FAILED"
     CANCELED = "CANCELED"
     TERMINATED = "TERMINATED"
+
+
+class Wakeup(NamedTuple):
+    """When something of a task queue next falls due (see :meth:`Store.maintain`)."""
+
+    at: float
+    #: whose work it is: the pollers of one kind (``WORKFLOWS``, ``ACTIVITIES``), or
+    #: ``None`` for the maintenance pass itself (a timer, a lease), which wakes them all
+    kind: str | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +56,9 @@ class RunRecord:
     wft_fence: int = 0
     wft_lease_owner: str | None = None
     wft_lease_until: float | None = None
+    #: The worker that last decided the run and keeps it in memory (sticky workflow
+    #: tasks); other workers leave the run's next task to it for a while.
+    wft_sticky: str | None = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> RunRecord:
@@ -70,6 +82,7 @@ class RunRecord:
             wft_attempt=row[15],
             wft_failure=json.loads(row[16]) if row[16] else None,
             cancel_requested=bool(row[17]),
+            wft_sticky=row[18],
         )
 
 

@@ -155,7 +155,10 @@ def _progress(
     wft_attempt: int | None = None,
     wft_failure: dict[str, Any] | None = None,
     cancel_requested: bool | None = None,
+    sticky: str | None = None,
 ) -> None:
+    """Update the run's progress columns; ``sticky`` names a new sticky worker (``None``
+    keeps the one there is)."""
     tx.w(
         "set_run_progress",
         {
@@ -169,6 +172,7 @@ def _progress(
             "cancel_requested": int(
                 run.cancel_requested if cancel_requested is None else cancel_requested
             ),
+            "sticky": sticky,
         },
     )
 

@@ -52,10 +52,24 @@ def claim_workflow_tasks(
     limit: int,
     lease: float,
     known: dict[str, int],
+    sticky_wait: float = 0.0,
 ) -> list[WorkflowTask]:
-    """Lease up to ``limit`` ready workflow tasks; include events after ``known[run]``."""
+    """Lease up to ``limit`` ready workflow tasks; include events after ``known[run]``.
+
+    A task sticky to another worker (which keeps its run in memory) is left to that
+    worker until it has been ready for ``sticky_wait`` seconds.
+    """
     out: list[WorkflowTask] = []
-    found = tx.q("wft_candidates", {"task_queue": task_queue, "now": now, "limit": limit})
+    found = tx.q(
+        "wft_candidates",
+        {
+            "task_queue": task_queue,
+            "now": now,
+            "limit": limit,
+            "owner": owner,
+            "sticky_cutoff": now - sticky_wait,
+        },
+    )
     ids = [r[0] for r in found]
     if not ids:
         return out
@@ -188,6 +202,7 @@ def _apply_completion(
             next_event_id=next_id,
             wft_ready_at=now if unseen else None,
             wft_attempt=1,
+            sticky=c.owner,  # it keeps the run in memory: its next task is cheapest there
         )
     return CompletionOutcome(
         accepted=True,
@@ -242,6 +257,15 @@ def release_workflow_task(tx: Tx, *, run_id: str, fence: int, owner: str, now: f
     _progress(
         tx, run, next_event_id=run.history_length + 1, wft_ready_at=now, wft_failure=run.wft_failure
     )
+
+
+def release_sticky(tx: Tx, *, task_queue: str, owner: str, run_ids: list[str]) -> int:
+    """Make the runs sticky to ``owner`` (those listed, and those with a task ready now)
+    anyone's: the worker is going away."""
+    n = 0
+    for run_id in run_ids:
+        n += tx.x("release_sticky", {"run_id": run_id, "owner": owner})
+    return n + tx.x("release_sticky_ready", {"task_queue": task_queue, "owner": owner})
 
 
 def reset_backoff(tx: Tx, task_queue: str, now: float) -> int:

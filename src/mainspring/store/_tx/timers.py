@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 
 from ...history import EventType
+from .._wakeups import ACTIVITIES, WORKFLOWS
 from ..records import (
     QueryRequest,
     RunRecord,
+    Wakeup,
     WorkflowStatus,
 )
 from .core import (
@@ -34,24 +36,26 @@ def fire_timers(tx: Tx, now: float, limit: int = 500) -> int:
     return n
 
 
-def next_wakeup(tx: Tx, task_queue: str, now: float) -> float | None:
-    """The earliest time at which something of ``task_queue`` falls due.
+def next_wakeup(tx: Tx, task_queue: str, now: float, sticky_wait: float = 0.0) -> Wakeup | None:
+    """The earliest time at which something of ``task_queue`` falls due, and whose.
 
     Timers and leases are the maintenance pass's own work: one already due (left by a
     pass that stopped at its limit) makes the answer a past time, to run it again at
-    once. Workflow tasks and activities are the pollers': only future times count, or
-    a backlog waiting for free slots would keep the pass running back to back.
+    once. Workflow tasks and activities are the pollers' (of that kind): only future
+    times count, or a backlog waiting for free slots would keep the pass running back
+    to back. A task sticky to a worker falls due for the others ``sticky_wait`` seconds
+    after it is ready.
     """
-    times = []
+    due: list[Wakeup] = []
     for name in ("next_timer", "next_activity_expiry"):
         row = _q1(tx, name, {})
         if row and row[0] is not None:
-            times.append(float(row[0]))
-    for name in ("next_activity_ready", "next_wft_ready"):
-        row = _q1(tx, name, {"task_queue": task_queue, "now": now})
+            due.append(Wakeup(float(row[0]), None))
+    for name, kind in (("next_activity_ready", ACTIVITIES), ("next_wft_ready", WORKFLOWS)):
+        row = _q1(tx, name, {"task_queue": task_queue, "now": now, "sticky_wait": sticky_wait})
         if row and row[0] is not None:
-            times.append(float(row[0]))
-    return min(times) if times else None
+            due.append(Wakeup(float(row[0]), kind))
+    return min(due, key=lambda w: w.at) if due else None
 
 
 # --------------------------------------------------------------------------- queries

@@ -18,34 +18,34 @@ VALUES (%(run_id)s, %(workflow_id)s, %(workflow_type)s, %(task_queue)s, 'RUNNING
 -- name: run_by_id
 SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
     created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
-    wft_fence, wft_attempt, wft_failure, cancel_requested
+    wft_fence, wft_attempt, wft_failure, cancel_requested, wft_sticky
 FROM mainspring_runs WHERE run_id = %(run_id)s;
 
 -- name: run_by_id_for_update
 -- Every change to a run holds its row lock, so history appends of one run are serial.
 SELECT run_id, workflow_id, workflow_type, task_queue, status, '' AS input, result, failure,
     created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
-    wft_fence, wft_attempt, wft_failure, cancel_requested
+    wft_fence, wft_attempt, wft_failure, cancel_requested, wft_sticky
 FROM mainspring_runs WHERE run_id = %(run_id)s
 FOR UPDATE;
 
 -- name: open_run_by_workflow_id
 SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
     created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
-    wft_fence, wft_attempt, wft_failure, cancel_requested
+    wft_fence, wft_attempt, wft_failure, cancel_requested, wft_sticky
 FROM mainspring_runs WHERE workflow_id = %(workflow_id)s AND status = 'RUNNING';
 
 -- name: latest_run_by_workflow_id
 SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
     created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
-    wft_fence, wft_attempt, wft_failure, cancel_requested
+    wft_fence, wft_attempt, wft_failure, cancel_requested, wft_sticky
 FROM mainspring_runs WHERE workflow_id = %(workflow_id)s
 ORDER BY status = 'RUNNING' DESC, created_at DESC LIMIT 1;
 
 -- name: list_runs
 SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
     created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
-    wft_fence, wft_attempt, wft_failure, cancel_requested
+    wft_fence, wft_attempt, wft_failure, cancel_requested, wft_sticky
 FROM mainspring_runs
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(workflow_type)s::text IS NULL OR workflow_type = %(workflow_type)s)
@@ -63,6 +63,7 @@ WHERE run_id = %(run_id)s AND event_id > %(after)s ORDER BY event_id;
 SELECT run_id FROM mainspring_runs
 WHERE task_queue = %(task_queue)s AND wft_ready_at IS NOT NULL AND wft_ready_at <= %(now)s
   AND (wft_lease_owner IS NULL OR wft_lease_until < %(now)s) AND status = 'RUNNING'
+  AND (wft_sticky IS NULL OR wft_sticky = %(owner)s OR wft_ready_at <= %(sticky_cutoff)s)
 ORDER BY wft_ready_at LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
@@ -76,7 +77,8 @@ RETURNING wft_fence;
 UPDATE mainspring_runs
 SET next_event_id = %(next_event_id)s, wft_ready_at = %(wft_ready_at)s,
     wft_lease_owner = %(owner)s, wft_lease_until = %(until)s, wft_attempt = %(wft_attempt)s,
-    wft_failure = %(wft_failure)s, cancel_requested = %(cancel_requested)s
+    wft_failure = %(wft_failure)s, cancel_requested = %(cancel_requested)s,
+    wft_sticky = COALESCE(%(sticky)s, wft_sticky)
 WHERE run_id = %(run_id)s;
 
 -- name: close_run
@@ -86,8 +88,17 @@ SET status = %(status)s, result = %(result)s, failure = %(failure)s, closed_at =
     wft_lease_until = NULL, wft_failure = NULL
 WHERE run_id = %(run_id)s;
 
+-- name: release_sticky
+-- A worker shutting down gives its runs' next workflow tasks to any worker.
+UPDATE mainspring_runs SET wft_sticky = NULL
+WHERE run_id = %(run_id)s AND wft_sticky = %(owner)s;
+
+-- name: release_sticky_ready
+UPDATE mainspring_runs SET wft_sticky = NULL
+WHERE task_queue = %(task_queue)s AND wft_ready_at IS NOT NULL AND wft_sticky = %(owner)s;
+
 -- name: reset_wft_backoff
-UPDATE mainspring_runs SET wft_ready_at = %(now)s
+UPDATE mainspring_runs SET wft_ready_at = %(now)s, wft_sticky = NULL
 WHERE task_queue = %(task_queue)s AND status = 'RUNNING' AND wft_ready_at > %(now)s
   AND wft_attempt > 1;
 
@@ -181,7 +192,9 @@ SELECT MIN(lease_until) FROM mainspring_activities WHERE lease_owner IS NOT NULL
 
 -- name: next_wft_ready
 SELECT MIN(due) FROM (
-    SELECT CASE WHEN wft_lease_owner IS NULL THEN wft_ready_at ELSE wft_lease_until END AS due
+    SELECT CASE WHEN wft_lease_owner IS NOT NULL THEN wft_lease_until
+                WHEN wft_sticky IS NOT NULL THEN wft_ready_at + %(sticky_wait)s
+                ELSE wft_ready_at END AS due
     FROM mainspring_runs WHERE task_queue = %(task_queue)s AND wft_ready_at IS NOT NULL
 ) AS ready WHERE due > %(now)s;
 
@@ -237,7 +250,7 @@ WITH taken AS (
 )
 SELECT run_id, workflow_id, workflow_type, task_queue, status, '' AS input, result, failure,
     created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
-    wft_fence, wft_attempt, wft_failure, cancel_requested,
+    wft_fence, wft_attempt, wft_failure, cancel_requested, wft_sticky,
     (SELECT count(*) FROM taken), (SELECT taken_attempt FROM taken),
     (SELECT taken_cancel FROM taken)
 FROM mainspring_runs WHERE run_id = %(run_id)s

@@ -17,32 +17,32 @@ VALUES (:run_id, :workflow_id, :workflow_type, :task_queue, 'RUNNING', :input,
 -- name: run_by_id
 SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
     created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
-    wft_fence, wft_attempt, wft_failure, cancel_requested
+    wft_fence, wft_attempt, wft_failure, cancel_requested, wft_sticky
 FROM mainspring_runs WHERE run_id = :run_id;
 
 -- name: run_by_id_for_update
 SELECT run_id, workflow_id, workflow_type, task_queue, status, '' AS input, result, failure,
     created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
-    wft_fence, wft_attempt, wft_failure, cancel_requested
+    wft_fence, wft_attempt, wft_failure, cancel_requested, wft_sticky
 FROM mainspring_runs WHERE run_id = :run_id;
 
 -- name: open_run_by_workflow_id
 SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
     created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
-    wft_fence, wft_attempt, wft_failure, cancel_requested
+    wft_fence, wft_attempt, wft_failure, cancel_requested, wft_sticky
 FROM mainspring_runs WHERE workflow_id = :workflow_id AND status = 'RUNNING';
 
 -- name: latest_run_by_workflow_id
 SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
     created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
-    wft_fence, wft_attempt, wft_failure, cancel_requested
+    wft_fence, wft_attempt, wft_failure, cancel_requested, wft_sticky
 FROM mainspring_runs WHERE workflow_id = :workflow_id
 ORDER BY status = 'RUNNING' DESC, created_at DESC LIMIT 1;
 
 -- name: list_runs
 SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
     created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
-    wft_fence, wft_attempt, wft_failure, cancel_requested
+    wft_fence, wft_attempt, wft_failure, cancel_requested, wft_sticky
 FROM mainspring_runs
 WHERE (:status IS NULL OR status = :status)
   AND (:workflow_type IS NULL OR workflow_type = :workflow_type)
@@ -60,6 +60,7 @@ WHERE run_id = :run_id AND event_id > :after ORDER BY event_id;
 SELECT run_id FROM mainspring_runs
 WHERE task_queue = :task_queue AND wft_ready_at IS NOT NULL AND wft_ready_at <= :now
   AND (wft_lease_owner IS NULL OR wft_lease_until < :now) AND status = 'RUNNING'
+  AND (wft_sticky IS NULL OR wft_sticky = :owner OR wft_ready_at <= :sticky_cutoff)
 ORDER BY wft_ready_at LIMIT :limit;
 
 -- name: lease_wft
@@ -72,7 +73,8 @@ RETURNING wft_fence;
 UPDATE mainspring_runs
 SET next_event_id = :next_event_id, wft_ready_at = :wft_ready_at, wft_lease_owner = :owner,
     wft_lease_until = :until, wft_attempt = :wft_attempt, wft_failure = :wft_failure,
-    cancel_requested = :cancel_requested
+    cancel_requested = :cancel_requested,
+    wft_sticky = COALESCE(:sticky, wft_sticky)
 WHERE run_id = :run_id;
 
 -- name: close_run
@@ -82,8 +84,17 @@ SET status = :status, result = :result, failure = :failure, closed_at = :now,
     wft_lease_until = NULL, wft_failure = NULL
 WHERE run_id = :run_id;
 
+-- name: release_sticky
+-- A worker shutting down gives its runs' next workflow tasks to any worker.
+UPDATE mainspring_runs SET wft_sticky = NULL
+WHERE run_id = :run_id AND wft_sticky = :owner;
+
+-- name: release_sticky_ready
+UPDATE mainspring_runs SET wft_sticky = NULL
+WHERE task_queue = :task_queue AND wft_ready_at IS NOT NULL AND wft_sticky = :owner;
+
 -- name: reset_wft_backoff
-UPDATE mainspring_runs SET wft_ready_at = :now
+UPDATE mainspring_runs SET wft_ready_at = :now, wft_sticky = NULL
 WHERE task_queue = :task_queue AND status = 'RUNNING' AND wft_ready_at > :now
   AND wft_attempt > 1;
 
@@ -166,7 +177,9 @@ SELECT MIN(lease_until) FROM mainspring_activities WHERE lease_owner IS NOT NULL
 
 -- name: next_wft_ready
 SELECT MIN(due) FROM (
-    SELECT CASE WHEN wft_lease_owner IS NULL THEN wft_ready_at ELSE wft_lease_until END AS due
+    SELECT CASE WHEN wft_lease_owner IS NOT NULL THEN wft_lease_until
+                WHEN wft_sticky IS NOT NULL THEN wft_ready_at + :sticky_wait
+                ELSE wft_ready_at END AS due
     FROM mainspring_runs WHERE task_queue = :task_queue AND wft_ready_at IS NOT NULL
 ) AS ready WHERE due > :now;
 
