@@ -51,6 +51,7 @@ class ActivityRunner:
         owner: str,
         max_concurrent: int,
         poll_interval: float,
+        sticky_wait: float,
         executor: ThreadPoolExecutor,
         try_decide: Callable[[ActivityTask, str], Awaitable[bool]],
         schedule_changed: Callable[[], None],
@@ -62,6 +63,7 @@ class ActivityRunner:
         self.owner = owner
         self.max_concurrent = max_concurrent
         self.poll_interval = poll_interval
+        self.sticky_wait = sticky_wait
         self._executor = executor
         self._try_decide = try_decide
         self._schedule_changed = schedule_changed
@@ -120,7 +122,9 @@ class ActivityRunner:
             n = self._free
             self._free -= n
             try:
-                tasks = await self.store.claim_activities(self.task_queue, self.owner, n)
+                tasks = await self.store.claim_activities(
+                    self.task_queue, self.owner, n, self.sticky_wait
+                )
             except Exception:
                 self._free += n
                 log.exception("claiming activities failed; retrying")

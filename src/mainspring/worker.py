@@ -55,7 +55,9 @@ class Worker:
             that decided the run's last step and keeps the run in memory, before taking
             it itself (which means replaying the run's whole history). A worker that
             shuts down gracefully hands its runs over at once; one that dies, after
-            this long. ``timedelta(0)`` takes every ready task at once.
+            this long. ``timedelta(0)`` takes every ready task at once. Likewise,
+            activity attempts other workers scheduled are claimed after this worker's
+            own, unless they have waited this long.
         identity: This worker's name in leases; defaults to ``host:pid:random``.
         activity_executor: The thread pool of sync activities (default: one sized to
             ``max_concurrent_activities``).
@@ -114,6 +116,7 @@ class Worker:
             owner=self.identity,
             max_concurrent=max_concurrent_activities,
             poll_interval=self._poll,
+            sticky_wait=self._sticky,
             executor=self._executor,
             try_decide=self._try_decide,
             schedule_changed=self._timer_wake.set,

@@ -101,27 +101,33 @@ async def test_a_worker_shutting_down_hands_its_runs_over_at_once(client: Client
         await b.shutdown()
 
 
-async def _decided_then_completed_elsewhere(client: Client) -> str:
-    """A run whose first step w1 decided (scheduling an activity it did not take), and
-    whose activity w2 then completed: its next task is ready and sticky to w1."""
+async def _scheduled_by(client: Client, workflow_id: str, owner: str) -> str:
+    """A run whose first step ``owner`` decided, scheduling an activity it did not take."""
     s = client.store
     run_id, _ = await s.start_workflow(
-        workflow_id="sticky", workflow_type="W", task_queue="q", input="[]"
+        workflow_id=workflow_id, workflow_type="W", task_queue="q", input="[]"
     )
-    [wft] = await s.claim_workflow_tasks("q", "w1", 1, 60, {})
+    [wft] = await s.claim_workflow_tasks("q", owner, 1, 60, {})
     schedule = ScheduleActivity(
         seq=1, activity_type="a", task_queue="q", input="[]",
         options={"start_to_close_timeout": 5.0, "retry_policy": RetryPolicy().to_dict()},
     )
     out = await s.complete_workflow_task(
         WorkflowTaskCompletion(
-            run_id=run_id, fence=wft.fence, owner="w1", through=wft.history_length, time=0.0,
-            commands=[schedule],
+            run_id=run_id, fence=wft.fence, owner=owner, through=wft.history_length,
+            time=0.0, commands=[schedule],
         )
     )
     assert out.accepted and not out.eager
-    [task] = await s.claim_activities("q", "w2", 1)
-    assert await s.complete_activity(task, '"done"') is True
+    return run_id
+
+
+async def _decided_then_completed_elsewhere(client: Client) -> str:
+    """A run whose first step w1 decided (scheduling an activity it did not take), and
+    whose activity w2 then completed: its next task is ready and sticky to w1."""
+    run_id = await _scheduled_by(client, "sticky", "w1")
+    [task] = await client.store.claim_activities("q", "w2", 1)
+    assert await client.store.complete_activity(task, '"done"') is True
     return run_id
 
 
@@ -171,3 +177,42 @@ async def test_released_runs_go_to_any_worker_at_once(
 async def test_a_negative_sticky_timeout_is_refused(client: Client) -> None:
     with pytest.raises(WorkerError, match="sticky_timeout must not be negative"):
         Worker(client, task_queue="q", workflows=[Relay], sticky_timeout=td(seconds=-1))
+
+
+async def test_a_worker_claims_the_activities_it_scheduled_before_others_fresh_ones(
+    clocked: tuple[Client, ManualClock],
+) -> None:
+    client, clock = clocked
+    s = client.store
+    theirs = await _scheduled_by(client, "theirs", "w1")
+    clock.t += 0.1
+    mine = await _scheduled_by(client, "mine", "w2")
+    [first] = await s.claim_activities("q", "w2", 1, sticky_wait=1.0)
+    assert first.run_id == mine  # though w1's is older
+    [second] = await s.claim_activities("q", "w2", 1, sticky_wait=1.0)
+    assert second.run_id == theirs  # a slot to spare: others' fresh ones too
+
+
+async def test_attempts_that_waited_past_the_sticky_wait_go_first_to_anyone(
+    clocked: tuple[Client, ManualClock],
+) -> None:
+    client, clock = clocked
+    s = client.store
+    theirs = await _scheduled_by(client, "theirs", "w1")
+    clock.t += 0.1
+    await _scheduled_by(client, "mine", "w2")
+    clock.t += 5  # both waited longer than the sticky wait: oldest first, so none starves
+    [first] = await s.claim_activities("q", "w2", 1, sticky_wait=1.0)
+    assert first.run_id == theirs
+
+
+async def test_without_a_sticky_wait_activities_are_claimed_oldest_first(
+    clocked: tuple[Client, ManualClock],
+) -> None:
+    client, clock = clocked
+    s = client.store
+    theirs = await _scheduled_by(client, "theirs", "w1")
+    clock.t += 0.1
+    mine = await _scheduled_by(client, "mine", "w2")
+    claimed = await s.claim_activities("q", "w2", 5)
+    assert [t.run_id for t in claimed] == [theirs, mine]

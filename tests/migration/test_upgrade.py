@@ -6,14 +6,16 @@ import asyncio
 import sqlite3
 
 from mainspring import Client, Worker
+from mainspring.history import EventType
 from mainspring.store.sqlite import parse_sqlite_url
-from tests.integration.agents import Approval
+from tests.integration.agents import Approval, Hello, echo, sync_upper
 
 
 def _as_version_1(url: str) -> None:
-    """Turn a fresh database back into schema version 1: without version 2's column."""
+    """Turn a database back into schema version 1: without version 2's columns."""
     statements = [
         "ALTER TABLE {s}mainspring_runs DROP COLUMN wft_sticky",
+        "ALTER TABLE {s}mainspring_activities DROP COLUMN sticky",
         "UPDATE {s}mainspring_meta SET value = '1' WHERE key = 'version'",
     ]
     if url.startswith("sqlite"):
@@ -32,7 +34,17 @@ def _as_version_1(url: str) -> None:
 
 async def test_a_version_1_database_is_upgraded_and_its_runs_finish(db_url: str) -> None:
     client = await Client.connect(db_url)
-    await client.start_workflow(Approval.run, 3600.0, id="old", task_queue="q")
+    await client.start_workflow(Approval.run, 3600.0, id="waits", task_queue="q")
+    hello = await client.start_workflow(Hello.run, "old", id="queued", task_queue="q")
+    # a worker without the activity decides the first steps: Hello's activity stays queued
+    async with Worker(client, task_queue="q", workflows=[Approval, Hello]):
+        for _ in range(3000):  # polls the history (no event says "decided"); 30 s at most
+            history = await hello.fetch_history()
+            if any(e.event_type is EventType.ACTIVITY_TASK_SCHEDULED for e in history):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("Hello's first step was never decided")
     await client.close()
     _as_version_1(db_url)
 
@@ -40,10 +52,13 @@ async def test_a_version_1_database_is_upgraded_and_its_runs_finish(db_url: str)
     try:
         current, latest = await client.store.schema_status()
         assert (current, latest) == (latest, latest) and latest >= 2
-        handle = client.get_workflow_handle("old")
-        async with Worker(client, task_queue="q", workflows=[Approval]):
-            await handle.signal(Approval.decide, "yes")
-            result = await asyncio.wait_for(handle.result(), 30)
-        assert result == "decided yes after 1 signal(s)"
+        waits = client.get_workflow_handle("waits")
+        queued = client.get_workflow_handle("queued")
+        async with Worker(
+            client, task_queue="q", workflows=[Approval, Hello], activities=[echo, sync_upper]
+        ):
+            await waits.signal(Approval.decide, "yes")
+            assert await asyncio.wait_for(waits.result(), 30) == "decided yes after 1 signal(s)"
+            assert await asyncio.wait_for(queued.result(), 30) == "HELLO OLD"
     finally:
         await client.close()

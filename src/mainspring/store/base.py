@@ -412,11 +412,21 @@ class Store(Wakeups, ABC):
         """Make failed workflow tasks of ``task_queue`` due now."""
         return await self._run(lambda tx: _tx.reset_backoff(tx, task_queue, self._now()))
 
-    async def claim_activities(self, task_queue: str, owner: str, limit: int) -> list[ActivityTask]:
-        """Lease ready activity attempts."""
+    async def claim_activities(
+        self, task_queue: str, owner: str, limit: int, sticky_wait: float = 0.0
+    ) -> list[ActivityTask]:
+        """Lease ready activity attempts, oldest first: ``owner``'s own and any ready for
+        over ``sticky_wait`` seconds, then other workers' fresh ones (see
+        :func:`._tx.claim_activities`)."""
         return await self._run(
             self._telling(
-                self._at(_tx.claim_activities, task_queue=task_queue, owner=owner, limit=limit),
+                self._at(
+                    _tx.claim_activities,
+                    task_queue=task_queue,
+                    owner=owner,
+                    limit=limit,
+                    sticky_wait=sticky_wait,
+                ),
                 _nobody,
             ),
             lazy=True,

@@ -30,11 +30,27 @@ from .decisions import _apply_completion, _attempt_window
 
 
 def claim_activities(
-    tx: Tx, *, task_queue: str, owner: str, now: float, limit: int
+    tx: Tx, *, task_queue: str, owner: str, now: float, limit: int, sticky_wait: float = 0.0
 ) -> list[ActivityTask]:
-    """Lease up to ``limit`` ready activity attempts of ``task_queue``."""
+    """Lease up to ``limit`` ready activity attempts of ``task_queue``, oldest first:
+    first those ``owner`` scheduled itself and those ready for over ``sticky_wait``
+    seconds (or nobody's), then, with slots to spare, other workers' fresh ones.
+
+    A worker that runs the activities it scheduled holds their runs in memory, so each
+    result and the run's next decision commit together; another worker's result costs
+    the run a separate commit and a claim of its workflow task.
+    """
     out = []
-    rows = tx.q("activity_candidates", {"task_queue": task_queue, "now": now, "limit": limit})
+    params = {
+        "task_queue": task_queue,
+        "now": now,
+        "limit": limit,
+        "owner": owner,
+        "fresh_after": now - sticky_wait,
+    }
+    rows = tx.q("activity_candidates", params)
+    if len(rows) < limit and sticky_wait > 0:
+        rows += tx.q("activity_candidates_others", {**params, "limit": limit - len(rows)})
     for run_id, seq, options_text, deadline in rows:
         options = json.loads(options_text)
         until, attempt_deadline = _attempt_window(options, deadline, now)

@@ -164,6 +164,7 @@ def _apply_completion(
                 now,
                 c.owner if slots > 0 and cmd.seq in c.eager_seqs else None,
                 activity_lease_cap,
+                c.owner,
             )
             if task is not None:
                 eager.append(task)
@@ -290,8 +291,16 @@ def _attempt_window(
 
 
 def _insert_activity(
-    tx: Tx, run: RunRecord, cmd: ScheduleActivity, now: float, owner: str | None, cap: float
+    tx: Tx,
+    run: RunRecord,
+    cmd: ScheduleActivity,
+    now: float,
+    owner: str | None,
+    cap: float,
+    scheduler: str,
 ) -> ActivityTask | None:
+    """Insert the activity's first attempt, leased to ``owner`` if given (eagerly);
+    ``scheduler``, the deciding worker, claims it before other workers do."""
     stc = cmd.options.get("schedule_to_close_timeout")
     deadline = now + float(stc) if stc else None
     until, attempt_deadline = _attempt_window(cmd.options, deadline, now)
@@ -312,6 +321,7 @@ def _insert_activity(
             "until": until if owner else None,
             "attempt_deadline": attempt_deadline if owner else None,
             "fence": 1 if owner else 0,
+            "sticky": scheduler,
         },
     )
     if owner is None:

@@ -105,14 +105,25 @@ WHERE task_queue = %(task_queue)s AND status = 'RUNNING' AND wft_ready_at > %(no
 -- name: insert_activity
 INSERT INTO mainspring_activities (run_id, seq, workflow_id, workflow_type, activity_type,
     task_queue, input, options, attempt, scheduled_at, ready_at, deadline, lease_owner,
-    lease_until, attempt_deadline, fence)
+    lease_until, attempt_deadline, fence, sticky)
 VALUES (%(run_id)s, %(seq)s, %(workflow_id)s, %(workflow_type)s, %(activity_type)s,
     %(task_queue)s, %(input)s, %(options)s, 1, %(now)s, %(now)s, %(deadline)s, %(owner)s,
-    %(until)s, %(attempt_deadline)s, %(fence)s);
+    %(until)s, %(attempt_deadline)s, %(fence)s, %(sticky)s);
 
 -- name: activity_candidates
+-- Oldest first: this worker's own fresh attempts, anyone's that have waited longer than
+-- the sticky wait (none starves), and those nobody scheduled for itself.
 SELECT run_id, seq, options, deadline FROM mainspring_activities
 WHERE task_queue = %(task_queue)s AND lease_owner IS NULL AND ready_at <= %(now)s
+  AND (ready_at <= %(fresh_after)s OR sticky = %(owner)s OR sticky IS NULL)
+ORDER BY ready_at LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: activity_candidates_others
+-- Then, with slots to spare, other workers' fresh attempts.
+SELECT run_id, seq, options, deadline FROM mainspring_activities
+WHERE task_queue = %(task_queue)s AND lease_owner IS NULL AND ready_at <= %(now)s
+  AND ready_at > %(fresh_after)s AND sticky <> %(owner)s
 ORDER BY ready_at LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 

@@ -101,13 +101,23 @@ WHERE task_queue = :task_queue AND status = 'RUNNING' AND wft_ready_at > :now
 -- name: insert_activity
 INSERT INTO mainspring_activities (run_id, seq, workflow_id, workflow_type, activity_type,
     task_queue, input, options, attempt, scheduled_at, ready_at, deadline, lease_owner,
-    lease_until, attempt_deadline, fence)
+    lease_until, attempt_deadline, fence, sticky)
 VALUES (:run_id, :seq, :workflow_id, :workflow_type, :activity_type, :task_queue, :input,
-    :options, 1, :now, :now, :deadline, :owner, :until, :attempt_deadline, :fence);
+    :options, 1, :now, :now, :deadline, :owner, :until, :attempt_deadline, :fence, :sticky);
 
 -- name: activity_candidates
+-- Oldest first: this worker's own fresh attempts, anyone's that have waited longer than
+-- the sticky wait (none starves), and those nobody scheduled for itself.
 SELECT run_id, seq, options, deadline FROM mainspring_activities
 WHERE task_queue = :task_queue AND lease_owner IS NULL AND ready_at <= :now
+  AND (ready_at <= :fresh_after OR sticky = :owner OR sticky IS NULL)
+ORDER BY ready_at LIMIT :limit;
+
+-- name: activity_candidates_others
+-- Then, with slots to spare, other workers' fresh attempts.
+SELECT run_id, seq, options, deadline FROM mainspring_activities
+WHERE task_queue = :task_queue AND lease_owner IS NULL AND ready_at <= :now
+  AND ready_at > :fresh_after AND sticky <> :owner
 ORDER BY ready_at LIMIT :limit;
 
 -- name: lease_activity
