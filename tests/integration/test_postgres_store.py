@@ -607,3 +607,51 @@ def test_fused_writes_run_in_the_order_they_were_written(pg_url: str) -> None:
         conn.execute(sql, params)
         order = [conn.execute(f"SELECT k, at FROM {n}").fetchone() for n in names]
     assert [k for k, _ in sorted(order, key=lambda row: row[1])] == names
+
+
+async def test_the_steps_of_a_batch_read_in_one_statement_each_its_own_rows(
+    store: PostgresStore, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mainspring.retry import RetryPolicy
+    from mainspring.store import _pg_batch
+    from mainspring.store._tx import step_reads
+
+    runs = []
+    for wid in ("s1", "s2", "s3"):
+        run_id, _ = await store.start_workflow(
+            workflow_id=wid, workflow_type="W", task_queue="q", input="[]"
+        )
+        [wft] = await store.claim_workflow_tasks("q", "w", 1, 60, {})
+        schedule = ScheduleActivity(
+            seq=1, activity_type="a", task_queue="q", input="[]",
+            options={"start_to_close_timeout": 60.0, "retry_policy": RetryPolicy().to_dict()},
+        )
+        out = await store.complete_workflow_task(WorkflowTaskCompletion(
+            run_id=run_id, fence=wft.fence, owner="w", through=wft.history_length, time=0.0,
+            commands=[schedule], eager_activity_slots=1, eager_seqs=frozenset({1}),
+        ))
+        [task] = out.eager
+        runs.append((run_id, task.fence))
+    runs.sort()
+    together: list[int] = []
+    real = _pg_batch.batch_read
+
+    def spy(reads: Any) -> Any:
+        found = real(reads)
+        together.append(found[0] if found else 0)
+        return found
+
+    monkeypatch.setattr(_pg_batch, "batch_read", spy)
+    stale = runs[1][0]
+
+    def step(run_id: str, fence: int) -> tuple[Callable[[Any], Any], str, Any]:
+        reads = step_reads(run_id, 1, fence if run_id != stale else fence + 7)
+        return (lambda tx: tx.qs(reads)), run_id, reads
+
+    _, *results = await _one_batch(store, [step(r, f) for r, f in runs])
+    assert together == [3]  # the three steps' reads were one statement
+    for (run_id, _), (taken, run_rows) in zip(runs, results, strict=True):
+        assert [row[0] for row in run_rows] == [run_id]  # its own run, locked
+        assert taken == ([] if run_id == stale else [(1, 0)])  # (attempt, cancel)
+    left = admin_sql(pg_url, "SELECT run_id FROM mainspring.mainspring_activities")
+    assert left == [(stale,)]  # only the attempts whose fence matched were taken

@@ -102,3 +102,41 @@ def test_a_schema_named_like_a_table_does_not_stop_fusion() -> None:
     out = fuse([(sql["e"], {"run_id": "r", "id": 1}), (sql["r"], {"run_id": "r", "n": 2})])
     assert len(out) == 1
     assert out[0][0].startswith("WITH w0 AS (UPDATE mainspring_prod.mainspring_runs ")
+
+
+def _step(run_id: str, seq: int = 1, fence: int = 1) -> list[tuple[str, dict[str, object]]]:
+    return [
+        ("take_activity", {"run_id": run_id, "seq": seq, "fence": fence}),
+        ("run_by_id_for_update", {"run_id": run_id}),
+    ]
+
+
+def test_the_reads_of_leading_steps_of_distinct_runs_become_one_statement() -> None:
+    from mainspring.store._pg_statements import batch_read
+
+    other = [("get_meta", {"key": "k"})]
+    found = batch_read([_step("a"), _step("b", 2, 3), _step("c"), other, _step("d")])
+    assert found == (
+        3,
+        "take_activities_with_runs",
+        {"run_ids": ["a", "b", "c"], "seqs": [1, 2, 1], "fences": [1, 3, 1]},
+    )
+    # it ends where run ids stop increasing: the statement locks runs in id order, once
+    assert batch_read([_step("a"), _step("c"), _step("b")])[0] == 2  # type: ignore[index]
+    assert batch_read([_step("a"), _step("a")]) is None  # one step alone gains nothing
+    assert batch_read([other, _step("a"), _step("b")]) is None  # only a leading run
+    mixed = [("take_activity", {"run_id": "a", "seq": 1, "fence": 1}),
+             ("run_by_id_for_update", {"run_id": "b"})]
+    assert batch_read([mixed, _step("c")]) is None  # each step reads its own run
+
+
+def test_the_statements_rows_go_back_to_each_step() -> None:
+    from mainspring.store._pg_statements import split_batch_read
+
+    run = ("r1", "wf")  # the run's columns (abridged), then taken?, attempt, cancel
+    rows = [(*run, True, 2, 0), ("r3", "wf", False, None, None)]
+    assert split_batch_read(rows, ["r1", "r2", "r3"]) == [
+        [[(2, 0)], [run]],
+        [[], []],  # no such run
+        [[], [("r3", "wf")]],  # a stale attempt: nothing taken
+    ]

@@ -23,7 +23,7 @@ from psycopg import pq
 
 from ..errors import StoreError
 from ._group_commit import _Op
-from ._pg_statements import READ_FUSIONS, fuse, multi_row_inserts
+from ._pg_statements import READ_FUSIONS, batch_read, fuse, multi_row_inserts, split_batch_read
 from ._pg_url import PgSettings, _line
 from ._tx import Reads
 
@@ -128,8 +128,21 @@ class _PgTx:
         first :meth:`qs` then returns its rows."""
         if self.held:
             self.flush()
-        sent = [(op, reads, self._send(reads)) for op, reads in ops]
-        self.ahead = {op: (reads, collect()) for op, reads, collect in sent}
+        ahead: dict[int, tuple[Reads, tuple[list[list[tuple[Any, ...]]], bool]]] = {}
+        # the leading ops whose reads one statement does for them all (sent first: it
+        # locks their runs in the order they would themselves)
+        together = batch_read([reads for _, reads in ops])
+        n = 0
+        if together is not None:
+            n, name, params = together
+            cur = self.conn.execute(self.sql[name], params)
+        sent = [(op, reads, self._send(reads)) for op, reads in ops[n:]]
+        if together is not None:
+            parts = split_batch_read(cur.fetchall(), params["run_ids"])
+            for (op, reads), rows in zip(ops[:n], parts, strict=True):
+                ahead[op] = (reads, (rows, bool(rows[0])))
+        ahead.update({op: (reads, collect()) for op, reads, collect in sent})
+        self.ahead = ahead
 
     def _send(self, queries: Reads) -> Callable[[], tuple[list[list[tuple[Any, ...]]], bool]]:
         """Send ``queries`` (fused where :data:`READ_FUSIONS` knows how); return what

@@ -154,3 +154,51 @@ READ_FUSIONS: dict[
 ] = {
     ("take_activity", "run_by_id_for_update"): ("take_activity_with_run", _split_taken_run),
 }
+
+
+# Reads that several operations of one batch make, each of its own run, as one statement
+# for them all: the sequence of query names each makes, the statement, how to build its
+# parameters from theirs, and how to split its rows into each one's (by run id).
+_STEP_READS = ("take_activity", "run_by_id_for_update")
+
+
+def batch_read(
+    reads: list[list[tuple[str, dict[str, Any]]]],
+) -> tuple[int, str, dict[str, Any]] | None:
+    """One statement for the reads of the first operations of ``reads`` (each operation's
+    reads, in the order they lock runs): ``(how many, its name, its parameters)``, or
+    ``None`` if fewer than two of the first operations can share one.
+
+    Those are steps (take an activity's attempt, lock its run) of distinct runs in
+    increasing run-id order: the statement locks the runs in that order.
+    """
+    run_ids: list[str] = []
+    seqs: list[int] = []
+    fences: list[int] = []
+    for r in reads:
+        if tuple(name for name, _ in r) != _STEP_READS:
+            break
+        take, run = r[0][1], r[1][1]
+        run_id = take["run_id"]
+        if run["run_id"] != run_id or (run_ids and run_id <= run_ids[-1]):
+            break
+        run_ids.append(run_id)
+        seqs.append(take["seq"])
+        fences.append(take["fence"])
+    if len(run_ids) < 2:
+        return None
+    params = {"run_ids": run_ids, "seqs": seqs, "fences": fences}
+    return len(run_ids), "take_activities_with_runs", params
+
+
+def split_batch_read(
+    rows: list[tuple[Any, ...]], run_ids: list[str]
+) -> list[list[list[tuple[Any, ...]]]]:
+    """``take_activities_with_runs``'s rows as each operation's ``[take_activity's rows,
+    the run's rows]``, in the order of ``run_ids``."""
+    by_run = {row[0]: row for row in rows}
+    out: list[list[list[tuple[Any, ...]]]] = []
+    for run_id in run_ids:
+        row = by_run.get(run_id)
+        out.append(_split_taken_run([row] if row is not None else []))
+    return out

@@ -267,6 +267,29 @@ SELECT run_id, workflow_id, workflow_type, task_queue, status, '' AS input, resu
 FROM mainspring_runs WHERE run_id = %(run_id)s
 FOR UPDATE;
 
+-- name: take_activities_with_runs
+-- take_activity_with_run for many steps (distinct runs) at once: one statement for a
+-- batch's read-ahead. The runs are locked in run-id order (byte order, as the batch
+-- sorts them); one row per run found: its columns, then whether an attempt was taken,
+-- its attempt and its cancel_requested.
+WITH keys AS (
+    SELECT * FROM unnest(%(run_ids)s::text[], %(seqs)s::bigint[], %(fences)s::bigint[])
+        AS k(run_id, seq, fence)
+), taken AS (
+    DELETE FROM mainspring_activities a USING keys k
+    WHERE a.run_id = k.run_id AND a.seq = k.seq AND a.fence = k.fence
+      AND a.lease_owner IS NOT NULL
+    RETURNING a.run_id, a.attempt AS taken_attempt, a.cancel_requested AS taken_cancel
+)
+SELECT r.run_id, r.workflow_id, r.workflow_type, r.task_queue, r.status, '' AS input,
+    r.result, r.failure, r.created_at, r.closed_at, r.next_event_id, r.wft_ready_at,
+    r.wft_lease_owner, r.wft_lease_until, r.wft_fence, r.wft_attempt, r.wft_failure,
+    r.cancel_requested, r.wft_sticky, t.run_id IS NOT NULL, t.taken_attempt, t.taken_cancel
+FROM mainspring_runs r LEFT JOIN taken t ON t.run_id = r.run_id
+WHERE r.run_id = ANY(%(run_ids)s::text[])
+ORDER BY r.run_id COLLATE "C"
+FOR UPDATE OF r;
+
 -- name: release_eager
 -- Gives back an attempt a decision leased to its own worker (fence 1), if it did.
 UPDATE mainspring_activities
