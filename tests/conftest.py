@@ -9,6 +9,7 @@ import pytest
 
 from mainspring import Client
 from tests import _pg
+from tests._clock import ManualClock
 
 STORES = ["sqlite", *(["postgres"] if _pg.enabled() else [])]
 
@@ -39,5 +40,16 @@ async def client(db_url: str) -> AsyncIterator[Client]:
     c = await Client.connect(db_url)
     try:
         yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+async def clocked(db_url: str) -> AsyncIterator[tuple[Client, ManualClock]]:
+    """A client on a fresh database whose store reads a clock the test moves by hand."""
+    clock = ManualClock()
+    c = await Client.connect(db_url, clock=clock)
+    try:
+        yield c, clock
     finally:
         await c.close()

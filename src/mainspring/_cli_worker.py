@@ -100,7 +100,7 @@ def collect(module: ModuleType) -> tuple[list[type], list[Callable[..., Any]]]:
 )
 @click.option(
     "--sticky-timeout",
-    default=1.0,
+    default=0.2,
     show_default=True,
     type=click.FloatRange(min=0),
     help="Seconds a ready workflow task is left to the worker that keeps its run in "

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("mainspring.worker")
 
 
+ACTIVITY_STICKINESS = 10  # attempts lean to their scheduler for this many sticky timeouts
+
+
 class Worker:
     """Polls one task queue and runs its workflow tasks and activities.
 
@@ -57,7 +60,8 @@ class Worker:
             shuts down gracefully hands its runs over at once; one that dies, after
             this long. ``timedelta(0)`` takes every ready task at once. Likewise,
             activity attempts other workers scheduled are claimed after this worker's
-            own, unless they have waited this long.
+            own, unless they have waited ten times this long (oldest first, so none
+            starves).
         identity: This worker's name in leases; defaults to ``host:pid:random``.
         activity_executor: The thread pool of sync activities (default: one sized to
             ``max_concurrent_activities``).
@@ -77,7 +81,7 @@ class Worker:
         graceful_shutdown_timeout: timedelta = timedelta(seconds=10),
         poll_interval: timedelta = timedelta(seconds=1),
         workflow_task_timeout: timedelta = timedelta(seconds=10),
-        sticky_timeout: timedelta = timedelta(seconds=1),
+        sticky_timeout: timedelta = timedelta(milliseconds=200),
         identity: str | None = None,
         activity_executor: ThreadPoolExecutor | None = None,
     ) -> None:
@@ -116,7 +120,9 @@ class Worker:
             owner=self.identity,
             max_concurrent=max_concurrent_activities,
             poll_interval=self._poll,
-            sticky_wait=self._sticky,
+            # the order of claims only: no attempt waits for its scheduler, so a longer
+            # window costs a dead worker's attempts nothing, and keeps more steps whole
+            sticky_wait=ACTIVITY_STICKINESS * self._sticky,
             executor=self._executor,
             try_decide=self._try_decide,
             schedule_changed=self._timer_wake.set,

@@ -2,35 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
-
-import pytest
-
 from mainspring import Client
 from mainspring.history import EventType
 from mainspring.retry import RetryPolicy
 from mainspring.runtime.commands import CompleteWorkflow, ScheduleActivity
-from mainspring.store import Clock
 from mainspring.store.records import WorkflowTaskCompletion
-
-
-class ManualClock(Clock):
-    def __init__(self) -> None:
-        self.t = time.time()
-
-    def now(self) -> float:
-        return self.t
-
-
-@pytest.fixture
-async def clocked(db_url: str) -> AsyncIterator[tuple[Client, ManualClock]]:
-    clock = ManualClock()
-    client = await Client.connect(db_url, clock=clock)
-    try:
-        yield client, clock
-    finally:
-        await client.close()
+from tests._clock import ManualClock
 
 
 async def test_a_stale_attempt_cannot_complete_its_activity(

@@ -4,8 +4,6 @@ not to one that would replay its whole history; on every store."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator
 from datetime import timedelta as td
 
 import pytest
@@ -14,9 +12,9 @@ from mainspring import Client, Worker, activity, workflow
 from mainspring.errors import WorkerError
 from mainspring.retry import RetryPolicy
 from mainspring.runtime.commands import ScheduleActivity
-from mainspring.store import Clock
 from mainspring.store._wakeups import WORKFLOWS
 from mainspring.store.records import WorkflowTaskCompletion
+from tests._clock import ManualClock
 
 from .agents import Approval
 
@@ -42,24 +40,6 @@ class Relay:
                 relay_step, n, task_queue="acts", start_to_close_timeout=td(seconds=30)
             )
         return n
-
-
-class ManualClock(Clock):
-    def __init__(self) -> None:
-        self.t = time.time()
-
-    def now(self) -> float:
-        return self.t
-
-
-@pytest.fixture
-async def clocked(db_url: str) -> AsyncIterator[tuple[Client, ManualClock]]:
-    clock = ManualClock()
-    client = await Client.connect(db_url, clock=clock)
-    try:
-        yield client, clock
-    finally:
-        await client.close()
 
 
 async def test_each_step_is_decided_by_the_worker_that_keeps_the_run(client: Client) -> None:
@@ -179,14 +159,19 @@ async def test_a_negative_sticky_timeout_is_refused(client: Client) -> None:
         Worker(client, task_queue="q", workflows=[Relay], sticky_timeout=td(seconds=-1))
 
 
+async def _theirs_then_mine(client: Client, clock: ManualClock) -> tuple[str, str]:
+    """Two runs with a queued activity each: w1's, then (0.1 s later) w2's."""
+    theirs = await _scheduled_by(client, "theirs", "w1")
+    clock.t += 0.1
+    return theirs, await _scheduled_by(client, "mine", "w2")
+
+
 async def test_a_worker_claims_the_activities_it_scheduled_before_others_fresh_ones(
     clocked: tuple[Client, ManualClock],
 ) -> None:
     client, clock = clocked
     s = client.store
-    theirs = await _scheduled_by(client, "theirs", "w1")
-    clock.t += 0.1
-    mine = await _scheduled_by(client, "mine", "w2")
+    theirs, mine = await _theirs_then_mine(client, clock)
     [first] = await s.claim_activities("q", "w2", 1, sticky_wait=1.0)
     assert first.run_id == mine  # though w1's is older
     [second] = await s.claim_activities("q", "w2", 1, sticky_wait=1.0)
@@ -198,9 +183,7 @@ async def test_attempts_that_waited_past_the_sticky_wait_go_first_to_anyone(
 ) -> None:
     client, clock = clocked
     s = client.store
-    theirs = await _scheduled_by(client, "theirs", "w1")
-    clock.t += 0.1
-    await _scheduled_by(client, "mine", "w2")
+    theirs, _ = await _theirs_then_mine(client, clock)
     clock.t += 5  # both waited longer than the sticky wait: oldest first, so none starves
     [first] = await s.claim_activities("q", "w2", 1, sticky_wait=1.0)
     assert first.run_id == theirs
@@ -211,8 +194,6 @@ async def test_without_a_sticky_wait_activities_are_claimed_oldest_first(
 ) -> None:
     client, clock = clocked
     s = client.store
-    theirs = await _scheduled_by(client, "theirs", "w1")
-    clock.t += 0.1
-    mine = await _scheduled_by(client, "mine", "w2")
+    theirs, mine = await _theirs_then_mine(client, clock)
     claimed = await s.claim_activities("q", "w2", 5)
     assert [t.run_id for t in claimed] == [theirs, mine]
