@@ -61,8 +61,10 @@ def report_header() -> str:
     why = _probe()
     if why is None:
         return f"mainspring: PostgreSQL tests RUN against {_safe(admin_url())}"
-    return (f"mainspring: PostgreSQL tests SKIPPED: {why}; set MAINSPRING_TEST_PG to a "
-            "reachable server (and MAINSPRING_REQUIRE_PG=1 to fail instead of skipping)")
+    return (
+        f"mainspring: PostgreSQL tests SKIPPED: {why}; set MAINSPRING_TEST_PG to a "
+        "reachable server (and MAINSPRING_REQUIRE_PG=1 to fail instead of skipping)"
+    )
 
 
 def database_url(name: str) -> str:

@@ -27,11 +27,15 @@ def cli(*args: str, db: str | None = None, check: bool = True) -> subprocess.Com
         env["MAINSPRING_DB"] = db
     proc = subprocess.run(
         [sys.executable, "-m", "mainspring", *args],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"mainspring {' '.join(args)} exited {proc.returncode}:\n"
-                             f"{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"mainspring {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
 
 
@@ -54,7 +58,10 @@ def worker(db: str) -> Iterator[subprocess.Popen[str]]:
     """`mainspring worker tests/acceptance/cli_agent.py`, ready when this yields."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "mainspring", "worker", str(AGENT), "--db", db],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stderr is not None
     log: list[str] = []
@@ -84,21 +91,57 @@ def test_help_shows_the_db_env_var() -> None:
 
 
 def test_start_query_signal_result(db: str, worker: subprocess.Popen[str]) -> None:
-    started = json.loads(cli("workflow", "start", "Greeter", "--id", "greet-1",
-                             "--task-queue", TASK_QUEUE, "--arg", '"bob"', "--json",
-                             db=db).stdout)
+    started = json.loads(
+        cli(
+            "workflow",
+            "start",
+            "Greeter",
+            "--id",
+            "greet-1",
+            "--task-queue",
+            TASK_QUEUE,
+            "--arg",
+            '"bob"',
+            "--json",
+            db=db,
+        ).stdout
+    )
     assert started["workflow_id"] == "greet-1" and started["run_id"]
 
-    again = cli("workflow", "start", "Greeter", "--id", "greet-1", "-q", TASK_QUEUE,
-                "--arg", '"bob"', db=db, check=False)
+    again = cli(
+        "workflow",
+        "start",
+        "Greeter",
+        "--id",
+        "greet-1",
+        "-q",
+        TASK_QUEUE,
+        "--arg",
+        '"bob"',
+        db=db,
+        check=False,
+    )
     assert "already" in one_line_error(again)
-    same = cli("workflow", "start", "Greeter", "--id", "greet-1", "-q", TASK_QUEUE,
-               "--arg", '"bob"', "--use-existing", "--json", db=db)
+    same = cli(
+        "workflow",
+        "start",
+        "Greeter",
+        "--id",
+        "greet-1",
+        "-q",
+        TASK_QUEUE,
+        "--arg",
+        '"bob"',
+        "--use-existing",
+        "--json",
+        db=db,
+    )
     assert json.loads(same.stdout)["run_id"] == started["run_id"]
 
     assert json.loads(cli("workflow", "query", "greet-1", "status", db=db).stdout) == "waiting"
-    assert json.loads(cli("workflow", "query", "greet-1", "echo", "--arg", "21",
-                          db=db).stdout) == 42
+    assert (
+        json.loads(cli("workflow", "query", "greet-1", "echo", "--arg", "21", db=db).stdout) == 42
+    )
     cli("workflow", "signal", "greet-1", "approve", "--arg", '"alice"', db=db)
     result = cli("workflow", "result", "greet-1", "--timeout", "30", db=db)
     assert json.loads(result.stdout) == {"greeting": "hello bob", "approved_by": "alice"}
@@ -111,15 +154,37 @@ def test_start_query_signal_result(db: str, worker: subprocess.Popen[str]) -> No
 
 
 def test_list_and_history(db: str, worker: subprocess.Popen[str]) -> None:
-    cli("workflow", "start", "Greeter", "--id", "greet-2", "-q", TASK_QUEUE,
-        "--arg", '"carol"', db=db)
+    cli(
+        "workflow",
+        "start",
+        "Greeter",
+        "--id",
+        "greet-2",
+        "-q",
+        TASK_QUEUE,
+        "--arg",
+        '"carol"',
+        db=db,
+    )
     cli("workflow", "signal", "greet-2", "approve", "--arg", '"dan"', db=db)
     cli("workflow", "result", "greet-2", "--timeout", "30", db=db)
 
     runs = json.loads(cli("workflow", "list", "--json", db=db).stdout)
     assert {"greet-2"} <= {r["workflow_id"] for r in runs}
-    completed = json.loads(cli("workflow", "list", "--status", "completed", "--type", "Greeter",
-                               "--limit", "1", "--json", db=db).stdout)
+    completed = json.loads(
+        cli(
+            "workflow",
+            "list",
+            "--status",
+            "completed",
+            "--type",
+            "Greeter",
+            "--limit",
+            "1",
+            "--json",
+            db=db,
+        ).stdout
+    )
     assert [r["workflow_id"] for r in completed] == ["greet-2"]
     table = cli("workflow", "list", db=db).stdout
     assert "greet-2" in table and "COMPLETED" in table
@@ -155,8 +220,20 @@ def test_unknown_workflow_is_one_line_error(tmp_path: Path) -> None:
 
 
 def test_bad_json_argument_is_a_usage_error(tmp_path: Path) -> None:
-    proc = cli("workflow", "start", "Greeter", "--id", "x", "-q", "q", "--arg", "bob",
-               "--db", f"sqlite:///{tmp_path / 'x.db'}", check=False)
+    proc = cli(
+        "workflow",
+        "start",
+        "Greeter",
+        "--id",
+        "x",
+        "-q",
+        "q",
+        "--arg",
+        "bob",
+        "--db",
+        f"sqlite:///{tmp_path / 'x.db'}",
+        check=False,
+    )
     assert proc.returncode == 2 and "not valid JSON" in proc.stderr
 
 
@@ -257,8 +334,9 @@ def test_db_status_refuses_a_newer_or_foreign_database(tmp_path: Path) -> None:
 def test_worker_needs_definitions(tmp_path: Path) -> None:
     empty = tmp_path / "empty_module.py"
     empty.write_text("X = 1\n")
-    line = one_line_error(cli("worker", str(empty), "--db", f"sqlite:///{tmp_path / 'w.db'}",
-                              check=False))
+    line = one_line_error(
+        cli("worker", str(empty), "--db", f"sqlite:///{tmp_path / 'w.db'}", check=False)
+    )
     assert "no @workflow.defn" in line
     line = one_line_error(cli("worker", "no_such_module_xyz", check=False))
     assert "cannot import" in line

@@ -110,8 +110,10 @@ class WorkerPool:
         if not path.exists():
             return 0
         text = path.read_text()
-        return text.count('"phase": "start"') - text.count('"phase": "end"') - text.count(
-            '"phase": "fail"'
+        return (
+            text.count('"phase": "start"')
+            - text.count('"phase": "end"')
+            - text.count('"phase": "fail"')
         )
 
     def kill(self, proc: subprocess.Popen[bytes]) -> None:
@@ -199,7 +201,9 @@ async def start_workflows(client: Client, started: list[WorkflowHandle]) -> None
         for n in range(first, min(first + START_BATCH, WORKFLOWS)):
             started.append(
                 await client.start_workflow(
-                    crash_agent.CrashAgent.run, n, id=f"crash-{n:03d}",
+                    crash_agent.CrashAgent.run,
+                    n,
+                    id=f"crash-{n:03d}",
                     task_queue=crash_agent.TASK_QUEUE,
                 )
             )
@@ -302,7 +306,10 @@ def check_history(n: int, events: list[Any], problems: Problems) -> dict[int, in
 
 
 def check_ledger(
-    n: int, recorded: dict[int, int], bodies: list[dict[str, Any]], killed: set[int],
+    n: int,
+    recorded: dict[int, int],
+    bodies: list[dict[str, Any]],
+    killed: set[int],
     problems: Problems,
 ) -> int:
     """Check the side effects of one run; return how many extra body runs kills explain."""
@@ -329,8 +336,9 @@ def check_ledger(
             if b["attempt"] == attempt:
                 continue
             if b["attempt"] > attempt:
-                problems.add("attempt ran after the result was recorded",
-                             f"{where}: {bodies_text(lines)}")
+                problems.add(
+                    "attempt ran after the result was recorded", f"{where}: {bodies_text(lines)}"
+                )
             elif b["pid"] in killed:
                 explained += 1
             elif any(f["phase"] == "fail" and f["attempt"] == b["attempt"] for f in lines):

@@ -137,8 +137,9 @@ async def test_a_lost_acknowledgement_does_not_strand_an_eagerly_leased_activity
     client.store.complete_workflow_task = lose_first  # type: ignore[method-assign]
     starter = await Client.connect(db_url)  # no worker in its process: no eager start
     try:
-        async with Worker(client, task_queue="lost-ack", workflows=[OneStep],
-                          activities=[slow_to_expire]):
+        async with Worker(
+            client, task_queue="lost-ack", workflows=[OneStep], activities=[slow_to_expire]
+        ):
             h = await starter.start_workflow(OneStep.run, 41, id="one", task_queue="lost-ack")
             assert await asyncio.wait_for(h.result(), timeout=60) == 42  # a guard, not a time
     finally:

@@ -160,8 +160,9 @@ async def test_a_waiting_query_fails_as_soon_as_its_run_closes(
     try:
         h = await closer.start_workflow(agents.Approval.run, 60.0, id=uid("qc"), task_queue=TQ)
         asks = [
-            asyncio.create_task(c.get_workflow_handle(h.id).query(agents.Approval.status,
-                                                                 timeout=600))
+            asyncio.create_task(
+                c.get_workflow_handle(h.id).query(agents.Approval.status, timeout=600)
+            )
             for c in (closer, other)
         ]
 
@@ -176,8 +177,11 @@ async def test_a_waiting_query_fails_as_soon_as_its_run_closes(
         [task] = await closer.store.claim_workflow_tasks(TQ, "closer", 1, 60, {})
         out = await closer.store.complete_workflow_task(
             WorkflowTaskCompletion(
-                run_id=task.run_id, fence=task.fence, owner="closer",
-                through=task.history_length, time=0.0,
+                run_id=task.run_id,
+                fence=task.fence,
+                owner="closer",
+                through=task.history_length,
+                time=0.0,
                 commands=[CompleteWorkflow(result='"approved"')],
             )
         )

@@ -20,13 +20,22 @@ async def test_a_stale_attempt_cannot_complete_its_activity(
     )
     [wft] = await s.claim_workflow_tasks("q", "w1", 1, 60, {})
     schedule = ScheduleActivity(
-        seq=1, activity_type="a", task_queue="q", input="[]",
+        seq=1,
+        activity_type="a",
+        task_queue="q",
+        input="[]",
         options={"start_to_close_timeout": 5.0, "retry_policy": RetryPolicy().to_dict()},
     )
     out = await s.complete_workflow_task(
         WorkflowTaskCompletion(
-            run_id=run_id, fence=wft.fence, owner="w1", through=wft.history_length, time=0.0,
-            commands=[schedule], eager_activity_slots=1, eager_seqs=frozenset({1}),
+            run_id=run_id,
+            fence=wft.fence,
+            owner="w1",
+            through=wft.history_length,
+            time=0.0,
+            commands=[schedule],
+            eager_activity_slots=1,
+            eager_seqs=frozenset({1}),
         )
     )
     [first] = out.eager  # attempt 1, leased to w1 in the decision's commit
@@ -39,12 +48,16 @@ async def test_a_stale_attempt_cannot_complete_its_activity(
     # w1 comes back and reports attempt 1, by both paths: each is refused, nothing written
     assert await s.complete_activity(first, '"stale"') is False
     closing = WorkflowTaskCompletion(
-        run_id=run_id, fence=wft.fence, owner="w1", through=out.history_length, time=0.0,
+        run_id=run_id,
+        fence=wft.fence,
+        owner="w1",
+        through=out.history_length,
+        time=0.0,
         commands=[CompleteWorkflow(result='"stale"')],
     )
-    assert await s.complete_activity_and_decide(
-        first, '"stale"', out.history_length, closing
-    ) is None
+    assert (
+        await s.complete_activity_and_decide(first, '"stale"', out.history_length, closing) is None
+    )
     assert await s.fail_activity(first, {"type": "X", "message": "stale"}) is False
 
     assert await s.complete_activity(second, '"fresh"') is True

@@ -539,8 +539,9 @@ async def test_reads_run_ahead_give_each_operation_its_own_rows(
 ) -> None:
     from mainspring.store import _pg_batch
 
-    await store._run(lambda tx: [tx.w("set_meta", {"key": k, "value": k.upper()})
-                                 for k in ("a", "b", "c", "d")])
+    await store._run(
+        lambda tx: [tx.w("set_meta", {"key": k, "value": k.upper()}) for k in ("a", "b", "c", "d")]
+    )
     ahead: list[list[int]] = []
     real = _pg_batch._PgTx.read_ahead
 
@@ -572,8 +573,9 @@ async def test_reads_run_ahead_give_each_operation_its_own_rows(
 async def test_an_operation_not_starting_with_its_reads_falls_back_safely(
     store: PostgresStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await store._run(lambda tx: [tx.w("set_meta", {"key": k, "value": k.upper()})
-                                 for k in ("a", "b", "c")])
+    await store._run(
+        lambda tx: [tx.w("set_meta", {"key": k, "value": k.upper()}) for k in ("a", "b", "c")]
+    )
 
     def honest(key: str) -> tuple[Callable[[Any], Any], str, Any]:
         reads = [("get_meta", {"key": key})]
@@ -623,13 +625,24 @@ async def test_the_steps_of_a_batch_read_in_one_statement_each_its_own_rows(
         )
         [wft] = await store.claim_workflow_tasks("q", "w", 1, 60, {})
         schedule = ScheduleActivity(
-            seq=1, activity_type="a", task_queue="q", input="[]",
+            seq=1,
+            activity_type="a",
+            task_queue="q",
+            input="[]",
             options={"start_to_close_timeout": 60.0, "retry_policy": RetryPolicy().to_dict()},
         )
-        out = await store.complete_workflow_task(WorkflowTaskCompletion(
-            run_id=run_id, fence=wft.fence, owner="w", through=wft.history_length, time=0.0,
-            commands=[schedule], eager_activity_slots=1, eager_seqs=frozenset({1}),
-        ))
+        out = await store.complete_workflow_task(
+            WorkflowTaskCompletion(
+                run_id=run_id,
+                fence=wft.fence,
+                owner="w",
+                through=wft.history_length,
+                time=0.0,
+                commands=[schedule],
+                eager_activity_slots=1,
+                eager_seqs=frozenset({1}),
+            )
+        )
         [task] = out.eager
         runs.append((run_id, task.fence))
     runs.sort()

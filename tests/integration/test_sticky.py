@@ -51,7 +51,10 @@ async def test_each_step_is_decided_by_the_worker_that_keeps_the_run(client: Cli
     a = Worker(client, task_queue="wf", workflows=[Relay], sticky_timeout=hour)
     # b polls all the time: were a's tasks not left to a, b would take some of them
     b = Worker(
-        client, task_queue="wf", workflows=[Relay], sticky_timeout=hour,
+        client,
+        task_queue="wf",
+        workflows=[Relay],
+        sticky_timeout=hour,
         poll_interval=td(milliseconds=1),
     )
     async with acts, a, b:
@@ -89,13 +92,20 @@ async def _scheduled_by(client: Client, workflow_id: str, owner: str) -> str:
     )
     [wft] = await s.claim_workflow_tasks("q", owner, 1, 60, {})
     schedule = ScheduleActivity(
-        seq=1, activity_type="a", task_queue="q", input="[]",
+        seq=1,
+        activity_type="a",
+        task_queue="q",
+        input="[]",
         options={"start_to_close_timeout": 5.0, "retry_policy": RetryPolicy().to_dict()},
     )
     out = await s.complete_workflow_task(
         WorkflowTaskCompletion(
-            run_id=run_id, fence=wft.fence, owner=owner, through=wft.history_length,
-            time=0.0, commands=[schedule],
+            run_id=run_id,
+            fence=wft.fence,
+            owner=owner,
+            through=wft.history_length,
+            time=0.0,
+            commands=[schedule],
         )
     )
     assert out.accepted and not out.eager

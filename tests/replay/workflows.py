@@ -78,10 +78,12 @@ async def record(directory: str) -> None:
     out = pathlib.Path(directory)
     with tempfile.TemporaryDirectory() as tmp:
         client = await Client.connect(f"sqlite:///{tmp}/r.db")
-        async with Worker(client, task_queue=TQ, workflows=[ResearchAgent, FanOut],
-                          activities=[search, summarize]):
-            h = await client.start_workflow(ResearchAgent.run, "agents", id="research",
-                                            task_queue=TQ)
+        async with Worker(
+            client, task_queue=TQ, workflows=[ResearchAgent, FanOut], activities=[search, summarize]
+        ):
+            h = await client.start_workflow(
+                ResearchAgent.run, "agents", id="research", task_queue=TQ
+            )
             await h.signal(ResearchAgent.decide, "approved")
             await h.result()
             f = await client.start_workflow(FanOut.run, 5, id="fanout", task_queue=TQ)

@@ -13,29 +13,35 @@ INSERT_ACTIVITY = "INSERT INTO mainspring_activities (run_id, seq) VALUES (%(run
 
 
 def test_writes_to_different_tables_become_one_statement_with_parameters_in_order() -> None:
-    out = fuse([
-        (INSERT_EVENT, {"run_id": "r", "id": 7}),
-        (UPDATE_RUN, {"run_id": "r", "n": 8}),
-        (INSERT_ACTIVITY, {"seq": 3, "run_id": "r"}),
-    ])
+    out = fuse(
+        [
+            (INSERT_EVENT, {"run_id": "r", "id": 7}),
+            (UPDATE_RUN, {"run_id": "r", "n": 8}),
+            (INSERT_ACTIVITY, {"seq": 3, "run_id": "r"}),
+        ]
+    )
     # PostgreSQL runs the main statement, then the WITH parts last to first: declared
     # in reverse, the parts run (and take their locks) in the order they were written
-    assert out == [(
-        "WITH w0 AS (INSERT INTO mainspring_activities (run_id, seq) VALUES (%s, %s)), "
-        "w1 AS (UPDATE mainspring_runs SET next_event_id = %s WHERE run_id = %s) "
-        "INSERT INTO mainspring_events (run_id, event_id) VALUES (%s, %s)",
-        ["r", 3, 8, "r", "r", 7],
-    )]
+    assert out == [
+        (
+            "WITH w0 AS (INSERT INTO mainspring_activities (run_id, seq) VALUES (%s, %s)), "
+            "w1 AS (UPDATE mainspring_runs SET next_event_id = %s WHERE run_id = %s) "
+            "INSERT INTO mainspring_events (run_id, event_id) VALUES (%s, %s)",
+            ["r", 3, 8, "r", "r", 7],
+        )
+    ]
 
 
 def test_writes_to_one_table_stay_separate_and_in_order() -> None:
     # the parts of one statement do not see each other's changes: a second write to a
     # table must see the first, so it starts the next statement
-    out = fuse([
-        (INSERT_EVENT, {"run_id": "r", "id": 1}),
-        (UPDATE_RUN, {"run_id": "r", "n": 2}),
-        ("DELETE FROM mainspring_events WHERE run_id = %(run_id)s", {"run_id": "r"}),
-    ])
+    out = fuse(
+        [
+            (INSERT_EVENT, {"run_id": "r", "id": 1}),
+            (UPDATE_RUN, {"run_id": "r", "n": 2}),
+            ("DELETE FROM mainspring_events WHERE run_id = %(run_id)s", {"run_id": "r"}),
+        ]
+    )
     assert [sql.split(" ", 2)[:2] for sql, _ in out] == [["WITH", "w0"], ["DELETE", "FROM"]]
     assert out[0][1] == [2, "r", "r", 1] and out[1][1] == ["r"]
 
@@ -65,11 +71,13 @@ def test_statements_that_return_rows_or_are_not_writes_go_out_as_they_came() -> 
 
 def test_fused_statements_stay_under_the_parameter_cap(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_pg_statements, "FUSE_PARAMS", 3)
-    out = fuse([
-        (INSERT_EVENT, {"run_id": "r", "id": 1}),
-        (UPDATE_RUN, {"run_id": "r", "n": 2}),
-        (INSERT_ACTIVITY, {"run_id": "r", "seq": 3}),
-    ])
+    out = fuse(
+        [
+            (INSERT_EVENT, {"run_id": "r", "id": 1}),
+            (UPDATE_RUN, {"run_id": "r", "n": 2}),
+            (INSERT_ACTIVITY, {"run_id": "r", "seq": 3}),
+        ]
+    )
     assert [len(params) for _, params in out] == [2, 2, 2]
 
 
@@ -125,8 +133,10 @@ def test_the_reads_of_leading_steps_of_distinct_runs_become_one_statement() -> N
     assert batch_read([_step("a"), _step("c"), _step("b")])[0] == 2  # type: ignore[index]
     assert batch_read([_step("a"), _step("a")]) is None  # one step alone gains nothing
     assert batch_read([other, _step("a"), _step("b")]) is None  # only a leading run
-    mixed = [("take_activity", {"run_id": "a", "seq": 1, "fence": 1}),
-             ("run_by_id_for_update", {"run_id": "b"})]
+    mixed = [
+        ("take_activity", {"run_id": "a", "seq": 1, "fence": 1}),
+        ("run_by_id_for_update", {"run_id": "b"}),
+    ]
     assert batch_read([mixed, _step("c")]) is None  # each step reads its own run
 
 
