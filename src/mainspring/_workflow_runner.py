@@ -150,7 +150,7 @@ class WorkflowRunner:
     async def release_sticky(self) -> None:
         """Shutting down: let any worker take this worker's runs' next tasks at once."""
         try:
-            await self.store.release_sticky(self.task_queue, self.owner, list(self._cache))
+            await self.store.release_sticky(self.task_queue, self.owner)
         except Exception as exc:  # noqa: BLE001 - they go to others after sticky_wait
             log.warning("could not hand this worker's runs to other workers (%s)", exc)
 

@@ -655,6 +655,14 @@ async def test_the_steps_of_a_batch_read_in_one_statement_each_its_own_rows(
         return found
 
     monkeypatch.setattr(_pg_batch, "batch_read", spy)
+    careful: list[object] = []
+    real_careful = _pg_batch.Batches._careful
+
+    def no_fallback(self: Any, conn: Any, ops: Any) -> Any:
+        careful.append(ops)  # the pipelined run failed: the rows below would not be its own
+        return real_careful(self, conn, ops)
+
+    monkeypatch.setattr(_pg_batch.Batches, "_careful", no_fallback)
     stale = runs[1][0]
 
     def step(run_id: str, fence: int) -> tuple[Callable[[Any], Any], str, Any]:
@@ -663,6 +671,7 @@ async def test_the_steps_of_a_batch_read_in_one_statement_each_its_own_rows(
 
     _, *results = await _one_batch(store, [step(r, f) for r, f in runs])
     assert together == [3]  # the three steps' reads were one statement
+    assert careful == []  # ... which worked: the batch did not run again without it
     for (run_id, _), (taken, run_rows) in zip(runs, results, strict=True):
         assert [row[0] for row in run_rows] == [run_id]  # its own run, locked
         assert taken == ([] if run_id == stale else [(1, 0)])  # (attempt, cancel)

@@ -48,7 +48,8 @@ async def test_each_step_is_decided_by_the_worker_that_keeps_the_run(client: Cli
     CREATED.clear()
     hour = td(hours=1)
     acts = Worker(client, task_queue="acts", activities=[relay_step])
-    a = Worker(client, task_queue="wf", workflows=[Relay], sticky_timeout=hour)
+    # a never polls on its own: it decides each step only if a wake-up reaches it
+    a = Worker(client, task_queue="wf", workflows=[Relay], sticky_timeout=hour, poll_interval=hour)
     # b polls all the time: were a's tasks not left to a, b would take some of them
     b = Worker(
         client,
@@ -159,7 +160,7 @@ async def test_released_runs_go_to_any_worker_at_once(
     s = client.store
     run_id = await _decided_then_completed_elsewhere(client)
     assert await s.claim_workflow_tasks("q", "w2", 10, 60, {}, sticky_wait=3600.0) == []
-    assert await s.release_sticky("q", "w1", []) == 1  # found by its ready task
+    assert await s.release_sticky("q", "w1") == 1
     [task] = await s.claim_workflow_tasks("q", "w2", 10, 60, {}, sticky_wait=3600.0)
     assert task.run_id == run_id
 

@@ -7,6 +7,7 @@ import sqlite3
 
 from mainspring import Client, Worker
 from mainspring.history import EventType
+from mainspring.store import store_from_url
 from mainspring.store.sqlite import parse_sqlite_url
 from tests.integration.agents import Approval, Hello, echo, sync_upper
 
@@ -47,6 +48,8 @@ async def test_a_version_1_database_is_upgraded_and_its_runs_finish(db_url: str)
             raise AssertionError("Hello's first step was never decided")
     await client.close()
     _as_version_1(db_url)
+    info = await store_from_url(db_url).inspect_schema()  # read-only: migrates nothing
+    assert (info.current, info.exists) == (1, True)
 
     client = await Client.connect(db_url)  # migrates to the latest version
     try:

@@ -393,14 +393,12 @@ class Store(Wakeups, ABC):
             )
         )
 
-    async def release_sticky(self, task_queue: str, owner: str, run_ids: list[str]) -> int:
-        """``owner`` is going away: any worker may take its runs' next workflow tasks now
-        (those of ``run_ids``, and those of the task queue ready now)."""
+    async def release_sticky(self, task_queue: str, owner: str) -> int:
+        """``owner`` is going away: any worker may take the next workflow tasks of its
+        runs of ``task_queue`` now. Returns how many runs it held."""
         n = await self._run(
             self._telling(
-                lambda tx: _tx.release_sticky(
-                    tx, task_queue=task_queue, owner=owner, run_ids=run_ids
-                ),
+                lambda tx: _tx.release_sticky(tx, task_queue=task_queue, owner=owner),
                 lambda n: [queue_topic(task_queue, WORKFLOWS)] if n else [],
             )
         )

@@ -260,13 +260,10 @@ def release_workflow_task(tx: Tx, *, run_id: str, fence: int, owner: str, now: f
     )
 
 
-def release_sticky(tx: Tx, *, task_queue: str, owner: str, run_ids: list[str]) -> int:
-    """Make the runs sticky to ``owner`` (those listed, and those with a task ready now)
-    anyone's: the worker is going away."""
-    n = 0
-    for run_id in run_ids:
-        n += tx.x("release_sticky", {"run_id": run_id, "owner": owner})
-    return n + tx.x("release_sticky_ready", {"task_queue": task_queue, "owner": owner})
+def release_sticky(tx: Tx, *, task_queue: str, owner: str) -> int:
+    """Make the open runs of ``task_queue`` sticky to ``owner`` anyone's: it is going
+    away."""
+    return tx.x("release_sticky", {"task_queue": task_queue, "owner": owner})
 
 
 def reset_backoff(tx: Tx, task_queue: str, now: float) -> int:

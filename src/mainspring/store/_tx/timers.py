@@ -22,6 +22,8 @@ from .core import (
 
 # --------------------------------------------------------------------------- timers
 
+TIE = 0.1  # seconds: work of several kinds due this close together wakes every kind
+
 
 def fire_timers(tx: Tx, now: float, limit: int = 500) -> int:
     """Fire every due timer: append ``TimerFired`` and make the run's task ready."""
@@ -55,7 +57,13 @@ def next_wakeup(tx: Tx, task_queue: str, now: float, sticky_wait: float = 0.0) -
         row = _q1(tx, name, {"task_queue": task_queue, "now": now, "sticky_wait": sticky_wait})
         if row and row[0] is not None:
             due.append(Wakeup(float(row[0]), kind))
-    return min(due, key=lambda w: w.at) if due else None
+    if not due:
+        return None
+    first = min(due, key=lambda w: w.at)
+    # another kind's work due soon after would fall due during the wait: wake every kind
+    if any(w.kind != first.kind and w.at - first.at < TIE for w in due):
+        return Wakeup(first.at, None)
+    return first
 
 
 # --------------------------------------------------------------------------- queries

@@ -89,13 +89,9 @@ SET status = %(status)s, result = %(result)s, failure = %(failure)s, closed_at =
 WHERE run_id = %(run_id)s;
 
 -- name: release_sticky
--- A worker shutting down gives its runs' next workflow tasks to any worker.
+-- A worker going away gives its runs' next workflow tasks to any worker.
 UPDATE mainspring_runs SET wft_sticky = NULL
-WHERE run_id = %(run_id)s AND wft_sticky = %(owner)s;
-
--- name: release_sticky_ready
-UPDATE mainspring_runs SET wft_sticky = NULL
-WHERE task_queue = %(task_queue)s AND wft_ready_at IS NOT NULL AND wft_sticky = %(owner)s;
+WHERE status = 'RUNNING' AND task_queue = %(task_queue)s AND wft_sticky = %(owner)s;
 
 -- name: reset_wft_backoff
 UPDATE mainspring_runs SET wft_ready_at = %(now)s, wft_sticky = NULL

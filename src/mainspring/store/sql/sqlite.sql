@@ -85,13 +85,9 @@ SET status = :status, result = :result, failure = :failure, closed_at = :now,
 WHERE run_id = :run_id;
 
 -- name: release_sticky
--- A worker shutting down gives its runs' next workflow tasks to any worker.
+-- A worker going away gives its runs' next workflow tasks to any worker.
 UPDATE mainspring_runs SET wft_sticky = NULL
-WHERE run_id = :run_id AND wft_sticky = :owner;
-
--- name: release_sticky_ready
-UPDATE mainspring_runs SET wft_sticky = NULL
-WHERE task_queue = :task_queue AND wft_ready_at IS NOT NULL AND wft_sticky = :owner;
+WHERE status = 'RUNNING' AND task_queue = :task_queue AND wft_sticky = :owner;
 
 -- name: reset_wft_backoff
 UPDATE mainspring_runs SET wft_ready_at = :now, wft_sticky = NULL
