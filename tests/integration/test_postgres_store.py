@@ -677,3 +677,47 @@ async def test_the_steps_of_a_batch_read_in_one_statement_each_its_own_rows(
         assert taken == ([] if run_id == stale else [(1, 0)])  # (attempt, cancel)
     left = admin_sql(pg_url, "SELECT run_id FROM mainspring.mainspring_activities")
     assert left == [(stale,)]  # only the attempts whose fence matched were taken
+
+
+async def test_a_completion_elsewhere_wakes_the_sticky_worker_in_its_own_process(
+    pg_url: str,
+) -> None:
+    from mainspring.retry import RetryPolicy
+    from mainspring.store._wakeups import sticky_queue
+
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)  # two processes' stores
+    await a.open()
+    await b.open()
+    try:
+        # w1, a worker of b's, decided the run; its activity is run through a
+        run_id, _ = await a.start_workflow(
+            workflow_id="st", workflow_type="W", task_queue="q", input="[]"
+        )
+        [wft] = await a.claim_workflow_tasks("q", "w1", 1, 60, {})
+        schedule = ScheduleActivity(
+            seq=1,
+            activity_type="a",
+            task_queue="q",
+            input="[]",
+            options={"start_to_close_timeout": 60.0, "retry_policy": RetryPolicy().to_dict()},
+        )
+        await a.complete_workflow_task(
+            WorkflowTaskCompletion(
+                run_id=run_id,
+                fence=wft.fence,
+                owner="w1",
+                through=wft.history_length,
+                time=0.0,
+                commands=[schedule],
+            )
+        )
+        [task] = await a.claim_activities("q", "w2", 1)
+        # w1's wake-ups reach a queue no other change concerns, so only they can wake it
+        b.share_queue(sticky_queue("w1"), "w1-only", WORKFLOWS)
+        waiter = asyncio.create_task(b.wait_for_work("w1-only" + WORKFLOWS, timeout=30))
+        await asyncio.sleep(0)
+        assert await a.complete_activity(task, '"done"') is True
+        await asyncio.wait_for(waiter, 10)  # far below the 30 s poll timeout
+    finally:
+        await a.close()
+        await b.close()
