@@ -154,35 +154,43 @@ def skip(reason: str) -> None:
     raise SystemExit(0)
 
 
-def cpu_ticks(pids: list[int]) -> tuple[int, int, int] | None:
-    """(machine busy, machine total, ``pids``' own) CPU ticks so far (Linux), else None."""
+def _process_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def cpu_ticks(pids: list[int]) -> tuple[int, int, int, int] | None:
+    """(machine busy, machine total, ``pids``' own, this process's own) CPU ticks so far
+    (Linux), else None."""
     try:
         with open("/proc/stat", encoding="ascii") as f:
             ticks = [int(v) for v in f.readline().split()[1:]]
-        own = 0
-        for pid in pids:
-            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            own += int(fields[11]) + int(fields[12])  # utime + stime
+        own = sum(_process_ticks(pid) for pid in pids)
+        client = _process_ticks(os.getpid())
     except (OSError, ValueError, IndexError):
         return None
-    return sum(ticks) - ticks[3] - ticks[4], sum(ticks), own  # busy: minus idle and iowait
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks), own, client  # busy: minus idle, iowait
 
 
 def scaling_cpu(
-    n: int, before: tuple[int, int, int] | None, after: tuple[int, int, int] | None
+    n: int,
+    before: tuple[int, int, int, int] | None,
+    after: tuple[int, int, int, int] | None,
 ) -> dict[str, float]:
     """W1P's CPU figures for ``n`` worker processes, from :func:`cpu_ticks` around a burst."""
     if not before or not after or after[1] <= before[1]:
         return {}
-    busy, total, own = (a - b for a, b in zip(after, before, strict=True))
+    busy, total, own, client = (a - b for a, b in zip(after, before, strict=True))
     cores = os.cpu_count() or 1
     return {
         f"w1p{n}_cpu_pct": 100 * busy / total,  # the machine: all its CPUs
-        # in % of one core: the worker processes, and all the rest (the client, the
-        # database server when it shares the machine, the OS)
+        # in % of one core: the worker processes; the client (this process, which starts
+        # the workflows and waits for their results); all the rest (the database server
+        # when it shares the machine, the OS)
         f"w1p{n}_workers_pct": 100 * cores * own / total,
-        f"w1p{n}_rest_pct": 100 * cores * (busy - own) / total,
+        f"w1p{n}_client_pct": 100 * cores * client / total,
+        f"w1p{n}_rest_pct": 100 * cores * (busy - own - client) / total,
     }
 
 

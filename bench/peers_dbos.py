@@ -233,12 +233,14 @@ async def _burst(client: DBOSClient, url: str, count: int, n: int) -> None:
     import psycopg
 
     ids = [new_id("w") for _ in range(count)]
-    await asyncio.gather(*(
-        client.enqueue_async(
-            {"queue_name": SCALING_QUEUE, "workflow_name": "chain", "workflow_id": wid}, n
+    await asyncio.gather(
+        *(
+            client.enqueue_async(
+                {"queue_name": SCALING_QUEUE, "workflow_name": "chain", "workflow_id": wid}, n
+            )
+            for wid in ids
         )
-        for wid in ids
-    ))
+    )
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         while True:
             cur = await conn.execute(
@@ -255,8 +257,18 @@ async def _burst(client: DBOSClient, url: str, count: int, n: int) -> None:
 def w1p(url: str, s: Sizes) -> dict[str, float]:
     """W1's burst with the workers in 1, 2 and 4 processes (DBOS queues), as Mainspring's."""
     me = os.path.abspath(__file__)
-    cmd = [sys.executable, me, "--workload", "W1P", "--store", "postgres", "--child", "worker",
-           "--db", url]
+    cmd = [
+        sys.executable,
+        me,
+        "--workload",
+        "W1P",
+        "--store",
+        "postgres",
+        "--child",
+        "worker",
+        "--db",
+        url,
+    ]
     out: dict[str, float] = {}
     for n in SCALING_PROCESSES:
         procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE) for _ in range(n)]

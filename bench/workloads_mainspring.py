@@ -188,7 +188,11 @@ async def w6(client: Client, tq: str, s: Sizes) -> dict[str, float]:
 
 
 IN_PROCESS: dict[str, Callable[[Client, str, Sizes], Any]] = {
-    "W1": w1, "W2": w2, "W3": w3, "W5": w5, "W6": w6,
+    "W1": w1,
+    "W2": w2,
+    "W3": w3,
+    "W5": w5,
+    "W6": w6,
 }
 
 
@@ -249,8 +253,18 @@ class _Workers:
 
     def __init__(self, url: str, task_queue: str, n: int) -> None:
         me = os.path.abspath(__file__)
-        cmd = [sys.executable, me, "--workload", "W1P", "--child", "worker", "--db", url,
-               "--task-queue", task_queue]
+        cmd = [
+            sys.executable,
+            me,
+            "--workload",
+            "W1P",
+            "--child",
+            "worker",
+            "--db",
+            url,
+            "--task-queue",
+            task_queue,
+        ]
         self.procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE) for _ in range(n)]
 
     def __enter__(self) -> _Workers:

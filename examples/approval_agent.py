@@ -102,11 +102,15 @@ async def main() -> str:
         client = await Client.connect(f"sqlite:///{Path(tmp) / 'approvals.db'}")
         try:
             async with Worker(
-                client, task_queue=TASK_QUEUE, workflows=[ApprovalAgent],
+                client,
+                task_queue=TASK_QUEUE,
+                workflows=[ApprovalAgent],
                 activities=[draft_email, send_email],
             ):
                 handle = await client.start_workflow(
-                    ApprovalAgent.run, "refund for order 1042", id="approval-1",
+                    ApprovalAgent.run,
+                    "refund for order 1042",
+                    id="approval-1",
                     task_queue=TASK_QUEUE,
                 )
                 print(f"review requested: {await wait_for_review(handle, 1)}")

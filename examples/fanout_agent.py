@@ -46,12 +46,17 @@ async def main() -> str:
         client = await Client.connect(f"sqlite:///{Path(tmp) / 'fanout.db'}")
         try:
             async with Worker(
-                client, task_queue=TASK_QUEUE, workflows=[FanoutAgent],
+                client,
+                task_queue=TASK_QUEUE,
+                workflows=[FanoutAgent],
                 activities=[research, combine],
             ):
                 result: str = await client.execute_workflow(
-                    FanoutAgent.run, "AI agents", ["cost", "latency", "safety", "evals"],
-                    id="fanout-1", task_queue=TASK_QUEUE,
+                    FanoutAgent.run,
+                    "AI agents",
+                    ["cost", "latency", "safety", "evals"],
+                    id="fanout-1",
+                    task_queue=TASK_QUEUE,
                 )
         finally:
             await client.close()

@@ -82,11 +82,15 @@ async def main() -> str:
         client = await Client.connect(f"sqlite:///{Path(tmp) / 'agents.db'}")
         try:
             async with Worker(
-                client, task_queue=TASK_QUEUE, workflows=[ResearchAgent],
+                client,
+                task_queue=TASK_QUEUE,
+                workflows=[ResearchAgent],
                 activities=[search, summarize],
             ):
                 handle = await client.start_workflow(
-                    ResearchAgent.run, "durable execution", id="research-1",
+                    ResearchAgent.run,
+                    "durable execution",
+                    id="research-1",
                     task_queue=TASK_QUEUE,
                 )
                 while await handle.query(ResearchAgent.progress) != "waiting for a decision":
