@@ -5,151 +5,44 @@ concerns, and wakes them (:mod:`._wakeups`); a dialect provides a connection, it
 SQL and :meth:`Store._run`, which executes a transaction function. Dialects batch the
 transactions that arrive together into one database transaction, so concurrent runs
 share one commit (group commit).
+
+Its parts live beside it: :mod:`._store_core` (the dialect's hooks, the clock, whom a
+change concerns) and :mod:`._activity_ops` (the activity operations).
 """
 
 from __future__ import annotations
 
-import functools
-import time
-from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from ..history import Event
-from ..runtime.commands import ScheduleActivity
 from . import _tx
-from ._tx import Reads, Tx
-from ._wakeups import (
-    ACTIVITIES,
-    QUERIES,
-    WORKFLOWS,
-    Wakeups,
-    key_topic,
-    queue_topic,
-    sticky_queue,
-)
+from ._activity_ops import ActivityOps
+from ._store_core import ACTIVITY_LEASE_CAP, Clock, _nobody
+from ._tx import Tx
+from ._wakeups import QUERIES, WORKFLOWS, key_topic, queue_topic
 from .records import (
-    ActivityTask,
     CompletionOutcome,
     QueryRequest,
     RunRecord,
-    SchemaInfo,
     Wakeup,
     WorkflowTask,
     WorkflowTaskCompletion,
 )
 
-T = TypeVar("T")
+__all__ = ["ACTIVITY_LEASE_CAP", "Clock", "EagerStarter", "Store"]
 
 EagerStarter = Callable[[str, str, str, bool], Awaitable["tuple[str, bool] | None"]]
 """``(workflow_id, workflow_type, input, use_existing) -> (run_id, started)``, or
 ``None`` when the worker cannot take the run (unknown type, no capacity)."""
 
-ACTIVITY_LEASE_CAP = 600.0
 
-
-class Clock:
-    """Wall-clock time in seconds since the epoch. Replace it to control time in tests."""
-
-    def now(self) -> float:
-        """The current time."""
-        return time.time()
-
-
-class Store(Wakeups, ABC):
+class Store(ActivityOps):
     """Durable state of every workflow run, shared by clients and workers."""
 
     def __init__(self, url: str, clock: Clock | None = None) -> None:
-        super().__init__()
-        self.url = url
-        self.clock = clock or Clock()
+        super().__init__(url, clock)
         self._eager: dict[str, list[EagerStarter]] = {}
-
-    # ------------------------------------------------------------------ lifecycle
-
-    @abstractmethod
-    async def open(self) -> None:
-        """Connect, check the schema, and apply pending migrations."""
-
-    @abstractmethod
-    async def close(self) -> None:
-        """Finish queued transactions and disconnect."""
-
-    @abstractmethod
-    async def schema_status(self) -> tuple[int, int]:
-        """``(version in the database, latest version this code knows)``."""
-
-    @abstractmethod
-    async def inspect_schema(self) -> SchemaInfo:
-        """The schema's state in the database, read without opening the store.
-
-        Changes nothing: a missing database file or schema is reported, not created,
-        and pending migrations are reported, not applied. Raises the errors
-        :meth:`open` would for a database that is not Mainspring's or is newer.
-        """
-
-    @abstractmethod
-    async def _run(
-        self,
-        fn: Callable[[Tx], T],
-        *,
-        readonly: bool = False,
-        key: str | None = None,
-        lazy: bool = False,
-        reads: Reads | None = None,
-    ) -> T:
-        """Run ``fn`` in a transaction (possibly sharing its commit with others).
-
-        ``key`` names the run whose row ``fn`` locks, if one: a dialect with row locks
-        orders a batch's work by key so that concurrent batches cannot deadlock.
-        ``lazy`` says that losing the change in a crash is harmless (a fenced lease, a
-        heartbeat): a dialect may then commit without waiting for the disk, as long as
-        a later durable commit makes it durable too. ``reads`` are the queries ``fn``
-        starts with (its first :meth:`Tx.qs`, touching only the rows of run ``key``): a
-        dialect may run them ahead, together with other operations' (one round trip).
-        """
-
-    # ------------------------------------------------------------------ wake-up topics
-
-    def _telling(
-        self, fn: Callable[[Tx], T], topics: Callable[[T], list[str] | None]
-    ) -> Callable[[Tx], T]:
-        """``fn``, then publish the topics its result concerns (``None``: everyone)."""
-
-        def run(tx: Tx) -> T:
-            out = fn(tx)
-            said = topics(out)
-            if said is not None:
-                tx.publish(*said)
-            return out
-
-        return run
-
-    def _completion_topics(
-        self, out: CompletionOutcome | None, c: WorkflowTaskCompletion
-    ) -> list[str] | None:
-        """Whom a recorded decision concerns in other processes (mirrors _notify_after)."""
-        if out is None:
-            return []
-        if out.closed:
-            return [key_topic(c.run_id)]
-        if not out.accepted or out.ready_again:
-            return None
-        scheduled = [cmd for cmd in c.commands if isinstance(cmd, ScheduleActivity)]
-        if len(scheduled) > len(out.eager):
-            return [queue_topic(tq, ACTIVITIES) for tq in {cmd.task_queue for cmd in scheduled}]
-        return []
-
-    def _now(self) -> float:
-        return self.clock.now()
-
-    def _at(self, fn: Callable[..., T], **kwargs: Any) -> Callable[[Tx], T]:
-        """``fn(tx, now=…, **kwargs)`` with ``now`` read when the transaction runs.
-
-        Reading the clock inside the transaction keeps leases and deadlines honest
-        however long the operation waited for its commit batch.
-        """
-        return lambda tx: fn(tx, now=self._now(), **kwargs)
 
     # ------------------------------------------------------------------ client operations
 
@@ -310,6 +203,7 @@ class Store(Wakeups, ABC):
         await self._run(lambda tx: _tx.drop_query(tx, query_id, self._now()))
 
     # ------------------------------------------------------------------ worker operations
+    # (the activity attempts' ones are in ActivityOps)
 
     async def claim_workflow_tasks(
         self,
@@ -349,22 +243,6 @@ class Store(Wakeups, ABC):
         )
         self._notify_after(out, c)
         return out
-
-    def _notify_after(self, out: CompletionOutcome | None, c: WorkflowTaskCompletion) -> None:
-        if out is None:
-            return
-        if out.closed:
-            self.notify_key(c.run_id)
-            return
-        if not out.accepted:
-            self.notify()
-            return
-        if out.ready_again:
-            self.notify()
-        scheduled = [cmd for cmd in c.commands if isinstance(cmd, ScheduleActivity)]
-        if len(scheduled) > len(out.eager):  # some were not taken by the deciding worker
-            for tq in {cmd.task_queue for cmd in scheduled}:
-                self.notify(tq, ACTIVITIES)
 
     async def fail_workflow_task(
         self, run_id: str, fence: int, owner: str, failure: dict[str, Any], retry_in: float
@@ -410,138 +288,6 @@ class Store(Wakeups, ABC):
         """Make failed workflow tasks of ``task_queue`` due now."""
         return await self._run(lambda tx: _tx.reset_backoff(tx, task_queue, self._now()))
 
-    async def claim_activities(
-        self, task_queue: str, owner: str, limit: int, sticky_wait: float = 0.0
-    ) -> list[ActivityTask]:
-        """Lease ready activity attempts, oldest first: ``owner``'s own and any ready for
-        over ``sticky_wait`` seconds, then other workers' fresh ones (see
-        :func:`._tx.claim_activities`)."""
-        return await self._run(
-            self._telling(
-                self._at(
-                    _tx.claim_activities,
-                    task_queue=task_queue,
-                    owner=owner,
-                    limit=limit,
-                    sticky_wait=sticky_wait,
-                ),
-                _nobody,
-            ),
-            lazy=True,
-        )
-
-    async def complete_activity(self, task: ActivityTask, result: str) -> bool:
-        """Record an attempt's result; ``False`` if the attempt was stale."""
-        run = await self._run(
-            self._telling(
-                self._at(
-                    _tx.complete_activity,
-                    run_id=task.run_id,
-                    seq=task.seq,
-                    fence=task.fence,
-                    result=result,
-                ),
-                lambda r: [] if r is None else [queue_topic(*_decider_queue(r))],
-            ),
-            key=task.run_id,
-        )
-        if run is not None:
-            self.notify(*_decider_queue(run))
-        return run is not None
-
-    async def complete_activity_and_decide(
-        self, task: ActivityTask, result: str, expected_length: int, c: WorkflowTaskCompletion
-    ) -> CompletionOutcome | None:
-        """Record a result and the workflow's next decision in one transaction."""
-        out = await self._run(
-            self._telling(
-                lambda tx: _tx.complete_activity_and_decide(
-                    tx,
-                    seq=task.seq,
-                    fence=task.fence,
-                    result=result,
-                    expected_length=expected_length,
-                    completion=c,
-                    now=self._now(),
-                    activity_lease_cap=ACTIVITY_LEASE_CAP,
-                ),
-                lambda o: self._completion_topics(o, c),
-            ),
-            key=task.run_id,
-            reads=_tx.step_reads(task.run_id, task.seq, task.fence),
-        )
-        if out is not None and not out.accepted:
-            self.notify()
-        else:
-            self._notify_after(out, c)
-        return out
-
-    async def fail_activity(self, task: ActivityTask, failure: dict[str, Any]) -> bool:
-        """Record a failed attempt (retried or final)."""
-        ok = await self._run(
-            self._at(
-                _tx.fail_activity,
-                run_id=task.run_id,
-                seq=task.seq,
-                fence=task.fence,
-                failure=failure,
-            ),
-            key=task.run_id,
-        )
-        self.notify()
-        return ok
-
-    async def release_activity(self, task: ActivityTask) -> bool:
-        """Give a leased attempt back untried; another worker takes it at once."""
-        released = await self._run(
-            self._at(_tx.release_activity, run_id=task.run_id, seq=task.seq, fence=task.fence),
-            key=task.run_id,
-        )
-        self.notify(task.task_queue, ACTIVITIES)
-        return released
-
-    async def release_eager(
-        self, run_id: str, task_queue: str, seqs: frozenset[int], owner: str
-    ) -> int:
-        """After a decision's commit failed in a way that may hide its success: give back
-        the attempts it would have leased to ``owner``, so any worker takes them now
-        rather than after their ``start_to_close`` timeout. Returns how many it had."""
-        n = await self._run(
-            self._at(_tx.release_eager, run_id=run_id, seqs=sorted(seqs), owner=owner),
-            key=run_id,
-        )
-        if n:
-            self.notify(task_queue, ACTIVITIES)
-        return n
-
-    async def heartbeat_activity(self, task: ActivityTask, details: str | None) -> bool:
-        """Record progress; return whether the activity should stop."""
-        return await self._run(
-            self._telling(
-                self._at(
-                    _tx.heartbeat_activity,
-                    run_id=task.run_id,
-                    seq=task.seq,
-                    fence=task.fence,
-                    details=details,
-                ),
-                _nobody,
-            ),
-            lazy=True,
-        )
-
-    async def activity_cancel_requested(self, task: ActivityTask) -> bool:
-        """Whether the attempt should stop."""
-        return await self._run(
-            functools.partial(
-                _tx.activity_cancel_requested,
-                run_id=task.run_id,
-                seq=task.seq,
-                fence=task.fence,
-            ),
-            readonly=True,
-        )
-
     async def maintain(self, task_queue: str, sticky_wait: float = 0.0) -> Wakeup | None:
         """Fire due timers and expire lapsed leases; return when work next falls due, and
         whose (for a poller that takes other workers' sticky tasks after ``sticky_wait``)."""
@@ -575,14 +321,3 @@ class Store(Wakeups, ABC):
             )
         )
         self.notify_key(query_id)
-
-
-def _decider_queue(run: RunRecord) -> tuple[str, str]:
-    """The pollers to wake for ``run``'s task, made ready by a write that did not decide
-    it: its sticky worker's only, if it has one (the others leave the task to it)."""
-    return (sticky_queue(run.wft_sticky) if run.wft_sticky else run.task_queue), WORKFLOWS
-
-
-def _nobody(_: object) -> list[str]:
-    """No one in another process waits for this change (a lease, a heartbeat)."""
-    return []

@@ -1,0 +1,180 @@
+"""What every path of the worker's workflow side shares: its settings, the runs it keeps
+in memory (each with a lock), and recording a decision."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._workflow_code import WorkflowCode
+from .converter import PayloadConverter
+from .runtime.commands import Command, ScheduleActivity, StartTimer
+from .runtime.instance import WorkflowInstance
+from .store.base import Store
+from .store.records import ActivityTask, WorkflowTaskCompletion
+from .workflow import WorkflowDefinition
+
+log = logging.getLogger("mainspring.worker")
+
+
+@dataclass
+class CachedRun:
+    """A run held in memory between its steps."""
+
+    instance: WorkflowInstance
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class RunnerCore:
+    """The state of a worker's workflow side, its cache of runs, and its decisions."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        converter: PayloadConverter,
+        task_queue: str,
+        workflows: dict[str, WorkflowDefinition],
+        owner: str,
+        max_concurrent: int,
+        max_cached: int,
+        deadlock_timeout: float,
+        poll_interval: float,
+        task_lease: float,
+        sticky_wait: float,
+        reserve_activity_slots: Callable[[list[ScheduleActivity]], frozenset[int]],
+        dispatch_activity: Callable[[ActivityTask], None],
+        release_activity_slots: Callable[[int], None],
+        timer_started: Callable[[], None],
+    ) -> None:
+        self.store = store
+        self.converter = converter
+        self.task_queue = task_queue
+        self.workflows = workflows
+        self.owner = owner
+        self.max_concurrent = max_concurrent
+        self.max_cached = max_cached
+        self.deadlock_timeout = deadlock_timeout
+        self.poll_interval = poll_interval
+        self.task_lease = task_lease
+        self.sticky_wait = sticky_wait
+        self._reserve = reserve_activity_slots
+        self._dispatch = dispatch_activity
+        self._release = release_activity_slots
+        self._timer_started = timer_started
+        self._cache: collections.OrderedDict[str, CachedRun] = collections.OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight_queries: set[asyncio.Task[None]] = set()
+        self._code = WorkflowCode(deadlock_timeout, max_concurrent)
+        self._slot_freed = asyncio.Event()
+        self.stopping = False
+
+    # ------------------------------------------------------------------ cache
+
+    def _lock(self, run_id: str) -> asyncio.Lock:
+        lock = self._locks.get(run_id)
+        if lock is None:
+            lock = self._locks[run_id] = asyncio.Lock()
+        return lock
+
+    def _evict(self, run_id: str) -> None:
+        c = self._cache.pop(run_id, None)
+        if c is not None:
+            c.instance.discard()
+        lock = self._locks.get(run_id)
+        if lock is not None and not lock.locked():
+            del self._locks[run_id]
+
+    def _remember(self, inst: WorkflowInstance) -> None:
+        run_id = inst.info.run_id
+        self._cache[run_id] = CachedRun(inst)
+        self._cache.move_to_end(run_id)
+        while len(self._cache) > self.max_cached:
+            old_id, _ = next(iter(self._cache.items()))
+            if self._lock(old_id).locked():
+                self._cache.move_to_end(old_id)
+                break
+            self._evict(old_id)
+
+    @property
+    def cached_runs(self) -> int:
+        """How many runs are held in memory."""
+        return len(self._cache)
+
+    def _forget_lock(self, run_id: str, lock: asyncio.Lock) -> None:
+        """Drop an idle run's lock once the run is no longer cached."""
+        if (
+            self._locks.get(run_id) is lock
+            and not lock.locked()
+            and not getattr(lock, "_waiters", None)
+            and run_id not in self._cache
+        ):
+            del self._locks[run_id]
+
+    # ------------------------------------------------------------------ decisions
+
+    async def _complete(
+        self, inst: WorkflowInstance, commands: list[Command], *, fence: int, through: int
+    ) -> None:
+        schedules = [c for c in commands if isinstance(c, ScheduleActivity)]
+        seqs = self._reserve(schedules) if schedules else frozenset()
+        slots = len(seqs)
+        completion = WorkflowTaskCompletion(
+            run_id=inst.info.run_id,
+            fence=fence,
+            owner=self.owner,
+            through=through,
+            time=inst.now,
+            commands=commands,
+            eager_activity_slots=slots,
+            eager_seqs=seqs,
+        )
+        try:
+            out = await self.store.complete_workflow_task(completion)
+        except BaseException:
+            await self._unreserve(inst.info.run_id, seqs)
+            raise
+        self._after_completion(inst, commands, out, slots)
+
+    async def _unreserve(self, run_id: str, seqs: frozenset[int]) -> None:
+        """A decision's commit raised: free the slots reserved for its activities and,
+        as the commit may have landed (a lost acknowledgement), give back any attempt it
+        leased to this worker, which nothing here will run."""
+        if not seqs:
+            return
+        self._release(len(seqs))
+        try:
+            n = await self.store.release_eager(run_id, self.task_queue, seqs, self.owner)
+        except Exception:  # noqa: BLE001 - still down: they wait out their lease instead
+            return
+        if n:
+            log.warning(
+                "the decision for run %s was saved though its commit reported an error; "
+                "handed back %d activity attempt(s) it had leased here",
+                run_id,
+                n,
+            )
+
+    def _after_completion(
+        self, inst: WorkflowInstance, commands: list[Command], out: Any, slots: int
+    ) -> None:
+        if slots - len(out.eager):
+            self._release(slots - len(out.eager))
+        for a in out.eager:
+            self._dispatch(a)
+        if any(isinstance(c, StartTimer) for c in commands):
+            self._timer_started()
+        if not out.accepted or out.closed:
+            self._evict(inst.info.run_id)
+            return
+        inst.history_length = out.history_length
+        inst.last_marker_id = out.history_length - len(commands)
+        if inst.info.run_id not in self._cache:
+            self._remember(inst)
+        else:
+            self._cache.move_to_end(inst.info.run_id)

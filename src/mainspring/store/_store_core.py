@@ -1,0 +1,156 @@
+"""What every store operation builds on.
+
+:class:`StoreCore` holds the hooks a dialect fills (its lifecycle and :meth:`_run`, which
+executes a transaction function), reads the clock inside transactions, and says whom
+each change concerns: the topics a commit publishes to other processes and the
+in-process waiters it wakes (:mod:`._wakeups`).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ..runtime.commands import ScheduleActivity
+from ._tx import Reads, Tx
+from ._wakeups import ACTIVITIES, WORKFLOWS, Wakeups, key_topic, queue_topic, sticky_queue
+from .records import CompletionOutcome, RunRecord, SchemaInfo, WorkflowTaskCompletion
+
+T = TypeVar("T")
+
+ACTIVITY_LEASE_CAP = 600.0
+
+
+class Clock:
+    """Wall-clock time in seconds since the epoch. Replace it to control time in tests."""
+
+    def now(self) -> float:
+        """The current time."""
+        return time.time()
+
+
+class StoreCore(Wakeups, ABC):
+    """The part of :class:`~.base.Store` that its operations share."""
+
+    def __init__(self, url: str, clock: Clock | None = None) -> None:
+        super().__init__()
+        self.url = url
+        self.clock = clock or Clock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect, check the schema, and apply pending migrations."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Finish queued transactions and disconnect."""
+
+    @abstractmethod
+    async def schema_status(self) -> tuple[int, int]:
+        """``(version in the database, latest version this code knows)``."""
+
+    @abstractmethod
+    async def inspect_schema(self) -> SchemaInfo:
+        """The schema's state in the database, read without opening the store.
+
+        Changes nothing: a missing database file or schema is reported, not created,
+        and pending migrations are reported, not applied. Raises the errors
+        :meth:`open` would for a database that is not Mainspring's or is newer.
+        """
+
+    @abstractmethod
+    async def _run(
+        self,
+        fn: Callable[[Tx], T],
+        *,
+        readonly: bool = False,
+        key: str | None = None,
+        lazy: bool = False,
+        reads: Reads | None = None,
+    ) -> T:
+        """Run ``fn`` in a transaction (possibly sharing its commit with others).
+
+        ``key`` names the run whose row ``fn`` locks, if one: a dialect with row locks
+        orders a batch's work by key so that concurrent batches cannot deadlock.
+        ``lazy`` says that losing the change in a crash is harmless (a fenced lease, a
+        heartbeat): a dialect may then commit without waiting for the disk, as long as
+        a later durable commit makes it durable too. ``reads`` are the queries ``fn``
+        starts with (its first :meth:`Tx.qs`, touching only the rows of run ``key``): a
+        dialect may run them ahead, together with other operations' (one round trip).
+        """
+
+    # ------------------------------------------------------------------ clock
+
+    def _now(self) -> float:
+        return self.clock.now()
+
+    def _at(self, fn: Callable[..., T], **kwargs: Any) -> Callable[[Tx], T]:
+        """``fn(tx, now=…, **kwargs)`` with ``now`` read when the transaction runs.
+
+        Reading the clock inside the transaction keeps leases and deadlines honest
+        however long the operation waited for its commit batch.
+        """
+        return lambda tx: fn(tx, now=self._now(), **kwargs)
+
+    # ------------------------------------------------------------------ wake-up topics
+
+    def _telling(
+        self, fn: Callable[[Tx], T], topics: Callable[[T], list[str] | None]
+    ) -> Callable[[Tx], T]:
+        """``fn``, then publish the topics its result concerns (``None``: everyone)."""
+
+        def run(tx: Tx) -> T:
+            out = fn(tx)
+            said = topics(out)
+            if said is not None:
+                tx.publish(*said)
+            return out
+
+        return run
+
+    def _completion_topics(
+        self, out: CompletionOutcome | None, c: WorkflowTaskCompletion
+    ) -> list[str] | None:
+        """Whom a recorded decision concerns in other processes (mirrors _notify_after)."""
+        if out is None:
+            return []
+        if out.closed:
+            return [key_topic(c.run_id)]
+        if not out.accepted or out.ready_again:
+            return None
+        scheduled = [cmd for cmd in c.commands if isinstance(cmd, ScheduleActivity)]
+        if len(scheduled) > len(out.eager):
+            return [queue_topic(tq, ACTIVITIES) for tq in {cmd.task_queue for cmd in scheduled}]
+        return []
+
+    def _notify_after(self, out: CompletionOutcome | None, c: WorkflowTaskCompletion) -> None:
+        """Wake the waiters in this process a recorded decision concerns."""
+        if out is None:
+            return
+        if out.closed:
+            self.notify_key(c.run_id)
+            return
+        if not out.accepted:
+            self.notify()
+            return
+        if out.ready_again:
+            self.notify()
+        scheduled = [cmd for cmd in c.commands if isinstance(cmd, ScheduleActivity)]
+        if len(scheduled) > len(out.eager):  # some were not taken by the deciding worker
+            for tq in {cmd.task_queue for cmd in scheduled}:
+                self.notify(tq, ACTIVITIES)
+
+
+def _decider_queue(run: RunRecord) -> tuple[str, str]:
+    """The pollers to wake for ``run``'s task, made ready by a write that did not decide
+    it: its sticky worker's only, if it has one (the others leave the task to it)."""
+    return (sticky_queue(run.wft_sticky) if run.wft_sticky else run.task_queue), WORKFLOWS
+
+
+def _nobody(_: object) -> list[str]:
+    """No one in another process waits for this change (a lease, a heartbeat)."""
+    return []
