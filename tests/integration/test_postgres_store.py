@@ -721,3 +721,55 @@ async def test_a_completion_elsewhere_wakes_the_sticky_worker_in_its_own_process
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_result_recorded_apart_from_its_decision_wakes_only_the_runs_decider(
+    pg_url: str,
+) -> None:
+    """A result that could not be recorded with the run's next decision (the run
+    changed meanwhile) makes the run's task ready: other processes hear exactly that,
+    and not a broadcast that would wake every result waiter and poller they have."""
+    from mainspring.retry import RetryPolicy
+    from mainspring.store._wakeups import sticky_queue
+
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)  # two processes' stores
+    await a.open()
+    await b.open()
+    try:
+        run_id, _ = await a.start_workflow(
+            workflow_id="sp", workflow_type="W", task_queue="q", input="[]"
+        )
+        [wft] = await a.claim_workflow_tasks("q", "w1", 1, 60, {})
+        options = {"start_to_close_timeout": 60.0, "retry_policy": RetryPolicy().to_dict()}
+        schedule = ScheduleActivity(
+            seq=1, activity_type="a", task_queue="q", input="[]", options=options
+        )
+        first = WorkflowTaskCompletion(
+            run_id=run_id,
+            fence=wft.fence,
+            owner="w1",
+            through=wft.history_length,
+            time=0.0,
+            commands=[schedule],
+        )
+        assert (await a.complete_workflow_task(first)).accepted
+        [task] = await a.claim_activities("q", "w1", 1)
+        # b stands for the process of w1, the run's sticky worker, which also waits for
+        # the run's result and polls the queue's activities
+        b.share_queue(sticky_queue("w1"), "w1-only", WORKFLOWS)
+        decider = asyncio.create_task(b.wait_for_work("w1-only" + WORKFLOWS, timeout=30))
+        activities = asyncio.create_task(b.wait_for_work("q" + ACTIVITIES, timeout=30))
+        with b.watch(run_id) as result_waiter:
+            await asyncio.sleep(0)
+            stale_length = 1  # the decision was made on a history the run has outgrown
+            out = await a.complete_activity_and_decide(task, '"done"', stale_length, first)
+            assert out is not None and not out.accepted  # recorded alone
+            await asyncio.wait_for(decider, 10)  # far below the 30 s poll timeout
+            assert not result_waiter.is_set()  # the run did not close
+        assert not activities.done()  # no activity was scheduled
+        activities.cancel()
+        described = await b.describe("sp", run_id)
+        assert described.wft_ready_at is not None  # its task is ready for w1
+    finally:
+        await a.close()
+        await b.close()

@@ -114,14 +114,16 @@ class StoreCore(Wakeups, ABC):
 
     def _completion_topics(
         self, out: CompletionOutcome | None, c: WorkflowTaskCompletion
-    ) -> list[str] | None:
-        """Whom a recorded decision concerns in other processes (mirrors _notify_after)."""
+    ) -> list[str]:
+        """Whom a recorded decision concerns in other processes (mirrors _notify_after):
+        never everyone, so that a busy run does not wake every waiter of every process."""
         if out is None:
             return []
         if out.closed:
             return [key_topic(c.run_id)]
-        if not out.accepted or out.ready_again:
-            return None
+        if not out.accepted:  # the decision was not recorded; the run's task may be ready
+            return [] if out.ready_run is None else [queue_topic(*_decider_queue(out.ready_run))]
+        # ready again (events came in meanwhile): sticky to the deciding worker, woken here
         scheduled = [cmd for cmd in c.commands if isinstance(cmd, ScheduleActivity)]
         if len(scheduled) > len(out.eager):
             return [queue_topic(tq, ACTIVITIES) for tq in {cmd.task_queue for cmd in scheduled}]

@@ -97,7 +97,7 @@ class Store(ActivityOps):
                     completion=completion,
                     activity_lease_cap=ACTIVITY_LEASE_CAP,
                 ),
-                lambda r: None if r[2] is None else self._completion_topics(r[2], completion),
+                lambda r: [] if r[2] is None else self._completion_topics(r[2], completion),
             ),
             key=completion.run_id,
         )

@@ -141,7 +141,10 @@ class CompletionOutcome:
 
     ``accepted`` is false when the lease was lost (another worker has the run) or new
     signals arrived that the closing code did not see: the worker must drop its cached
-    state. ``history_length`` is the run's length after the write.
+    state. ``history_length`` is the run's length after the write. ``ready_run`` is the
+    run (as read before the write) when the write, without recording the decision, made
+    the run's workflow task ready for its decider: late signals, or an activity result
+    recorded on its own.
     """
 
     accepted: bool
@@ -149,6 +152,7 @@ class CompletionOutcome:
     closed: bool = False
     ready_again: bool = False  # events arrived during the task: it is due again now
     eager: list[ActivityTask] = field(default_factory=list)
+    ready_run: RunRecord | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -164,8 +164,8 @@ def complete_activity_and_decide(
         and run.wft_lease_owner is None
     )
     if not speculation_holds:
-        _record_result(tx, run_id, seq, result, attempt, cancelled, now)
-        return CompletionOutcome(accepted=False)
+        recorded = _record_result(tx, run_id, seq, result, attempt, cancelled, now)
+        return CompletionOutcome(accepted=False, ready_run=recorded)
     assert run is not None
     done = (
         EventType.ACTIVITY_TASK_COMPLETED,

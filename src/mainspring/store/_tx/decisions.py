@@ -149,7 +149,7 @@ def _apply_completion(
             _progress(
                 tx, run, next_event_id=run.history_length + 1, wft_ready_at=now, wft_attempt=1
             )
-            return CompletionOutcome(accepted=False)
+            return CompletionOutcome(accepted=False, ready_run=run)
     marker = (EventType.WORKFLOW_TASK_COMPLETED, {"through": c.through, "time": c.time})
     events = [*(prefix or ()), marker, *(command_event(cmd) for cmd in c.commands)]
     next_id, _ = _append(tx, run.run_id, run.history_length + 1, now, events)
