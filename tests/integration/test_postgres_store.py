@@ -723,53 +723,148 @@ async def test_a_completion_elsewhere_wakes_the_sticky_worker_in_its_own_process
         await b.close()
 
 
-async def test_a_result_recorded_apart_from_its_decision_wakes_only_the_runs_decider(
-    pg_url: str,
-) -> None:
-    """A result that could not be recorded with the run's next decision (the run
-    changed meanwhile) makes the run's task ready: other processes hear exactly that,
-    and not a broadcast that would wake every result waiter and poller they have."""
-    from mainspring.retry import RetryPolicy
-    from mainspring.store._wakeups import sticky_queue
+# ---------------------------------------------------------------- precise wake-ups
+# A write that concerns one run tells other processes whom it concerns (the run's
+# decider, a queue's pollers), never everyone: a broadcast would wake every result
+# waiter and poller of every process, for every busy run. In these tests, store ``b``
+# stands for the process of worker w1, the run's sticky worker, which also waits for
+# the run's result and polls the queue's activities.
 
-    a, b = PostgresStore(pg_url), PostgresStore(pg_url)  # two processes' stores
+
+@pytest.fixture
+async def two_stores(pg_url: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
     await a.open()
     await b.open()
     try:
-        run_id, _ = await a.start_workflow(
-            workflow_id="sp", workflow_type="W", task_queue="q", input="[]"
-        )
-        [wft] = await a.claim_workflow_tasks("q", "w1", 1, 60, {})
-        options = {"start_to_close_timeout": 60.0, "retry_policy": RetryPolicy().to_dict()}
-        schedule = ScheduleActivity(
-            seq=1, activity_type="a", task_queue="q", input="[]", options=options
-        )
-        first = WorkflowTaskCompletion(
-            run_id=run_id,
-            fence=wft.fence,
-            owner="w1",
-            through=wft.history_length,
-            time=0.0,
-            commands=[schedule],
-        )
-        assert (await a.complete_workflow_task(first)).accepted
-        [task] = await a.claim_activities("q", "w1", 1)
-        # b stands for the process of w1, the run's sticky worker, which also waits for
-        # the run's result and polls the queue's activities
-        b.share_queue(sticky_queue("w1"), "w1-only", WORKFLOWS)
-        decider = asyncio.create_task(b.wait_for_work("w1-only" + WORKFLOWS, timeout=30))
-        activities = asyncio.create_task(b.wait_for_work("q" + ACTIVITIES, timeout=30))
-        with b.watch(run_id) as result_waiter:
-            await asyncio.sleep(0)
-            stale_length = 1  # the decision was made on a history the run has outgrown
-            out = await a.complete_activity_and_decide(task, '"done"', stale_length, first)
-            assert out is not None and not out.accepted  # recorded alone
-            await asyncio.wait_for(decider, 10)  # far below the 30 s poll timeout
-            assert not result_waiter.is_set()  # the run did not close
-        assert not activities.done()  # no activity was scheduled
-        activities.cancel()
-        described = await b.describe("sp", run_id)
-        assert described.wft_ready_at is not None  # its task is ready for w1
+        yield a, b
     finally:
         await a.close()
         await b.close()
+
+
+async def _decided_by_w1(s: PostgresStore, *commands: Any) -> tuple[str, WorkflowTaskCompletion]:
+    """A run of queue q whose first decision w1 recorded (so it is sticky to w1)."""
+    run_id, _ = await s.start_workflow(
+        workflow_id="r", workflow_type="W", task_queue="q", input="[]"
+    )
+    [wft] = await s.claim_workflow_tasks("q", "w1", 1, 60, {})
+    c = WorkflowTaskCompletion(
+        run_id=run_id,
+        fence=wft.fence,
+        owner="w1",
+        through=wft.history_length,
+        time=0.0,
+        commands=list(commands),
+    )
+    assert (await s.complete_workflow_task(c)).accepted
+    return run_id, c
+
+
+def _activity(max_attempts: int) -> ScheduleActivity:
+    from mainspring.retry import RetryPolicy
+
+    policy = RetryPolicy(maximum_attempts=max_attempts).to_dict()
+    options = {"start_to_close_timeout": 60.0, "retry_policy": policy}
+    return ScheduleActivity(seq=1, activity_type="a", task_queue="q", input="[]", options=options)
+
+
+class _Listeners:
+    """b's waiters: w1's own wake-ups, the queue's activity pollers, the run's result."""
+
+    def __init__(self, b: PostgresStore, run_id: str) -> None:
+        from mainspring.store._wakeups import sticky_queue
+
+        b.share_queue(sticky_queue("w1"), "w1-only", WORKFLOWS)
+        self.decider = asyncio.create_task(b.wait_for_work("w1-only" + WORKFLOWS, timeout=30))
+        self.activities = asyncio.create_task(b.wait_for_work("q" + ACTIVITIES, timeout=30))
+        self._watch = b.watch(run_id)
+        self.result = self._watch.__enter__()
+
+    async def woken(self, which: asyncio.Task[None]) -> None:
+        """Wait until ``which`` wakes (far below the 30 s poll timeout); what else the
+        notification woke was woken in the same step."""
+        await asyncio.wait_for(which, 10)
+
+    def close(self) -> None:
+        self._watch.__exit__(None, None, None)
+        self.decider.cancel()
+        self.activities.cancel()
+
+
+async def test_a_result_recorded_apart_from_its_decision_wakes_only_the_runs_decider(
+    two_stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = two_stores
+    run_id, first = await _decided_by_w1(a, _activity(0))
+    [task] = await a.claim_activities("q", "w1", 1)
+    waits = _Listeners(b, run_id)
+    try:
+        await asyncio.sleep(0)
+        stale_length = 1  # the decision was made on a history the run has outgrown
+        out = await a.complete_activity_and_decide(task, '"done"', stale_length, first)
+        assert out is not None and not out.accepted  # the result was recorded alone
+        await waits.woken(waits.decider)
+        assert not waits.result.is_set()  # the run did not close
+        assert not waits.activities.done()  # no activity was scheduled
+    finally:
+        waits.close()
+    assert (await b.describe("r", run_id)).wft_ready_at is not None  # ready for w1
+
+
+async def test_an_activity_failed_for_good_wakes_only_the_runs_decider(
+    two_stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = two_stores
+    run_id, _ = await _decided_by_w1(a, _activity(1))
+    [task] = await a.claim_activities("q", "w1", 1)
+    waits = _Listeners(b, run_id)
+    try:
+        await asyncio.sleep(0)
+        assert await a.fail_activity(task, {"type": "Boom", "message": "no"}) is True
+        await waits.woken(waits.decider)
+        assert not waits.result.is_set()
+        assert not waits.activities.done()  # no retry
+    finally:
+        waits.close()
+    _, history = await b.history("r", run_id)
+    events = [e.event_type.value for e in history]
+    assert events[-1] == "ActivityTaskFailed"
+
+
+async def test_a_retried_attempt_wakes_only_its_queues_activity_pollers(
+    two_stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    a, b = two_stores
+    run_id, _ = await _decided_by_w1(a, _activity(0))
+    [task] = await a.claim_activities("q", "w1", 1)
+    waits = _Listeners(b, run_id)
+    try:
+        await asyncio.sleep(0)
+        assert await a.fail_activity(task, {"type": "Boom", "message": "again"}) is True
+        await waits.woken(waits.activities)
+        assert not waits.result.is_set()
+        assert not waits.decider.done()  # the run has nothing new to decide
+    finally:
+        waits.close()
+
+
+async def test_a_fired_timer_wakes_only_its_runs_decider(
+    two_stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    from mainspring.runtime.commands import StartTimer
+
+    a, b = two_stores
+    run_id, _ = await _decided_by_w1(a, StartTimer(seq=1, duration=0.0, fire_at=0.0))
+    waits = _Listeners(b, run_id)
+    try:
+        await asyncio.sleep(0)
+        await a.maintain("q")  # fires the due timer
+        await waits.woken(waits.decider)
+        assert not waits.result.is_set()
+        assert not waits.activities.done()
+    finally:
+        waits.close()
+    _, history = await b.history("r", run_id)
+    events = [e.event_type.value for e in history]
+    assert events[-1] == "TimerFired"

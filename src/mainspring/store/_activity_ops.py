@@ -8,7 +8,7 @@ from typing import Any
 from . import _tx
 from ._store_core import ACTIVITY_LEASE_CAP, StoreCore, _decider_queue, _nobody
 from ._wakeups import ACTIVITIES, queue_topic
-from .records import ActivityTask, CompletionOutcome, WorkflowTaskCompletion
+from .records import ActivityTask, CompletionOutcome, FailedAttempt, WorkflowTaskCompletion
 
 
 class ActivityOps(StoreCore):
@@ -81,19 +81,22 @@ class ActivityOps(StoreCore):
         return out
 
     async def fail_activity(self, task: ActivityTask, failure: dict[str, Any]) -> bool:
-        """Record a failed attempt (retried or final)."""
-        ok = await self._run(
-            self._at(
-                _tx.fail_activity,
-                run_id=task.run_id,
-                seq=task.seq,
-                fence=task.fence,
-                failure=failure,
+        """Record a failed attempt (retried or final); ``False`` if it was stale."""
+        out = await self._run(
+            self._telling(
+                self._at(
+                    _tx.fail_activity,
+                    run_id=task.run_id,
+                    seq=task.seq,
+                    fence=task.fence,
+                    failure=failure,
+                ),
+                _failure_topics,
             ),
             key=task.run_id,
         )
         self.notify()
-        return ok
+        return out is not None
 
     async def release_activity(self, task: ActivityTask) -> bool:
         """Give a leased attempt back untried; another worker takes it at once."""
@@ -145,3 +148,14 @@ class ActivityOps(StoreCore):
             ),
             readonly=True,
         )
+
+
+def _failure_topics(out: FailedAttempt | None) -> list[str]:
+    """Whom a failed attempt concerns in other processes: the pollers of its retry (if
+    it is due at once, they take it), or the decider of the run it failed."""
+    if out is None:
+        return []
+    topics = [] if out.retry_queue is None else [queue_topic(out.retry_queue, ACTIVITIES)]
+    if out.ready_run is not None:
+        topics.append(queue_topic(*_decider_queue(out.ready_run)))
+    return topics

@@ -18,7 +18,7 @@ from typing import Any
 from ..history import Event
 from . import _tx
 from ._activity_ops import ActivityOps
-from ._store_core import ACTIVITY_LEASE_CAP, Clock, _nobody
+from ._store_core import ACTIVITY_LEASE_CAP, Clock, _decider_queue, _nobody
 from ._tx import Tx
 from ._wakeups import QUERIES, WORKFLOWS, key_topic, queue_topic
 from .records import (
@@ -294,11 +294,14 @@ class Store(ActivityOps):
 
         def run(tx: Tx) -> tuple[int, Wakeup | None]:
             now = self._now()
-            fired = _tx.fire_timers(tx, now) + _tx.expire(tx, now)
-            return fired, _tx.next_wakeup(tx, task_queue, now, sticky_wait)
+            fired = _tx.fire_timers(tx, now)
+            expired = _tx.expire(tx, now)
+            if not expired:  # else everyone hears of it: lapsed leases are rare
+                tx.publish(*{queue_topic(*_decider_queue(r)) for r in fired})
+            return len(fired) + expired, _tx.next_wakeup(tx, task_queue, now, sticky_wait)
 
-        fired, wake = await self._run(run)
-        if fired:
+        changed, wake = await self._run(run)
+        if changed:
             self.notify()
         return wake
 

@@ -155,6 +155,15 @@ class CompletionOutcome:
     ready_run: RunRecord | None = None
 
 
+class FailedAttempt(NamedTuple):
+    """What recording a failed activity attempt made ready: the activity's retry (on
+    ``retry_queue``), or, when the activity failed for good, the run's workflow task
+    (``ready_run``, the run as read before the write); neither if it had been cancelled."""
+
+    retry_queue: str | None = None
+    ready_run: RunRecord | None = None
+
+
 @dataclass(frozen=True, kw_only=True)
 class QueryRequest:
     """A claimed query."""

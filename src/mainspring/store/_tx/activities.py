@@ -13,6 +13,7 @@ from ...retry import RetryPolicy
 from ..records import (
     ActivityTask,
     CompletionOutcome,
+    FailedAttempt,
     RunRecord,
     WorkflowStatus,
     WorkflowTaskCompletion,
@@ -176,20 +177,22 @@ def complete_activity_and_decide(
 
 def fail_activity(
     tx: Tx, *, run_id: str, seq: int, fence: int, failure: dict[str, Any], now: float
-) -> bool:
-    """Record a failed attempt: retry it under its policy, or fail the activity."""
+) -> FailedAttempt | None:
+    """Record a failed attempt: retry it under its policy, or fail the activity.
+    ``None`` if the attempt is stale (nothing changes)."""
     row = _current_attempt(tx, run_id, seq, fence)
     if row is None:
-        return False
-    _fail_attempt(tx, row, failure, now)
-    return True
+        return None
+    return _fail_attempt(tx, row, failure, now)
 
 
-def _fail_attempt(tx: Tx, row: tuple[Any, ...], failure: dict[str, Any], now: float) -> None:
+def _fail_attempt(
+    tx: Tx, row: tuple[Any, ...], failure: dict[str, Any], now: float
+) -> FailedAttempt:
     run_id, seq, attempt, deadline, cancel_requested = row[0], row[1], row[8], row[10], row[16]
     if cancel_requested:
         tx.w("delete_activity", {"run_id": run_id, "seq": seq})
-        return
+        return FailedAttempt()
     options = json.loads(row[7])
     policy = RetryPolicy.from_dict(options["retry_policy"])
     f = Failure.from_dict(failure)
@@ -211,11 +214,11 @@ def _fail_attempt(tx: Tx, row: tuple[Any, ...], failure: dict[str, Any], now: fl
             "retry_activity",
             {"run_id": run_id, "seq": seq, "ready_at": now + wait, "failure": _dumps(failure)},
         )
-        return
+        return FailedAttempt(retry_queue=row[5])
     tx.w("delete_activity", {"run_id": run_id, "seq": seq})
     run = _run(tx, run_id)
     if run is None or run.status is not WorkflowStatus.RUNNING:
-        return
+        return FailedAttempt()
     _append_incoming(
         tx,
         run,
@@ -223,6 +226,7 @@ def _fail_attempt(tx: Tx, row: tuple[Any, ...], failure: dict[str, Any], now: fl
         EventType.ACTIVITY_TASK_FAILED,
         {"seq": seq, "failure": failure, "attempt": attempt},
     )
+    return FailedAttempt(ready_run=run)
 
 
 def heartbeat_activity(

@@ -25,17 +25,18 @@ from .core import (
 TIE = 0.1  # seconds: work of several kinds due this close together wakes every kind
 
 
-def fire_timers(tx: Tx, now: float, limit: int = 500) -> int:
-    """Fire every due timer: append ``TimerFired`` and make the run's task ready."""
-    n = 0
+def fire_timers(tx: Tx, now: float, limit: int = 500) -> list[RunRecord]:
+    """Fire every due timer: append ``TimerFired`` and make the run's task ready.
+    Returns the runs whose timers fired, as read before."""
+    fired: list[RunRecord] = []
     for run_id, seq in tx.q("due_timers", {"now": now, "limit": limit}):
         tx.w("delete_timer", {"run_id": run_id, "seq": seq})
         run = _run(tx, run_id)
         if run is None or run.status is not WorkflowStatus.RUNNING:
             continue
         _append_incoming(tx, run, now, EventType.TIMER_FIRED, {"seq": seq})
-        n += 1
-    return n
+        fired.append(run)
+    return fired
 
 
 def next_wakeup(tx: Tx, task_queue: str, now: float, sticky_wait: float = 0.0) -> Wakeup | None:
