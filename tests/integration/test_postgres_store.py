@@ -27,6 +27,7 @@ from mainspring.store._wakeups import ACTIVITIES, WORKFLOWS
 from mainspring.store.postgres import PgSettings, PostgresStore, _connect_error, schema_version
 from mainspring.store.records import WorkflowTaskCompletion
 from tests import _pg
+from tests._clock import ManualClock
 
 pytestmark = pytest.mark.skipif(not _pg.enabled(), reason=_pg.report_header())
 
@@ -728,19 +729,33 @@ async def test_a_completion_elsewhere_wakes_the_sticky_worker_in_its_own_process
 # decider, a queue's pollers), never everyone: a broadcast would wake every result
 # waiter and poller of every process, for every busy run. In these tests, store ``b``
 # stands for the process of worker w1, the run's sticky worker, which also waits for
-# the run's result and polls the queue's activities.
+# the run's result and polls the queue's activities; ``a`` runs on a clock the test
+# moves.
 
 
 @pytest.fixture
-async def two_stores(pg_url: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
-    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
+async def two_stores(
+    pg_url: str,
+) -> AsyncIterator[tuple[PostgresStore, PostgresStore, ManualClock]]:
+    clock = ManualClock()
+    a, b = PostgresStore(pg_url, clock), PostgresStore(pg_url)
     await a.open()
     await b.open()
     try:
-        yield a, b
+        yield a, b, clock
     finally:
         await a.close()
         await b.close()
+
+
+async def _synced(a: PostgresStore, b: PostgresStore) -> None:
+    """Return once ``b`` has heard every notification of ``a``'s commits so far: they
+    arrive in commit order, so hearing a new one proves the earlier ones were handled."""
+    marker = "marker-" + uuid.uuid4().hex
+    heard = asyncio.create_task(b.wait_for_work(marker + WORKFLOWS, timeout=30))
+    await asyncio.sleep(0)
+    await a.start_workflow(workflow_id=marker, workflow_type="M", task_queue=marker, input="[]")
+    await asyncio.wait_for(heard, 10)  # far below the 30 s poll timeout
 
 
 async def _decided_by_w1(s: PostgresStore, *commands: Any) -> tuple[str, WorkflowTaskCompletion]:
@@ -769,7 +784,7 @@ def _activity(max_attempts: int) -> ScheduleActivity:
     return ScheduleActivity(seq=1, activity_type="a", task_queue="q", input="[]", options=options)
 
 
-class _Listeners:
+class _Waiters:
     """b's waiters: w1's own wake-ups, the queue's activity pollers, the run's result."""
 
     def __init__(self, b: PostgresStore, run_id: str) -> None:
@@ -782,8 +797,8 @@ class _Listeners:
         self.result = self._watch.__enter__()
 
     async def woken(self, which: asyncio.Task[None]) -> None:
-        """Wait until ``which`` wakes (far below the 30 s poll timeout); what else the
-        notification woke was woken in the same step."""
+        """Wait until ``which`` wakes (far below the 30 s poll timeout); whatever else
+        the same notification woke was woken in the same step."""
         await asyncio.wait_for(which, 10)
 
     def close(self) -> None:
@@ -792,15 +807,22 @@ class _Listeners:
         self.activities.cancel()
 
 
+async def _waiting(a: PostgresStore, b: PostgresStore, run_id: str) -> _Waiters:
+    """b's waiters, set up once b has heard of everything a did before."""
+    await _synced(a, b)
+    waits = _Waiters(b, run_id)
+    await asyncio.sleep(0)
+    return waits
+
+
 async def test_a_result_recorded_apart_from_its_decision_wakes_only_the_runs_decider(
-    two_stores: tuple[PostgresStore, PostgresStore],
+    two_stores: tuple[PostgresStore, PostgresStore, ManualClock],
 ) -> None:
-    a, b = two_stores
+    a, b, _ = two_stores
     run_id, first = await _decided_by_w1(a, _activity(0))
     [task] = await a.claim_activities("q", "w1", 1)
-    waits = _Listeners(b, run_id)
+    waits = await _waiting(a, b, run_id)
     try:
-        await asyncio.sleep(0)
         stale_length = 1  # the decision was made on a history the run has outgrown
         out = await a.complete_activity_and_decide(task, '"done"', stale_length, first)
         assert out is not None and not out.accepted  # the result was recorded alone
@@ -813,14 +835,13 @@ async def test_a_result_recorded_apart_from_its_decision_wakes_only_the_runs_dec
 
 
 async def test_an_activity_failed_for_good_wakes_only_the_runs_decider(
-    two_stores: tuple[PostgresStore, PostgresStore],
+    two_stores: tuple[PostgresStore, PostgresStore, ManualClock],
 ) -> None:
-    a, b = two_stores
+    a, b, _ = two_stores
     run_id, _ = await _decided_by_w1(a, _activity(1))
     [task] = await a.claim_activities("q", "w1", 1)
-    waits = _Listeners(b, run_id)
+    waits = await _waiting(a, b, run_id)
     try:
-        await asyncio.sleep(0)
         assert await a.fail_activity(task, {"type": "Boom", "message": "no"}) is True
         await waits.woken(waits.decider)
         assert not waits.result.is_set()
@@ -828,37 +849,72 @@ async def test_an_activity_failed_for_good_wakes_only_the_runs_decider(
     finally:
         waits.close()
     _, history = await b.history("r", run_id)
-    events = [e.event_type.value for e in history]
-    assert events[-1] == "ActivityTaskFailed"
+    assert history[-1].event_type.value == "ActivityTaskFailed"
 
 
-async def test_a_retried_attempt_wakes_only_its_queues_activity_pollers(
-    two_stores: tuple[PostgresStore, PostgresStore],
+async def test_a_retry_due_at_once_wakes_only_its_queues_activity_pollers(
+    two_stores: tuple[PostgresStore, PostgresStore, ManualClock],
 ) -> None:
-    a, b = two_stores
+    a, b, _ = two_stores
     run_id, _ = await _decided_by_w1(a, _activity(0))
     [task] = await a.claim_activities("q", "w1", 1)
-    waits = _Listeners(b, run_id)
+    waits = await _waiting(a, b, run_id)
     try:
-        await asyncio.sleep(0)
-        assert await a.fail_activity(task, {"type": "Boom", "message": "again"}) is True
+        failure = {"type": "RateLimited", "message": "429", "details": {"next_retry_delay": 0}}
+        assert await a.fail_activity(task, failure) is True
         await waits.woken(waits.activities)
         assert not waits.result.is_set()
         assert not waits.decider.done()  # the run has nothing new to decide
     finally:
         waits.close()
+    assert len(await b.claim_activities("q", "w2", 1)) == 1  # the retry is due
+
+
+async def test_a_retry_after_a_backoff_wakes_no_one_yet(
+    two_stores: tuple[PostgresStore, PostgresStore, ManualClock],
+) -> None:
+    a, b, _ = two_stores
+    run_id, _ = await _decided_by_w1(a, _activity(0))
+    [task] = await a.claim_activities("q", "w1", 1)
+    waits = await _waiting(a, b, run_id)
+    try:
+        assert await a.fail_activity(task, {"type": "Boom", "message": "later"}) is True
+        await _synced(a, b)  # b heard whatever the failure said
+        assert not waits.activities.done()  # nothing to take for a second yet
+        assert not waits.result.is_set()
+        assert not waits.decider.done()
+    finally:
+        waits.close()
+
+
+async def test_an_attempt_timed_out_for_good_wakes_only_the_runs_decider(
+    two_stores: tuple[PostgresStore, PostgresStore, ManualClock],
+) -> None:
+    a, b, clock = two_stores
+    run_id, _ = await _decided_by_w1(a, _activity(1))
+    await a.claim_activities("q", "w1", 1)
+    waits = await _waiting(a, b, run_id)
+    try:
+        clock.t += 61  # past its 60 s start_to_close timeout
+        await a.maintain("q")  # times it out; one attempt allowed: it fails for good
+        await waits.woken(waits.decider)
+        assert not waits.result.is_set()
+        assert not waits.activities.done()
+    finally:
+        waits.close()
+    _, history = await b.history("r", run_id)
+    assert history[-1].event_type.value == "ActivityTaskFailed"
 
 
 async def test_a_fired_timer_wakes_only_its_runs_decider(
-    two_stores: tuple[PostgresStore, PostgresStore],
+    two_stores: tuple[PostgresStore, PostgresStore, ManualClock],
 ) -> None:
     from mainspring.runtime.commands import StartTimer
 
-    a, b = two_stores
+    a, b, _ = two_stores
     run_id, _ = await _decided_by_w1(a, StartTimer(seq=1, duration=0.0, fire_at=0.0))
-    waits = _Listeners(b, run_id)
+    waits = await _waiting(a, b, run_id)
     try:
-        await asyncio.sleep(0)
         await a.maintain("q")  # fires the due timer
         await waits.woken(waits.decider)
         assert not waits.result.is_set()
@@ -866,5 +922,20 @@ async def test_a_fired_timer_wakes_only_its_runs_decider(
     finally:
         waits.close()
     _, history = await b.history("r", run_id)
-    events = [e.event_type.value for e in history]
-    assert events[-1] == "TimerFired"
+    assert history[-1].event_type.value == "TimerFired"
+
+
+async def test_forgetting_an_answered_query_wakes_no_one(
+    two_stores: tuple[PostgresStore, PostgresStore, ManualClock],
+) -> None:
+    a, b, _ = two_stores
+    run_id, _ = await _decided_by_w1(a)
+    waits = await _waiting(a, b, run_id)
+    try:
+        await a.drop_query("a-query")
+        await _synced(a, b)  # b heard whatever the drop said
+        assert not waits.result.is_set()
+        assert not waits.decider.done()
+        assert not waits.activities.done()
+    finally:
+        waits.close()

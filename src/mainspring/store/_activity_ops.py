@@ -151,8 +151,9 @@ class ActivityOps(StoreCore):
 
 
 def _failure_topics(out: FailedAttempt | None) -> list[str]:
-    """Whom a failed attempt concerns in other processes: the pollers of its retry (if
-    it is due at once, they take it), or the decider of the run it failed."""
+    """Whom a failed attempt concerns in other processes: the pollers of its retry due
+    at once, or the decider of the run it failed (a retry after a backoff: no one yet;
+    the maintenance pass wakes the pollers when it falls due)."""
     if out is None:
         return []
     topics = [] if out.retry_queue is None else [queue_topic(out.retry_queue, ACTIVITIES)]

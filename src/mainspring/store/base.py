@@ -17,7 +17,7 @@ from typing import Any
 
 from ..history import Event
 from . import _tx
-from ._activity_ops import ActivityOps
+from ._activity_ops import ActivityOps, _failure_topics
 from ._store_core import ACTIVITY_LEASE_CAP, Clock, _decider_queue, _nobody
 from ._tx import Tx
 from ._wakeups import QUERIES, WORKFLOWS, key_topic, queue_topic
@@ -200,7 +200,9 @@ class Store(ActivityOps):
 
     async def drop_query(self, query_id: str) -> None:
         """Forget a query."""
-        await self._run(lambda tx: _tx.drop_query(tx, query_id, self._now()))
+        await self._run(
+            self._telling(lambda tx: _tx.drop_query(tx, query_id, self._now()), _nobody)
+        )
 
     # ------------------------------------------------------------------ worker operations
     # (the activity attempts' ones are in ActivityOps)
@@ -296,9 +298,10 @@ class Store(ActivityOps):
             now = self._now()
             fired = _tx.fire_timers(tx, now)
             expired = _tx.expire(tx, now)
-            if not expired:  # else everyone hears of it: lapsed leases are rare
-                tx.publish(*{queue_topic(*_decider_queue(r)) for r in fired})
-            return len(fired) + expired, _tx.next_wakeup(tx, task_queue, now, sticky_wait)
+            topics = {queue_topic(*_decider_queue(r)) for r in fired}
+            topics.update(t for f in expired for t in _failure_topics(f))
+            tx.publish(*topics)
+            return len(fired) + len(expired), _tx.next_wakeup(tx, task_queue, now, sticky_wait)
 
         changed, wake = await self._run(run)
         if changed:

@@ -142,9 +142,9 @@ class CompletionOutcome:
     ``accepted`` is false when the lease was lost (another worker has the run) or new
     signals arrived that the closing code did not see: the worker must drop its cached
     state. ``history_length`` is the run's length after the write. ``ready_run`` is the
-    run (as read before the write) when the write, without recording the decision, made
-    the run's workflow task ready for its decider: late signals, or an activity result
-    recorded on its own.
+    run (as read before the write) whose decider to wake when the write, without
+    recording the decision, may have made its workflow task ready: late signals, or an
+    activity result recorded on its own.
     """
 
     accepted: bool
@@ -156,9 +156,10 @@ class CompletionOutcome:
 
 
 class FailedAttempt(NamedTuple):
-    """What recording a failed activity attempt made ready: the activity's retry (on
-    ``retry_queue``), or, when the activity failed for good, the run's workflow task
-    (``ready_run``, the run as read before the write); neither if it had been cancelled."""
+    """What recording a failed activity attempt made ready at once: the activity's
+    retry, when due without a backoff (on ``retry_queue``), or, when the activity failed
+    for good, the run's workflow task (``ready_run``, the run as read before the write).
+    Neither for a retry after a backoff, a cancelled activity or a closed run."""
 
     retry_queue: str | None = None
     ready_run: RunRecord | None = None

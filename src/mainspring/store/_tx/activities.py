@@ -214,7 +214,7 @@ def _fail_attempt(
             "retry_activity",
             {"run_id": run_id, "seq": seq, "ready_at": now + wait, "failure": _dumps(failure)},
         )
-        return FailedAttempt(retry_queue=row[5])
+        return FailedAttempt(retry_queue=row[5] if wait <= 0 else None)
     tx.w("delete_activity", {"run_id": run_id, "seq": seq})
     run = _run(tx, run_id)
     if run is None or run.status is not WorkflowStatus.RUNNING:
@@ -253,9 +253,9 @@ def activity_cancel_requested(tx: Tx, *, run_id: str, seq: int, fence: int) -> b
     return row is None or bool(row[16])
 
 
-def expire(tx: Tx, now: float, limit: int = 500) -> int:
+def expire(tx: Tx, now: float, limit: int = 500) -> list[FailedAttempt]:
     """Time out attempts whose lease ran out and activities past their deadline."""
-    n = 0
+    out: list[FailedAttempt] = []
     for run_id, seq in tx.q("expired_activities", {"now": now, "limit": limit}):
         row = _q1(tx, "activity_by_key", {"run_id": run_id, "seq": seq})
         if row is None:
@@ -275,9 +275,8 @@ def expire(tx: Tx, now: float, limit: int = 500) -> int:
             non_retryable=non_retryable,
             details={"timeout_type": kind},
         )
-        _fail_attempt(tx, row, failure.to_dict(), now)
-        n += 1
-    return n
+        out.append(_fail_attempt(tx, row, failure.to_dict(), now))
+    return out
 
 
 def release_eager(tx: Tx, *, run_id: str, seqs: list[int], owner: str, now: float) -> int:
