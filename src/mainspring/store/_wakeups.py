@@ -40,7 +40,6 @@ class Wakeups:
 
     def __init__(self) -> None:
         self._queues: dict[str, asyncio.Event] = {}
-        self._changed: asyncio.Event | None = None
         self._keyed: dict[str, set[asyncio.Event]] = {}
 
     def notify(self, task_queue: str | None = None, kind: str | None = None) -> None:
@@ -54,9 +53,6 @@ class Wakeups:
                 one = self._queues.get(task_queue + k)
                 if one is not None:
                     one.set()
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
 
     def share_queue(self, alias: str, task_queue: str, kind: str) -> None:
         """Let wake-ups of ``alias`` (of ``kind``) wake the pollers of ``task_queue``."""
@@ -116,13 +112,3 @@ class Wakeups:
             except TimeoutError:
                 pass
         ev.clear()
-
-    async def wait_for_change(self, timeout: float) -> None:
-        """Return when any run may have changed, or after ``timeout``."""
-        if self._changed is None:
-            self._changed = asyncio.Event()
-        try:
-            async with asyncio.timeout(timeout):
-                await self._changed.wait()
-        except TimeoutError:
-            pass
