@@ -939,3 +939,22 @@ async def test_forgetting_an_answered_query_wakes_no_one(
         assert not waits.activities.done()
     finally:
         waits.close()
+
+
+async def test_a_signal_wakes_only_the_runs_sticky_worker(
+    two_stores: tuple[PostgresStore, PostgresStore, ManualClock],
+) -> None:
+    a, b, _ = two_stores
+    run_id, _ = await _decided_by_w1(a)
+    waits = await _waiting(a, b, run_id)
+    others = asyncio.create_task(b.wait_for_work("q" + WORKFLOWS, timeout=30))
+    try:
+        await asyncio.sleep(0)
+        await a.signal("r", run_id, "go", "[]")
+        await waits.woken(waits.decider)
+        assert not others.done()  # the queue's other workers leave the run to w1
+        assert not waits.result.is_set()
+        assert not waits.activities.done()
+    finally:
+        others.cancel()
+        waits.close()

@@ -145,13 +145,13 @@ class Store(ActivityOps):
 
     async def signal(self, workflow_id: str, run_id: str | None, name: str, input: str) -> None:
         """Deliver a signal to the open run."""
-        tq = await self._run(
+        run = await self._run(
             self._telling(
                 lambda tx: _tx.signal(tx, workflow_id, run_id, name, input, self._now()),
-                lambda tq: [queue_topic(tq, WORKFLOWS)],
+                lambda r: [queue_topic(*_decider_queue(r))],
             )
         )
-        self.notify(tq, WORKFLOWS)
+        self.notify(*_decider_queue(run))  # its sticky worker's, if it has one
 
     async def request_cancel(self, workflow_id: str, run_id: str | None) -> None:
         """Ask the open run to cancel."""

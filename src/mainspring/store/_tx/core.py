@@ -270,13 +270,15 @@ def events_after(tx: Tx, run_id: str, after: int) -> list[Event]:
     return [Event.from_row(*r) for r in tx.q("events_after", {"run_id": run_id, "after": after})]
 
 
-def signal(tx: Tx, workflow_id: str, run_id: str | None, name: str, input: str, now: float) -> str:
-    """Record a signal for the open run; return its task queue."""
+def signal(
+    tx: Tx, workflow_id: str, run_id: str | None, name: str, input: str, now: float
+) -> RunRecord:
+    """Record a signal for the open run; return the run (as read before)."""
     run = _open_run(tx, workflow_id, run_id, f"signal {name!r} to")
     _append_incoming(
         tx, run, now, EventType.WORKFLOW_EXECUTION_SIGNALED, {"name": name, "input": input}
     )
-    return run.task_queue
+    return run
 
 
 def request_cancel(tx: Tx, workflow_id: str, run_id: str | None, now: float) -> str:
