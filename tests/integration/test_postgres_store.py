@@ -958,3 +958,33 @@ async def test_a_signal_wakes_only_the_runs_sticky_worker(
     finally:
         others.cancel()
         waits.close()
+
+
+async def test_a_close_refused_for_late_signals_wakes_only_the_runs_decider(
+    two_stores: tuple[PostgresStore, PostgresStore, ManualClock],
+) -> None:
+    from mainspring.runtime.commands import CompleteWorkflow
+
+    a, b, _ = two_stores
+    run_id, _ = await _decided_by_w1(a)
+    await a.signal("r", run_id, "first", "[]")
+    [wft] = await a.claim_workflow_tasks("q", "w1", 1, 60, {})
+    await a.signal("r", run_id, "late", "[]")  # arrives while w1 decides
+    waits = await _waiting(a, b, run_id)
+    try:
+        closing = WorkflowTaskCompletion(
+            run_id=run_id,
+            fence=wft.fence,
+            owner="w1",
+            through=wft.history_length,
+            time=0.0,
+            commands=[CompleteWorkflow(result="null")],
+        )
+        out = await a.complete_workflow_task(closing)
+        assert not out.accepted  # run again, with the late signal
+        await waits.woken(waits.decider)
+        assert not waits.result.is_set()  # the run did not close
+        assert not waits.activities.done()
+    finally:
+        waits.close()
+    assert (await b.describe("r", run_id)).status.value == "RUNNING"
