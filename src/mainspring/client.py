@@ -27,10 +27,18 @@ from .workflow import WorkflowDefinition, check_handler_args
 
 __all__ = ["Client", "WorkflowDescription", "WorkflowHandle"]
 
-# Waiters read their state again at least this often (seconds), in case a wake-up was
-# missed; a run closing (or a query's answer) wakes them at once, in any process.
+# A run closing (or a query's answer) wakes its waiters at once, in any process. While
+# the store might miss another process's change (Store.live_wakeups is false: the
+# PostgreSQL listener is down or turned off), waiters also read their state again this
+# often (seconds); while it hears every change, only every LIVE_RECHECK, as a safety net.
 QUERY_RECHECK = 0.5
 RESULT_RECHECK = 2.0
+LIVE_RECHECK = 30.0
+
+
+def _recheck(store: Store, polling: float) -> float:
+    """How long a waiter waits for a wake-up before it reads its state again."""
+    return max(polling, LIVE_RECHECK) if store.live_wakeups else polling
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -288,15 +296,15 @@ class WorkflowHandle:
                         status=rec.status.value,
                         failure=failure,
                     )
-                wait = RESULT_RECHECK
+                wait = _recheck(store, RESULT_RECHECK)
                 if deadline is not None:
-                    wait = deadline - loop.time()
-                    if wait <= 0:
+                    left = deadline - loop.time()
+                    if left <= 0:
                         raise WorkflowResultTimeoutError(
                             f"workflow {self.id!r} did not close within {seconds:g} s; it is "
                             "still running"
                         )
-                    wait = min(wait, RESULT_RECHECK)
+                    wait = min(wait, left)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await changed.wait()
@@ -345,7 +353,7 @@ class WorkflowHandle:
                             f"within {seconds:g} s; is a worker for its task queue running?"
                         )
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(min(left, QUERY_RECHECK)):
+                        async with asyncio.timeout(min(left, _recheck(store, QUERY_RECHECK))):
                             await changed.wait()
         finally:
             await store.drop_query(qid)

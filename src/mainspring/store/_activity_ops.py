@@ -20,7 +20,7 @@ class ActivityOps(StoreCore):
         """Lease ready activity attempts, oldest first: ``owner``'s own and any ready for
         over ``sticky_wait`` seconds, then other workers' fresh ones (see
         :func:`._tx.claim_activities`)."""
-        return await self._run(
+        return await self._write(
             self._telling(
                 self._at(
                     _tx.claim_activities,
@@ -36,7 +36,7 @@ class ActivityOps(StoreCore):
 
     async def complete_activity(self, task: ActivityTask, result: str) -> bool:
         """Record an attempt's result; ``False`` if the attempt was stale."""
-        run = await self._run(
+        run = await self._write(
             self._telling(
                 self._at(
                     _tx.complete_activity,
@@ -57,7 +57,7 @@ class ActivityOps(StoreCore):
         self, task: ActivityTask, result: str, expected_length: int, c: WorkflowTaskCompletion
     ) -> CompletionOutcome | None:
         """Record a result and the workflow's next decision in one transaction."""
-        out = await self._run(
+        out = await self._write(
             self._telling(
                 lambda tx: _tx.complete_activity_and_decide(
                     tx,
@@ -82,7 +82,7 @@ class ActivityOps(StoreCore):
 
     async def fail_activity(self, task: ActivityTask, failure: dict[str, Any]) -> bool:
         """Record a failed attempt (retried or final); ``False`` if it was stale."""
-        out = await self._run(
+        out = await self._write(
             self._telling(
                 self._at(
                     _tx.fail_activity,
@@ -100,7 +100,7 @@ class ActivityOps(StoreCore):
 
     async def release_activity(self, task: ActivityTask) -> bool:
         """Give a leased attempt back untried; another worker takes it at once."""
-        released = await self._run(
+        released = await self._write(
             self._at(_tx.release_activity, run_id=task.run_id, seq=task.seq, fence=task.fence),
             key=task.run_id,
         )
@@ -113,7 +113,7 @@ class ActivityOps(StoreCore):
         """After a decision's commit failed in a way that may hide its success: give back
         the attempts it would have leased to ``owner``, so any worker takes them now
         rather than after their ``start_to_close`` timeout. Returns how many it had."""
-        n = await self._run(
+        n = await self._write(
             self._at(_tx.release_eager, run_id=run_id, seqs=sorted(seqs), owner=owner),
             key=run_id,
         )
@@ -123,7 +123,7 @@ class ActivityOps(StoreCore):
 
     async def heartbeat_activity(self, task: ActivityTask, details: str | None) -> bool:
         """Record progress; return whether the activity should stop."""
-        return await self._run(
+        return await self._write(
             self._telling(
                 self._at(
                     _tx.heartbeat_activity,

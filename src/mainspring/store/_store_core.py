@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..errors import StoreError
 from ..runtime.commands import ScheduleActivity
 from ._tx import Reads, Tx
 from ._wakeups import ACTIVITIES, WORKFLOWS, Wakeups, key_topic, queue_topic, sticky_queue
@@ -82,6 +83,27 @@ class StoreCore(Wakeups, ABC):
         starts with (its first :meth:`Tx.qs`, touching only the rows of run ``key``): a
         dialect may run them ahead, together with other operations' (one round trip).
         """
+
+    async def _write(
+        self,
+        fn: Callable[[Tx], T],
+        *,
+        key: str | None = None,
+        lazy: bool = False,
+        reads: Reads | None = None,
+    ) -> T:
+        """:meth:`_run` for an operation that writes.
+
+        When it fails with a :class:`StoreError`, its change may have been committed all
+        the same (the acknowledgement was lost), and then no one in this process was
+        woken for it (another process's wake-up names this process's own commit, so
+        this process skips it): every waiter and poller here looks again.
+        """
+        try:
+            return await self._run(fn, key=key, lazy=lazy, reads=reads)
+        except StoreError:
+            self.notify_external()
+            raise
 
     # ------------------------------------------------------------------ clock
 

@@ -42,6 +42,17 @@ class Wakeups:
         self._queues: dict[str, asyncio.Event] = {}
         self._keyed: dict[str, set[asyncio.Event]] = {}
 
+    @property
+    def live_wakeups(self) -> bool:
+        """Whether every change a watcher waits on wakes it, whichever process made it.
+
+        While this holds, a waiter (:meth:`watch`) needs no polling: it reads its state
+        again only when woken. While it does not (a dialect's feed of other processes'
+        changes is down or turned off), waiters must also read again every so often.
+        A dialect whose feed goes down wakes every waiter, so that they start polling.
+        """
+        return True
+
     def notify(self, task_queue: str | None = None, kind: str | None = None) -> None:
         """Wake in-process pollers: of ``task_queue`` (all if ``None``), of one ``kind``
         (:data:`WORKFLOWS`, :data:`ACTIVITIES`, :data:`QUERIES`; all if ``None``)."""

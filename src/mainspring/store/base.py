@@ -56,7 +56,7 @@ class Store(ActivityOps):
         use_existing: bool = False,
     ) -> tuple[str, bool]:
         """Start a run; return ``(run_id, started)``."""
-        result = await self._run(
+        result = await self._write(
             self._telling(
                 self._at(
                     _tx.start_workflow,
@@ -84,7 +84,7 @@ class Store(ActivityOps):
         completion: WorkflowTaskCompletion,
     ) -> tuple[str, bool, CompletionOutcome | None]:
         """Start a run with its first decision, made by a local worker, in one commit."""
-        result = await self._run(
+        result = await self._write(
             self._telling(
                 lambda tx: _tx.start_and_decide(
                     tx,
@@ -145,7 +145,7 @@ class Store(ActivityOps):
 
     async def signal(self, workflow_id: str, run_id: str | None, name: str, input: str) -> None:
         """Deliver a signal to the open run."""
-        run = await self._run(
+        run = await self._write(
             self._telling(
                 lambda tx: _tx.signal(tx, workflow_id, run_id, name, input, self._now()),
                 lambda r: [queue_topic(*_decider_queue(r))],
@@ -155,7 +155,7 @@ class Store(ActivityOps):
 
     async def request_cancel(self, workflow_id: str, run_id: str | None) -> None:
         """Ask the open run to cancel."""
-        tq = await self._run(
+        tq = await self._write(
             self._telling(
                 lambda tx: _tx.request_cancel(tx, workflow_id, run_id, self._now()),
                 lambda tq: [queue_topic(tq, WORKFLOWS)],
@@ -165,7 +165,7 @@ class Store(ActivityOps):
 
     async def terminate(self, workflow_id: str, run_id: str | None, reason: str) -> None:
         """Close the open run now."""
-        rid = await self._run(
+        rid = await self._write(
             lambda tx: _tx.terminate(tx, workflow_id, run_id, reason, self._now())
         )
         self.notify_key(rid)
@@ -178,7 +178,7 @@ class Store(ActivityOps):
 
         The query is done when answered or when the run closes: wait on both keys.
         """
-        qid, run = await self._run(
+        qid, run = await self._write(
             self._telling(
                 self._at(
                     _tx.submit_query,
@@ -200,7 +200,7 @@ class Store(ActivityOps):
 
     async def drop_query(self, query_id: str) -> None:
         """Forget a query."""
-        await self._run(
+        await self._write(
             self._telling(lambda tx: _tx.drop_query(tx, query_id, self._now()), _nobody)
         )
 
@@ -218,7 +218,7 @@ class Store(ActivityOps):
     ) -> list[WorkflowTask]:
         """Lease ready workflow tasks; leave those sticky to another worker to it until
         they have been ready for ``sticky_wait`` seconds."""
-        return await self._run(
+        return await self._write(
             self._telling(
                 self._at(
                     _tx.claim_workflow_tasks,
@@ -236,7 +236,7 @@ class Store(ActivityOps):
 
     async def complete_workflow_task(self, c: WorkflowTaskCompletion) -> CompletionOutcome:
         """Record a workflow task's decision."""
-        out = await self._run(
+        out = await self._write(
             self._telling(
                 lambda tx: _tx.complete_workflow_task(tx, c, self._now(), ACTIVITY_LEASE_CAP),
                 lambda o: self._completion_topics(o, c),
@@ -250,7 +250,7 @@ class Store(ActivityOps):
         self, run_id: str, fence: int, owner: str, failure: dict[str, Any], retry_in: float
     ) -> None:
         """Record a failed workflow task and schedule its retry."""
-        await self._run(
+        await self._write(
             self._at(
                 _tx.fail_workflow_task,
                 run_id=run_id,
@@ -264,7 +264,7 @@ class Store(ActivityOps):
 
     async def release_workflow_task(self, run_id: str, fence: int, owner: str) -> None:
         """Hand a claimed workflow task back."""
-        await self._run(
+        await self._write(
             self._at(
                 _tx.release_workflow_task,
                 run_id=run_id,
@@ -276,7 +276,7 @@ class Store(ActivityOps):
     async def release_sticky(self, task_queue: str, owner: str) -> int:
         """``owner`` is going away: any worker may take the next workflow tasks of its
         runs of ``task_queue`` now. Returns how many runs it held."""
-        n = await self._run(
+        n = await self._write(
             self._telling(
                 lambda tx: _tx.release_sticky(tx, task_queue=task_queue, owner=owner),
                 lambda n: [queue_topic(task_queue, WORKFLOWS)] if n else [],
@@ -288,7 +288,7 @@ class Store(ActivityOps):
 
     async def reset_backoff(self, task_queue: str) -> int:
         """Make failed workflow tasks of ``task_queue`` due now."""
-        return await self._run(lambda tx: _tx.reset_backoff(tx, task_queue, self._now()))
+        return await self._write(lambda tx: _tx.reset_backoff(tx, task_queue, self._now()))
 
     async def maintain(self, task_queue: str, sticky_wait: float = 0.0) -> Wakeup | None:
         """Fire due timers and expire lapsed leases; return when work next falls due, and
@@ -303,14 +303,14 @@ class Store(ActivityOps):
             tx.publish(*topics)
             return len(fired) + len(expired), _tx.next_wakeup(tx, task_queue, now, sticky_wait)
 
-        changed, wake = await self._run(run)
+        changed, wake = await self._write(run)
         if changed:
             self.notify()
         return wake
 
     async def claim_queries(self, task_queue: str, owner: str, limit: int) -> list[QueryRequest]:
         """Lease open queries."""
-        return await self._run(
+        return await self._write(
             self._telling(
                 self._at(_tx.claim_queries, task_queue=task_queue, owner=owner, limit=limit),
                 _nobody,
@@ -320,7 +320,7 @@ class Store(ActivityOps):
 
     async def answer_query(self, query_id: str, answer: str | None, error: str | None) -> None:
         """Answer a query."""
-        await self._run(
+        await self._write(
             self._telling(
                 lambda tx: _tx.answer_query(tx, query_id=query_id, answer=answer, error=error),
                 lambda _: [key_topic(query_id)],

@@ -261,6 +261,13 @@ class PostgresStore(Store):
 
     # ------------------------------------------------------------------ notifications
 
+    @property
+    def live_wakeups(self) -> bool:
+        """Whether other processes' changes reach this process's waiters: while the
+        listener is connected and running (see :meth:`Wakeups.live_wakeups`)."""
+        listener = self._listener
+        return self._lconn is not None and listener is not None and not listener.done()
+
     async def _listen_connect(self) -> psycopg.AsyncConnection[Any]:
         assert self.settings.listen_conninfo is not None
         try:
@@ -294,7 +301,8 @@ class PostgresStore(Store):
                     "PostgreSQL listener lost its connection (%s); polling meanwhile", _line(exc)
                 )
                 if self._lconn is not None:
-                    await self._lconn.close()
-                    self._lconn = None
+                    lost, self._lconn = self._lconn, None
+                    self.notify_external()  # waiters poll until the listener is back
+                    await lost.close()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

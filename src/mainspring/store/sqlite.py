@@ -10,6 +10,8 @@ claim carries a lease and a fencing token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -25,6 +27,8 @@ from ._tx import Reads, Tx
 from .base import Clock, Store
 from .records import SchemaInfo
 from .sqlfile import load_queries
+
+log = logging.getLogger("mainspring.store")
 
 T = TypeVar("T")
 
@@ -232,14 +236,18 @@ class SQLiteStore(Store):
         conn = await asyncio.to_thread(self._connect)
         self._writer = LoopCommitter(conn, self._make_tx, self._committed)
         if self.path != ":memory:":
-            self._watch_stop = threading.Event()
-            self._watcher = threading.Thread(
-                target=self._watch,
-                args=(asyncio.get_running_loop(), self._watch_stop),
-                name="mainspring-sqlite-watch",
-                daemon=True,
-            )
-            self._watcher.start()
+            # read where the file stands now, before any of this process's operations:
+            # a change made from here on, by any process, is then seen
+            watching = await asyncio.to_thread(self._watch_connect)
+            if watching is not None:
+                self._watch_stop = threading.Event()
+                self._watcher = threading.Thread(
+                    target=self._watch,
+                    args=(asyncio.get_running_loop(), self._watch_stop, *watching),
+                    name="mainspring-sqlite-watch",
+                    daemon=True,
+                )
+                self._watcher.start()
 
     async def close(self) -> None:
         """Finish queued transactions and close the file."""
@@ -279,6 +287,16 @@ class SQLiteStore(Store):
             raise StoreError("the store is closed; use Client.connect() to open it")
         return await self._writer.submit(fn, readonly)
 
+    @property
+    def live_wakeups(self) -> bool:
+        """Whether other processes' changes reach this process's waiters: while the
+        watcher thread runs, or always for a database in memory, which no other process
+        sees (see :meth:`Wakeups.live_wakeups`)."""
+        if self.path == ":memory:":
+            return True
+        watcher = self._watcher
+        return watcher is not None and watcher.is_alive()
+
     def _changed_elsewhere(self, finished: list[str] | None) -> None:
         """The database changed: wake the pollers and the waiters of ``finished`` keys
         (closed runs, answered queries; ``None``: every waiter)."""
@@ -289,61 +307,93 @@ class SQLiteStore(Store):
         for key in finished:
             self.notify_key(key)
 
-    def _watch(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
+    def _watch_connect(self) -> tuple[sqlite3.Connection, int] | None:
+        """The watcher's connection and the file's ``data_version`` now (None: cannot
+        watch, so waiters poll; see :attr:`live_wakeups`)."""
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=60, isolation_level=None, check_same_thread=False
+            )
+            return conn, int(conn.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            log.warning(
+                "cannot watch %s for other processes' changes (%s); waiters poll", self.path, exc
+            )
+            return None
+
+    def _watch(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        stop: threading.Event,
+        conn: sqlite3.Connection,
+        version: int,
+    ) -> None:
         """Wake local waiters when another process commits (``PRAGMA data_version``),
         and checkpoint the WAL twice a second when this process wrote.
 
         Runs in its own thread. ``data_version`` also moves on this process's own
         commits, and the two cannot be told apart: while this process commits too, a
-        change is looked at most every 100 ms; while it is quiet, within
-        ``watch_interval``. A change wakes the task pollers, and the result and query
-        waiters whose run closed or whose query was answered: the watcher reads which
-        in one query, instead of every waiter reading its own.
+        change is acted on at most every 100 ms (but always acted on); while it is
+        quiet, within ``watch_interval``. A change wakes the task pollers, and the
+        result and query waiters whose run closed or whose query was answered: the
+        watcher reads which in one query, instead of every waiter reading its own.
+        If the watcher stops for any reason but :meth:`close`, it wakes every waiter:
+        from then on they poll.
         """
         try:
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        except sqlite3.Error:
-            return
-        try:
-            last = None
-            own = self.commits
-            last_wake = 0.0
-            checkpointed_at = self.commits
-            next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL
-            interval = self._watch_interval
-            while not stop.wait(interval):
-                if time.monotonic() >= next_checkpoint:
-                    next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL
-                    if self.commits != checkpointed_at:
-                        checkpointed_at = self.commits
-                        try:  # copy the WAL into the database off the commit path
-                            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                        except sqlite3.Error:
-                            pass
-                try:
-                    version = conn.execute("PRAGMA data_version").fetchone()[0]
-                except sqlite3.Error:
-                    continue
-                now = time.monotonic()
-                if last is not None and version != last:
-                    ours = self.commits != own
-                    if ours and now - last_wake < 0.1:
-                        pass
-                    else:
-                        last_wake = now
-                        try:
-                            done = _finished(conn, list(self._keyed)) if self._keyed else []
-                        except (sqlite3.Error, RuntimeError):  # cannot tell: wake them all
-                            done = None
-                        try:
-                            loop.call_soon_threadsafe(self._changed_elsewhere, done)
-                        except RuntimeError:
-                            return  # the loop closed
-                last = version
-                # while this process commits busily, a change wakes pollers at most every
-                # 100 ms anyway: look that often, and leave the GIL to the loop between
-                busy = self.commits - own >= BUSY_COMMITS
-                interval = 0.1 if busy else self._watch_interval
-                own = self.commits
+            self._watch_file(loop, stop, conn, version)
         finally:
-            conn.close()
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+            if not stop.is_set():
+                with contextlib.suppress(RuntimeError):  # the loop closed
+                    loop.call_soon_threadsafe(self.notify_external)
+
+    def _watch_file(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        stop: threading.Event,
+        conn: sqlite3.Connection,
+        last: int,
+    ) -> None:
+        own = self.commits
+        last_wake = 0.0
+        changed = False  # a change not yet acted on
+        checkpointed_at = self.commits
+        next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL
+        interval = self._watch_interval
+        while not stop.wait(interval):
+            if time.monotonic() >= next_checkpoint:
+                next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL
+                if self.commits != checkpointed_at:
+                    checkpointed_at = self.commits
+                    try:  # copy the WAL into the database off the commit path
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    except sqlite3.Error:
+                        pass
+            try:
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error:
+                continue
+            changed = changed or version != last
+            last = version
+            now = time.monotonic()
+            ours = self.commits != own
+            # this process's own commits woke its waiters; another's may hide among
+            # them, so act on the change anyway, but at most every 100 ms
+            if changed and not (ours and now - last_wake < 0.1):
+                changed = False
+                last_wake = now
+                try:
+                    done = _finished(conn, list(self._keyed)) if self._keyed else []
+                except (sqlite3.Error, RuntimeError):  # cannot tell: wake them all
+                    done = None
+                try:
+                    loop.call_soon_threadsafe(self._changed_elsewhere, done)
+                except RuntimeError:
+                    return  # the loop closed
+            # while this process commits busily, a change wakes pollers at most every
+            # 100 ms anyway: look that often, and leave the GIL to the loop between
+            busy = self.commits - own >= BUSY_COMMITS
+            interval = 0.1 if busy else self._watch_interval
+            own = self.commits
