@@ -195,7 +195,14 @@ SELECT MIN(ready_at) FROM mainspring_activities
 WHERE task_queue = %(task_queue)s AND lease_owner IS NULL AND ready_at > %(now)s;
 
 -- name: next_activity_expiry
-SELECT MIN(lease_until) FROM mainspring_activities WHERE lease_owner IS NOT NULL;
+-- When the next lease runs out or the next queued activity's schedule-to-close deadline
+-- passes (each read from its partial index).
+SELECT MIN(due) FROM (
+    SELECT MIN(lease_until) AS due FROM mainspring_activities WHERE lease_owner IS NOT NULL
+    UNION ALL
+    SELECT MIN(deadline) FROM mainspring_activities
+    WHERE lease_owner IS NULL AND deadline IS NOT NULL
+) AS next_due;
 
 -- name: next_wft_ready
 SELECT MIN(due) FROM (
