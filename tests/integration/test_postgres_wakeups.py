@@ -355,3 +355,71 @@ async def test_a_close_refused_for_late_signals_wakes_only_the_runs_decider(
     finally:
         waits.close()
     assert (await b.describe("r", run_id)).status.value == "RUNNING"
+
+
+async def test_a_termination_wakes_only_the_runs_waiters(
+    two_stores: tuple[PostgresStore, PostgresStore, ManualClock],
+) -> None:
+    a, b, _ = two_stores
+    run_id, _ = await _decided_by_w1(a, _activity(0))
+    waits = await _waiting(a, b, run_id)
+    others = asyncio.create_task(b.wait_for_work("q" + WORKFLOWS, timeout=30))
+    try:
+        await asyncio.sleep(0)
+        await a.terminate("r", run_id, "enough")
+        await asyncio.wait_for(waits.result.wait(), 10)
+        assert not waits.decider.done()  # nothing is left to decide
+        assert not waits.activities.done()  # its activity learns at its next heartbeat
+        assert not others.done()
+    finally:
+        others.cancel()
+        waits.close()
+
+
+async def test_a_workflow_task_failed_with_a_backoff_wakes_no_one_yet(
+    two_stores: tuple[PostgresStore, PostgresStore, ManualClock],
+) -> None:
+    a, b, _ = two_stores
+    run_id, _ = await _decided_by_w1(a)
+    await a.signal("r", run_id, "go", "[]")
+    [wft] = await a.claim_workflow_tasks("q", "w1", 1, 60, {})
+    waits = await _waiting(a, b, run_id)
+    others = asyncio.create_task(b.wait_for_work("q" + WORKFLOWS, timeout=30))
+    try:
+        await asyncio.sleep(0)
+        await a.fail_workflow_task(run_id, wft.fence, "w1", {"message": "bug"}, retry_in=5.0)
+        await _synced(a, b)  # b heard whatever the failure said
+        assert not waits.decider.done() and not others.done()  # due in 5 s, not now
+        assert not waits.result.is_set()
+        assert not waits.activities.done()
+    finally:
+        others.cancel()
+        waits.close()
+
+
+async def test_a_task_given_back_and_a_backoff_reset_wake_only_the_queues_workflow_pollers(
+    two_stores: tuple[PostgresStore, PostgresStore, ManualClock],
+) -> None:
+    a, b, _ = two_stores
+    run_id, _ = await _decided_by_w1(a)
+    await a.signal("r", run_id, "go", "[]")
+    [wft] = await a.claim_workflow_tasks("q", "w1", 1, 60, {})
+    for write in ("give back", "reset backoff"):
+        waits = await _waiting(a, b, run_id)
+        pollers = asyncio.create_task(b.wait_for_work("q" + WORKFLOWS, timeout=30))
+        try:
+            await asyncio.sleep(0)
+            if write == "give back":
+                await a.release_workflow_task(run_id, wft.fence, "w1")
+            else:
+                [wft] = await a.claim_workflow_tasks("q", "w1", 1, 60, {})
+                await a.fail_workflow_task(run_id, wft.fence, "w1", {"message": "bug"}, 60.0)
+                await _synced(a, b)
+                assert not pollers.done()
+                assert await a.reset_backoff("q") == 1
+            await asyncio.wait_for(pollers, 10)
+            assert not waits.result.is_set(), write
+            assert not waits.activities.done(), write
+        finally:
+            pollers.cancel()
+            waits.close()

@@ -166,7 +166,10 @@ class Store(ActivityOps):
     async def terminate(self, workflow_id: str, run_id: str | None, reason: str) -> None:
         """Close the open run now."""
         rid = await self._write(
-            lambda tx: _tx.terminate(tx, workflow_id, run_id, reason, self._now())
+            self._telling(
+                lambda tx: _tx.terminate(tx, workflow_id, run_id, reason, self._now()),
+                lambda rid: [key_topic(rid)],  # its waiters; its activities learn by heartbeat
+            )
         )
         self.notify_key(rid)
         self.notify()
@@ -251,13 +254,17 @@ class Store(ActivityOps):
     ) -> None:
         """Record a failed workflow task and schedule its retry."""
         await self._write(
-            self._at(
-                _tx.fail_workflow_task,
-                run_id=run_id,
-                fence=fence,
-                owner=owner,
-                failure=failure,
-                retry_in=retry_in,
+            self._telling(
+                self._at(
+                    _tx.fail_workflow_task,
+                    run_id=run_id,
+                    fence=fence,
+                    owner=owner,
+                    failure=failure,
+                    retry_in=retry_in,
+                ),
+                # a retry due later is found by the maintenance passes (next_wakeup)
+                lambda _: None if retry_in <= 0 else [],
             )
         )
         self.notify()
@@ -265,11 +272,14 @@ class Store(ActivityOps):
     async def release_workflow_task(self, run_id: str, fence: int, owner: str) -> None:
         """Hand a claimed workflow task back."""
         await self._write(
-            self._at(
-                _tx.release_workflow_task,
-                run_id=run_id,
-                fence=fence,
-                owner=owner,
+            self._telling(
+                self._at(
+                    _tx.release_workflow_task,
+                    run_id=run_id,
+                    fence=fence,
+                    owner=owner,
+                ),
+                lambda run: [] if run is None else [queue_topic(run.task_queue, WORKFLOWS)],
             )
         )
 
@@ -288,7 +298,15 @@ class Store(ActivityOps):
 
     async def reset_backoff(self, task_queue: str) -> int:
         """Make failed workflow tasks of ``task_queue`` due now."""
-        return await self._write(lambda tx: _tx.reset_backoff(tx, task_queue, self._now()))
+        n = await self._write(
+            self._telling(
+                lambda tx: _tx.reset_backoff(tx, task_queue, self._now()),
+                lambda n: [queue_topic(task_queue, WORKFLOWS)] if n else [],
+            )
+        )
+        if n:
+            self.notify(task_queue, WORKFLOWS)
+        return n
 
     async def maintain(self, task_queue: str, sticky_wait: float = 0.0) -> Wakeup | None:
         """Fire due timers and expire lapsed leases; return when work next falls due, and

@@ -250,14 +250,18 @@ def fail_workflow_task(
     )
 
 
-def release_workflow_task(tx: Tx, *, run_id: str, fence: int, owner: str, now: float) -> None:
-    """Give a claimed workflow task back (worker shutting down)."""
+def release_workflow_task(
+    tx: Tx, *, run_id: str, fence: int, owner: str, now: float
+) -> RunRecord | None:
+    """Give a claimed workflow task back (worker shutting down); the run, if it was
+    the caller's to give back."""
     run = _run(tx, run_id)
     if run is None or run.wft_fence != fence or run.wft_lease_owner != owner:
-        return
+        return None
     _progress(
         tx, run, next_event_id=run.history_length + 1, wft_ready_at=now, wft_failure=run.wft_failure
     )
+    return run
 
 
 def release_sticky(tx: Tx, *, task_queue: str, owner: str) -> int:
