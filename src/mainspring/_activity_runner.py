@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import activity as activity_mod
+from ._trouble import report
 from .activity import ActivityDefinition, ActivityInfo
 from .converter import PayloadConverter
 from .errors import (
@@ -125,9 +126,9 @@ class ActivityRunner:
                 tasks = await self.store.claim_activities(
                     self.task_queue, self.owner, n, self.sticky_wait
                 )
-            except Exception:
+            except Exception as exc:  # noqa: BLE001 - reported; the loop goes on
                 self._free += n
-                log.exception("claiming activities failed; retrying")
+                report(log, "claiming activities", exc)
                 await asyncio.sleep(self.poll_interval)
                 continue
             self._free += n - len(tasks)
@@ -170,8 +171,13 @@ class ActivityRunner:
             if self.stopping:  # give the attempt back untried: it is not the task's fault
                 try:
                     await self.store.release_activity(task)
-                except Exception:
-                    log.exception("releasing activity %s failed", task.activity_type)
+                except Exception as exc:  # noqa: BLE001 - its lease runs out instead
+                    report(
+                        log,
+                        f"giving back activity {task.activity_type}",
+                        exc,
+                        "its lease runs out instead",
+                    )
                 return
             raise
         except BaseException as exc:  # noqa: BLE001 - recorded as the attempt's failure
@@ -184,8 +190,13 @@ class ActivityRunner:
         try:
             if not await self._try_decide(task, text):
                 await self.store.complete_activity(task, text)
-        except Exception:
-            log.exception("recording the result of activity %s failed", task.activity_type)
+        except Exception as exc:  # noqa: BLE001 - the attempt runs again
+            report(
+                log,
+                f"recording the result of activity {task.activity_type}",
+                exc,
+                "it runs again when its lease runs out",
+            )
         finally:
             self._slot_freed.set()
 
@@ -204,8 +215,13 @@ class ActivityRunner:
         try:
             await self.store.fail_activity(task, failure.to_dict())
             self._schedule_changed()  # a retry may now be due soon
-        except Exception:
-            log.exception("recording the failure of activity %s failed", task.activity_type)
+        except Exception as exc:  # noqa: BLE001 - the attempt runs again
+            report(
+                log,
+                f"recording the failure of activity {task.activity_type}",
+                exc,
+                "it runs again when its lease runs out",
+            )
 
     async def _invoke(self, defn: ActivityDefinition, task: ActivityTask) -> Any:
         args = self.converter.decode_args(task.input, defn.arg_hints)
@@ -313,8 +329,13 @@ class _Heartbeater:
         try:
             text = self.runner.converter.encode(details, what="heartbeat details")
             stop = await self.runner.store.heartbeat_activity(self.task, text)
-        except Exception:
-            log.warning("heartbeat of activity %s failed", self.task.activity_type, exc_info=True)
+        except Exception as exc:  # noqa: BLE001 - the next heartbeat tries again
+            report(
+                log,
+                f"the heartbeat of activity {self.task.activity_type}",
+                exc,
+                "the next one tries again",
+            )
             return
         if stop and not self.cancelled:
             self.cancelled = True

@@ -7,6 +7,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
+from ._trouble import report
 from ._workflow_core import RunnerCore
 from .errors import error_to_failure
 from .runtime.instance import WorkflowInstance
@@ -24,8 +25,8 @@ class QueryAnswers(RunnerCore):
         while not self.stopping:
             try:
                 queries = await self.store.claim_queries(self.task_queue, self.owner, 16)
-            except Exception:
-                log.exception("claiming queries failed; retrying")
+            except Exception as exc:  # noqa: BLE001 - reported; the loop goes on
+                report(log, "claiming queries", exc)
                 await asyncio.sleep(self.poll_interval)
                 continue
             for q in queries:
@@ -55,8 +56,8 @@ class QueryAnswers(RunnerCore):
             error = json.dumps(error_to_failure(exc).to_dict())
         try:
             await self.store.answer_query(query_id, answer, error)
-        except Exception:
-            log.exception("answering query %s failed", query_id)
+        except Exception as exc:  # noqa: BLE001 - the asker times out
+            report(log, f"answering query {query_id}", exc, "its asker will time out")
 
     async def _rebuild(self, run_id: str) -> WorkflowInstance:
         events = await self.store.events_after(run_id, 0)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
+from ._trouble import report
 from ._workflow_code import DeadlockError
 from ._workflow_eager import EagerSteps
 from ._workflow_queries import QueryAnswers
@@ -61,8 +62,8 @@ class WorkflowRunner(EagerSteps, QueryAnswers):
                 tasks = await self.store.claim_workflow_tasks(
                     self.task_queue, self.owner, free, self.task_lease, known, self.sticky_wait
                 )
-            except Exception:
-                log.exception("claiming workflow tasks failed; retrying")
+            except Exception as exc:  # noqa: BLE001 - reported; the loop goes on
+                report(log, "claiming workflow tasks", exc)
                 await asyncio.sleep(self.poll_interval)
                 continue
             for task in tasks:
@@ -75,8 +76,9 @@ class WorkflowRunner(EagerSteps, QueryAnswers):
     def _done(self, t: asyncio.Task[None]) -> None:
         self._inflight.discard(t)
         self._slot_freed.set()
-        if not t.cancelled() and t.exception() is not None:
-            log.error("workflow task handler crashed", exc_info=t.exception())
+        exc = None if t.cancelled() else t.exception()
+        if exc is not None:
+            report(log, "a workflow task", exc, "its lease runs out and it runs again")
 
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` for in-flight workflow tasks."""
@@ -211,8 +213,13 @@ class WorkflowRunner(EagerSteps, QueryAnswers):
             await self.store.fail_workflow_task(
                 task.run_id, task.fence, self.owner, failure.to_dict(), retry_in
             )
-        except Exception:
-            log.exception("recording the workflow task failure of %s failed", task.run_id)
+        except Exception as exc:  # noqa: BLE001 - the task runs again
+            report(
+                log,
+                f"recording the workflow task failure of {task.run_id}",
+                exc,
+                "it runs again when its lease runs out",
+            )
 
 
 def _is_incoming(e: Event) -> bool:

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._activity_runner import ActivityRunner
+from ._trouble import report
 from ._workflow_runner import WorkflowRunner
 from .activity import ActivityDefinition
 from .errors import WorkerError
@@ -185,8 +186,8 @@ class Worker:
         while not self._workflow.stopping:
             try:
                 wake = await store.maintain(self.task_queue, self._sticky)
-            except Exception:
-                log.exception("firing timers failed; retrying")
+            except Exception as exc:  # noqa: BLE001 - reported; the loop goes on
+                report(log, "the maintenance pass (timers, timeouts)", exc)
                 wake = None
             now = store.clock.now()
             delay = self._poll if wake is None else max(0.0, min(self._poll, wake.at - now))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import subprocess
@@ -54,7 +55,10 @@ async def retrying(call: Callable[[], Awaitable[T]], what: str) -> T:
     raise AssertionError(f"{what} kept failing after the server came back")
 
 
-async def test_server_restarts_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+async def test_server_restarts_lose_and_duplicate_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="mainspring")
     with _pg.fresh_database() as url:
         client = await Client.connect(url)
         try:
@@ -96,3 +100,8 @@ async def test_server_restarts_lose_and_duplicate_nothing(tmp_path: Path) -> Non
         assert sorted(e.attributes["seq"] for e in done) == list(range(1, STEPS + 1)), h.id
         assert [e.event_id for e in history] == list(range(1, len(history) + 1))
         Replayer(workflows=[Steps]).replay(history)
+    # the worker said what went wrong, in lines of their own: no traceback for the outage
+    ours = [r for r in caplog.records if r.name.startswith("mainspring")]
+    assert any("failed: " in r.getMessage() for r in ours), "the outage went unreported"
+    walls = [r.getMessage() for r in ours if r.exc_info and isinstance(r.exc_info[1], StoreError)]
+    assert not walls, walls[:3]
