@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -160,6 +161,90 @@ async def test_sqlite_watcher_sees_changes_made_before_its_first_look(
         await closer.close()
 
 
+async def test_a_cancelled_write_that_commits_wakes_this_process(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller cancelled while its write waits for the commit does not stop the write.
+    The waiters of its process hear of it all the same, once it has committed."""
+    monkeypatch.setattr(client_module, "RESULT_RECHECK", 3600.0)
+    monkeypatch.setattr(client_module, "LIVE_RECHECK", 3600.0)
+    client = await Client.connect(db_url)
+    try:
+        h = await client.start_workflow(agents.Approval.run, 3600.0, id=uid(), task_queue="none")
+        reads = count_describes(client.store, monkeypatch)
+        waiting = asyncio.create_task(h.result())
+        await reads_reach(reads, 1)
+        terminating = asyncio.create_task(h.terminate("its caller gives up"))
+        await asyncio.sleep(0)  # the write is queued; its caller stops waiting for it
+        terminating.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await terminating
+        with pytest.raises(WorkflowFailureError, match="terminated"):
+            await asyncio.wait_for(waiting, 10)  # a guard: the recheck is an hour away
+    finally:
+        await client.close()
+
+
+class BlindableConnection(sqlite3.Connection):
+    """A SQLite connection whose reads fail while ``blind`` is set (a disk or lock
+    error that persists), for the watcher."""
+
+    blind = False
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if BlindableConnection.blind:
+            raise sqlite3.OperationalError("disk I/O error (simulated)")
+        return super().execute(sql, *args)
+
+
+async def test_waiters_poll_while_the_sqlite_watcher_cannot_see_the_file(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the watcher's reads of the file fail it cannot tell other processes'
+    changes: it wakes every waiter, they poll until it sees again, then sleep."""
+    monkeypatch.setattr(client_module, "RESULT_RECHECK", POLL)
+    path = sqlite_url.removeprefix("sqlite:///")
+
+    def connect(self: SQLiteStore) -> tuple[sqlite3.Connection, int] | None:
+        conn = sqlite3.connect(
+            path,
+            timeout=60,
+            isolation_level=None,
+            check_same_thread=False,
+            factory=BlindableConnection,
+        )
+        return conn, int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+    monkeypatch.setattr(SQLiteStore, "_watch_connect", connect)
+    monkeypatch.setattr(BlindableConnection, "blind", False)
+    waiter, closer = await Client.connect(sqlite_url), await Client.connect(sqlite_url)
+    try:
+        reads = count_describes(waiter.store, monkeypatch)
+        h = await closer.start_workflow(agents.Approval.run, 3600.0, id=uid(), task_queue="none")
+        waiting = asyncio.create_task(waiter.get_workflow_handle(h.id).result())
+        await reads_reach(reads, 2)
+        assert waiter.store.live_wakeups
+        BlindableConnection.blind = True
+        await reads_reach(reads, 8)  # woken when it went blind; polling since
+        assert not waiter.store.live_wakeups
+        BlindableConnection.blind = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not waiter.store.live_wakeups:
+            assert loop.time() < deadline, "the watcher did not see again"
+            await asyncio.sleep(0.01)
+        back = reads()
+        await asyncio.sleep(QUIET)
+        assert reads() - back <= 1, "the waiter kept polling once the watcher saw again"
+        await closer.get_workflow_handle(h.id).terminate("done")
+        with pytest.raises(WorkflowFailureError, match="terminated"):
+            await asyncio.wait_for(waiting, 10)
+    finally:
+        BlindableConnection.blind = False
+        await closer.close()
+        await waiter.close()
+
+
 def uid() -> str:
     return "live-" + uuid.uuid4().hex[:8]
 
@@ -229,7 +314,9 @@ async def test_waiters_poll_while_the_listener_is_down_and_stop_once_it_is_back(
 
             _admin(f'ALTER ROLE "{listener_role}" LOGIN')
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + 15  # the listener retries at most 5 s apart
+            # a connection attempt made while the link was silent times out after 2 s;
+            # the listener retries at most 5 s apart
+            deadline = loop.time() + 30
             while not waiter.store.live_wakeups:
                 assert loop.time() < deadline, "the listener did not come back"
                 await asyncio.sleep(0.01)
@@ -244,3 +331,117 @@ async def test_waiters_poll_while_the_listener_is_down_and_stop_once_it_is_back(
         finally:
             await closer.close()
             await waiter.close()
+
+
+@pytest.mark.skipif(not _pg.enabled(), reason=_pg.report_header())
+async def test_a_process_that_does_not_listen_still_tells_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``listen=off`` turns off a process's listener, not its notifications: a waiter in
+    a listening process hears of a run it closed at once."""
+    monkeypatch.setattr(client_module, "RESULT_RECHECK", 3600.0)
+    monkeypatch.setattr(client_module, "LIVE_RECHECK", 3600.0)
+    with _pg.fresh_database() as url:
+        waiter, closer = await Client.connect(url), await Client.connect(url + "?listen=off")
+        try:
+            assert waiter.store.live_wakeups and not closer.store.live_wakeups
+            h = await closer.start_workflow(
+                agents.Approval.run, 3600.0, id=uid(), task_queue="none"
+            )
+            reads = count_describes(waiter.store, monkeypatch)
+            waiting = asyncio.create_task(waiter.get_workflow_handle(h.id).result())
+            await reads_reach(reads, 2)  # the run's id, then its state: RUNNING
+            await closer.get_workflow_handle(h.id).terminate("closed by a deaf process")
+            with pytest.raises(WorkflowFailureError, match="terminated"):
+                await asyncio.wait_for(waiting, 10)  # a guard: the recheck is an hour away
+        finally:
+            await closer.close()
+            await waiter.close()
+
+
+class SilentLink:
+    """A TCP relay to PostgreSQL that can go silent: it stops carrying bytes but keeps
+    its connections open (no FIN, no reset), as a NAT or load balancer that dropped an
+    idle connection does."""
+
+    def __init__(self) -> None:
+        self.silent = False
+        self.server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, host: str, port: int) -> int:
+        async def relay(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while data := await r.read(65536):
+                    if self.silent:
+                        continue  # swallowed
+                    w.write(data)
+                    await w.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                w.close()
+
+        async def accept(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+            sr, sw = await asyncio.open_connection(host, port)
+            for a, b in ((cr, sw), (sr, cw)):
+                t = asyncio.create_task(relay(a, b))
+                self._tasks.add(t)
+                t.add_done_callback(self._tasks.discard)
+
+        self.server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        if self.server is not None:
+            self.server.close()
+
+
+@pytest.mark.skipif(not _pg.enabled(), reason=_pg.report_header())
+async def test_a_listener_whose_link_goes_silent_is_found_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A link that stops carrying data raises nothing. The listener sends itself a
+    notification every so often (here every 0.2 s); when one goes missing it counts
+    the link lost, waiters poll, and it connects again."""
+    from mainspring.store import postgres
+
+    monkeypatch.setattr(postgres, "LISTEN_PING", 0.2)
+    monkeypatch.setattr(client_module, "RESULT_RECHECK", POLL)
+    link = SilentLink()
+    with _pg.fresh_database() as url:
+        parts = urlsplit(url)
+        port = await link.start(parts.hostname or "127.0.0.1", parts.port or 5432)
+        listen = urlunsplit(
+            parts._replace(netloc=f"{parts.username}@127.0.0.1:{port}", query="connect_timeout=2")
+        )
+        waiter = await Client.connect(f"{url}?listen_url={quote(listen, safe='')}")
+        closer = await Client.connect(url)
+        try:
+            reads = count_describes(waiter.store, monkeypatch)
+            h = await closer.start_workflow(
+                agents.Approval.run, 3600.0, id=uid(), task_queue="none"
+            )
+            waiting = asyncio.create_task(waiter.get_workflow_handle(h.id).result())
+            await reads_reach(reads, 2)  # the run's id, then its state
+            assert waiter.store.live_wakeups
+            link.silent = True
+            await reads_reach(reads, 8)  # found out: the waiter polls
+            assert not waiter.store.live_wakeups
+            await closer.get_workflow_handle(h.id).terminate("closed while the link is silent")
+            with pytest.raises(WorkflowFailureError, match="terminated"):
+                await asyncio.wait_for(waiting, 10)
+            link.silent = False  # the next connection through it works
+            loop = asyncio.get_running_loop()
+            # a connection attempt made while the link was silent times out after 2 s;
+            # the listener retries at most 5 s apart
+            deadline = loop.time() + 30
+            while not waiter.store.live_wakeups:
+                assert loop.time() < deadline, "the listener did not come back"
+                await asyncio.sleep(0.01)
+        finally:
+            await closer.close()
+            await waiter.close()
+            await link.stop()

@@ -15,7 +15,18 @@ T = TypeVar("T")
 
 
 class _Op:
-    __slots__ = ("error", "fn", "fut", "key", "lazy", "loop", "readonly", "reads", "result")
+    __slots__ = (
+        "error",
+        "fn",
+        "fut",
+        "key",
+        "lazy",
+        "loop",
+        "orphaned",
+        "readonly",
+        "reads",
+        "result",
+    )
 
     def __init__(
         self,
@@ -26,6 +37,7 @@ class _Op:
         key: str | None = None,
         lazy: bool = False,
         reads: list[tuple[str, dict[str, Any]]] | None = None,
+        orphaned: Callable[[], None] | None = None,
     ) -> None:
         self.fn = fn
         self.fut = fut
@@ -34,13 +46,18 @@ class _Op:
         self.key = key
         self.lazy = lazy
         self.reads = reads
+        self.orphaned = orphaned
         self.result: Any = None
         self.error: BaseException | None = None
 
 
 def _deliver(ops: list[_Op]) -> None:
+    """Hand each op its outcome (on its loop). One whose caller stopped waiting (it was
+    cancelled) may have written all the same: its ``orphaned`` hook runs instead."""
     for op in ops:
         if op.fut.done():
+            if op.orphaned is not None and not op.readonly:
+                op.orphaned()
             continue
         if op.error is not None:
             op.fut.set_exception(op.error)
@@ -135,11 +152,16 @@ class GroupCommitThread:
         key: str | None = None,
         lazy: bool = False,
         reads: list[tuple[str, dict[str, Any]]] | None = None,
+        orphaned: Callable[[], None] | None = None,
     ) -> asyncio.Future[T]:
-        """Queue ``fn``; the future resolves after the batch holding it commits."""
+        """Queue ``fn``; the future resolves after the batch holding it commits.
+
+        ``orphaned`` runs (on the caller's loop) instead if the caller stopped waiting
+        before then: its write may have committed without anyone being told.
+        """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Op(fn, fut, loop, readonly, key, lazy, reads))
+        self._queue.put(_Op(fn, fut, loop, readonly, key, lazy, reads, orphaned))
         return fut
 
     def stop(self) -> None:

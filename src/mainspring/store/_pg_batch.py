@@ -379,7 +379,7 @@ class Batches:
                         tx.end_op()
                     tx.flush()
                     payload = tx.payload(self._token)
-                    if payload is not None and self.settings.listen_conninfo is not None:
+                    if payload is not None:  # whether or not this process listens
                         conn.execute(self._notify_sql, (self._channel, payload))
                     if all(op.lazy for op in ops):  # fenced leases: a crash may lose them
                         conn.execute("SET LOCAL synchronous_commit TO off")
@@ -441,8 +441,7 @@ class Batches:
                     op.error = _op_error(exc)
                     return others, None
             committing = True
-            listening = self.settings.listen_conninfo is not None
-            payload = tx.payload(self._token) if listening else None
+            payload = tx.payload(self._token)
             if payload is not None:
                 conn.execute(self._notify_sql, (self._channel, payload))
             if all(op.lazy for op in ops):

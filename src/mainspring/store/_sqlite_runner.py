@@ -70,10 +70,13 @@ class LoopCommitter:
         self._window = 0
         conn.execute("PRAGMA busy_timeout = 0")
 
-    def submit(self, fn: Callable[[Any], T], readonly: bool) -> asyncio.Future[T]:
-        """Queue ``fn``; the future resolves after the transaction holding it commits."""
+    def submit(
+        self, fn: Callable[[Any], T], readonly: bool, orphaned: Callable[[], None] | None = None
+    ) -> asyncio.Future[T]:
+        """Queue ``fn``; the future resolves after the transaction holding it commits
+        (or ``orphaned`` runs, if the caller stopped waiting: see ``_deliver``)."""
         fut: asyncio.Future[T] = self._loop.create_future()
-        self._queue.append(_Op(fn, fut, self._loop, readonly))
+        self._queue.append(_Op(fn, fut, self._loop, readonly, orphaned=orphaned))
         self._idle.clear()
         self._kick()
         return fut

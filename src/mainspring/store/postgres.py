@@ -40,6 +40,10 @@ Conn = psycopg.Connection[Any]
 
 log = logging.getLogger("mainspring.store")
 
+# Every LISTEN_PING seconds the listener sends itself a notification through a writer
+# connection, and counts its link lost if the previous one, committed, never arrived.
+LISTEN_PING = 10.0
+
 
 def schema_version() -> int:
     """The schema version this code writes."""
@@ -68,6 +72,7 @@ class PostgresStore(Store):
         self._listener: asyncio.Task[None] | None = None
         self._lconn: psycopg.AsyncConnection[Any] | None = None
         self._token = uuid.uuid4().hex
+        self._ping_payload = "ping:" + self._token
         self._channel = f"mainspring_{self.settings.schema}"
         self._batches = Batches(self.settings, self._sql, self._token)
 
@@ -239,7 +244,10 @@ class PostgresStore(Store):
         i = self._pick()
         self._load[i] += 1
         try:
-            return await self._writers[i].submit(fn, readonly, key, lazy, reads)
+            # a write whose caller is cancelled may commit all the same: wake every waiter
+            # here then (another process's wake-up names this process, which skips it)
+            orphaned = None if readonly else self.notify_external
+            return await self._writers[i].submit(fn, readonly, key, lazy, reads, orphaned)
         finally:
             self._load[i] -= 1
 
@@ -280,7 +288,25 @@ class PostgresStore(Store):
         return conn
 
     async def _listen(self) -> None:
-        """Wake local pollers on other processes' commits; reconnect when the link drops."""
+        """Wake local pollers on other processes' commits; reconnect when the link drops.
+
+        However the listener stops, other than by :meth:`close`, it wakes every waiter
+        first: they poll from then on (see :attr:`live_wakeups`).
+        """
+        try:
+            await self._listen_forever()
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            log.exception("the PostgreSQL listener stopped; waiters poll from now on")
+            lost, self._lconn = self._lconn, None  # not live from here on
+            self.notify_external()
+            if lost is not None:
+                with contextlib.suppress(Exception):
+                    await lost.close()
+            raise
+
+    async def _listen_forever(self) -> None:
         delay = 0.1
         while True:
             try:
@@ -288,14 +314,7 @@ class PostgresStore(Store):
                     self._lconn = await self._listen_connect()
                     self.notify_external()  # notifications were lost while disconnected
                 delay = 0.1
-                async for n in self._lconn.notifies():
-                    token, _, topics = n.payload.partition("\n")
-                    if token == self._token:
-                        continue  # this process's own commit: its waiters know
-                    if topics:
-                        self.notify_topics(topics.split("\n"))
-                    else:
-                        self.notify_external()
+                await self._hear(self._lconn)
             except (psycopg.Error, StoreError) as exc:
                 log.warning(
                     "PostgreSQL listener lost its connection (%s); polling meanwhile", _line(exc)
@@ -303,6 +322,60 @@ class PostgresStore(Store):
                 if self._lconn is not None:
                     lost, self._lconn = self._lconn, None
                     self.notify_external()  # waiters poll until the listener is back
-                    await lost.close()
+                    with contextlib.suppress(psycopg.Error):
+                        await lost.close()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+    async def _hear(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Dispatch ``conn``'s notifications until it fails or goes silent.
+
+        A link that stops carrying data (a NAT or load balancer dropped it, a failover
+        without a reset) raises nothing, so every :data:`LISTEN_PING` seconds this sends
+        itself a notification through a writer, and raises if one that committed did
+        not arrive by the next time.
+        """
+        ping: asyncio.Task[float | None] | None = None
+        heard = False
+        try:
+            while True:
+                async for n in conn.notifies(timeout=LISTEN_PING):
+                    if n.payload == self._ping_payload:
+                        heard = True
+                    else:
+                        self._heard(n.payload)
+                if ping is not None and ping.done():
+                    committed = ping.result()
+                    if committed is not None and not heard:
+                        if time.monotonic() - committed < 1.0:
+                            continue  # committed just now: give it until next time
+                        raise StoreError("the listening connection stopped carrying notifications")
+                    ping = None
+                if ping is None:
+                    heard = False
+                    ping = asyncio.create_task(self._ping())
+        finally:
+            if ping is not None:
+                ping.cancel()
+
+    async def _ping(self) -> float | None:
+        """Send this process's listener a notification; when it committed (None: it
+        could not be sent, which proves nothing about the listener)."""
+        params = {"channel": self._channel, "payload": self._ping_payload}
+        try:
+            await self._run(lambda tx: tx.q("ping_listener", params), readonly=True)
+        except StoreError:
+            return None
+        return time.monotonic()
+
+    def _heard(self, payload: str) -> None:
+        """Another process committed: wake whom its notification names."""
+        if payload.startswith("ping:"):
+            return  # another process's listener checking its link
+        token, _, topics = payload.partition("\n")
+        if token == self._token:
+            return  # this process's own commit: its waiters know
+        if topics:
+            self.notify_topics(topics.split("\n"))
+        else:
+            self.notify_external()

@@ -134,6 +134,7 @@ class SQLiteStore(Store):
         self._writer: LoopCommitter | None = None
         self._watch_interval = watch_interval
         self._watcher: threading.Thread | None = None
+        self._watching = False  # the watcher sees the file (see live_wakeups)
         self._watch_stop = threading.Event()
         self.commits = 0
 
@@ -240,6 +241,7 @@ class SQLiteStore(Store):
             # a change made from here on, by any process, is then seen
             watching = await asyncio.to_thread(self._watch_connect)
             if watching is not None:
+                self._watching = True
                 self._watch_stop = threading.Event()
                 self._watcher = threading.Thread(
                     target=self._watch,
@@ -285,17 +287,16 @@ class SQLiteStore(Store):
     ) -> T:
         if self._writer is None:
             raise StoreError("the store is closed; use Client.connect() to open it")
-        return await self._writer.submit(fn, readonly)
+        # a write whose caller is cancelled may commit all the same: wake every waiter
+        orphaned = None if readonly else self.notify_external
+        return await self._writer.submit(fn, readonly, orphaned)
 
     @property
     def live_wakeups(self) -> bool:
         """Whether other processes' changes reach this process's waiters: while the
         watcher thread runs, or always for a database in memory, which no other process
         sees (see :meth:`Wakeups.live_wakeups`)."""
-        if self.path == ":memory:":
-            return True
-        watcher = self._watcher
-        return watcher is not None and watcher.is_alive()
+        return self.path == ":memory:" or self._watching
 
     def _changed_elsewhere(self, finished: list[str] | None) -> None:
         """The database changed: wake the pollers and the waiters of ``finished`` keys
@@ -343,6 +344,7 @@ class SQLiteStore(Store):
         try:
             self._watch_file(loop, stop, conn, version)
         finally:
+            self._watching = False  # before the wake-up: the woken waiters then poll
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
             if not stop.is_set():
@@ -373,8 +375,19 @@ class SQLiteStore(Store):
                         pass
             try:
                 version = conn.execute("PRAGMA data_version").fetchone()[0]
-            except sqlite3.Error:
+            except sqlite3.Error as exc:
+                if self._watching:  # blind for now: waiters poll until it sees again
+                    log.warning("cannot watch %s (%s); waiters poll meanwhile", self.path, exc)
+                    self._watching = False
+                    try:
+                        loop.call_soon_threadsafe(self.notify_external)
+                    except RuntimeError:
+                        return  # the loop closed
                 continue
+            if not self._watching:  # it sees again; what it missed meanwhile is unknown
+                self._watching = True
+                changed = True
+                last_wake = 0.0
             changed = changed or version != last
             last = version
             now = time.monotonic()

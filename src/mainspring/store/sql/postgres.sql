@@ -2,6 +2,11 @@
 -- the same names returning the same columns. Claim candidates are locked with
 -- FOR UPDATE SKIP LOCKED, so concurrent claimers take different rows instead of queueing.
 
+-- name: ping_listener
+-- (PostgreSQL only) A notification the sending process's own listener must hear: proof
+-- that its listening connection still carries data.
+SELECT pg_notify(%(channel)s, %(payload)s);
+
 -- name: get_meta
 SELECT value FROM mainspring_meta WHERE key = %(key)s;
 
