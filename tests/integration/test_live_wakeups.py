@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -445,3 +446,37 @@ async def test_a_listener_whose_link_goes_silent_is_found_out(
             await closer.close()
             await waiter.close()
             await link.stop()
+
+
+@pytest.mark.skipif(not _pg.enabled(), reason=_pg.report_header())
+async def test_a_listener_that_dies_of_a_bug_leaves_waiters_polling_and_closes_cleanly(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A listener that dies of an unexpected error says so, stops counting as live and
+    wakes every waiter, which polls from then on; closing the store still works."""
+    monkeypatch.setattr(client_module, "RESULT_RECHECK", POLL)
+    with _pg.fresh_database() as url:
+        waiter, closer = await Client.connect(url), await Client.connect(url)
+        try:
+            reads = count_describes(waiter.store, monkeypatch)
+            h = await closer.start_workflow(
+                agents.Approval.run, 3600.0, id=uid(), task_queue="none"
+            )
+            waiting = asyncio.create_task(waiter.get_workflow_handle(h.id).result())
+            await reads_reach(reads, 2)
+
+            def broken(payload: str) -> None:
+                raise RuntimeError("a bug in handling a notification (simulated)")
+
+            monkeypatch.setattr(waiter.store, "_heard", broken)
+            await closer.start_workflow(agents.Approval.run, 1.0, id=uid(), task_queue="q")
+            await reads_reach(reads, 8)  # woken when the listener died; polling since
+            assert not waiter.store.live_wakeups
+            assert "the PostgreSQL listener stopped" in caplog.text
+            await closer.get_workflow_handle(h.id).terminate("done")
+            with pytest.raises(WorkflowFailureError, match="terminated"):
+                await asyncio.wait_for(waiting, 10)
+        finally:
+            await closer.close()
+            await waiter.close()  # raises nothing, stops its writers
+    assert not any(t.name.startswith("mainspring-pg") for t in threading.enumerate())

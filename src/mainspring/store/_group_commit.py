@@ -65,6 +65,18 @@ def _deliver(ops: list[_Op]) -> None:
             op.fut.set_result(op.result)
 
 
+async def outcome(fut: asyncio.Future[T], orphaned: Callable[[], None] | None) -> T:
+    """Await an op's future. If the caller is cancelled after the op's outcome came in
+    but before it resumed, asyncio drops the outcome: ``orphaned`` runs then (the
+    other case, cancelled before, is :func:`_deliver`'s)."""
+    try:
+        return await fut
+    except asyncio.CancelledError:
+        if orphaned is not None and fut.done() and not fut.cancelled():
+            orphaned()
+        raise
+
+
 class GroupCommitThread:
     """One database connection in its own thread, committing queued work in batches.
 

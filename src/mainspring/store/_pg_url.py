@@ -42,6 +42,19 @@ class PgSettings:
     dbname: str
 
 
+# libpq settings Mainspring gives every connection unless the URL sets them: a peer that
+# vanished without a reset (a NAT or load balancer dropped the link) is found out by TCP
+# keepalives within about a minute, not the operating system's two hours.
+_LIBPQ_DEFAULTS = (
+    ("connect_timeout", "10"),
+    ("application_name", "mainspring"),
+    ("keepalives", "1"),
+    ("keepalives_idle", "30"),
+    ("keepalives_interval", "10"),
+    ("keepalives_count", "3"),
+)
+
+
 def _libpq_url(url: str) -> tuple[str, dict[str, str]]:
     """Return (the URL with Mainspring's parameters removed, those parameters)."""
     try:
@@ -55,11 +68,7 @@ def _libpq_url(url: str) -> tuple[str, dict[str, str]]:
     own = {k: v for k, v in query if k in _OWN_PARAMS}
     rest = [(k, v) for k, v in query if k not in _OWN_PARAMS]
     names = {k for k, _ in rest}
-    rest += [
-        (k, v)
-        for k, v in (("connect_timeout", "10"), ("application_name", "mainspring"))
-        if k not in names
-    ]
+    rest += [(k, v) for k, v in _LIBPQ_DEFAULTS if k not in names]
     return urlunsplit(
         ("postgresql", parts.netloc, parts.path, urlencode(rest, quote_via=quote), "")
     ), own

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from ..errors import StoreError
-from ._group_commit import GroupCommitThread
+from ._group_commit import GroupCommitThread, outcome
 from ._pg_batch import Batches, _Link
 from ._pg_statements import qualified
 from ._pg_url import PgSettings, _connect_error, _ident, _line, parse_postgres_url
@@ -72,7 +72,8 @@ class PostgresStore(Store):
         self._listener: asyncio.Task[None] | None = None
         self._lconn: psycopg.AsyncConnection[Any] | None = None
         self._token = uuid.uuid4().hex
-        self._ping_payload = "ping:" + self._token
+        # this process's listener checks its link with notifications to itself alone
+        self._ping_channel = f"mainspring_ping_{self._token[:16]}"
         self._channel = f"mainspring_{self.settings.schema}"
         self._batches = Batches(self.settings, self._sql, self._token)
 
@@ -212,11 +213,12 @@ class PostgresStore(Store):
         """Finish queued transactions and disconnect."""
         if self._listener is not None:
             self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # logged if it died
                 await self._listener
             self._listener = None
         if self._lconn is not None:
-            await self._lconn.close()
+            with contextlib.suppress(psycopg.Error):
+                await self._lconn.close()
             self._lconn = None
         writers, self._writers = self._writers, []
         await asyncio.gather(*(asyncio.to_thread(w.stop) for w in writers))
@@ -247,7 +249,8 @@ class PostgresStore(Store):
             # a write whose caller is cancelled may commit all the same: wake every waiter
             # here then (another process's wake-up names this process, which skips it)
             orphaned = None if readonly else self.notify_external
-            return await self._writers[i].submit(fn, readonly, key, lazy, reads, orphaned)
+            fut = self._writers[i].submit(fn, readonly, key, lazy, reads, orphaned)
+            return await outcome(fut, orphaned)
         finally:
             self._load[i] -= 1
 
@@ -284,7 +287,13 @@ class PostgresStore(Store):
             )
         except psycopg.Error as exc:
             raise _connect_error(exc, self.settings) from exc
-        await conn.execute(f"LISTEN {_ident(self._channel)}")
+        try:
+            await conn.execute(f"LISTEN {_ident(self._channel)}")
+            await conn.execute(f"LISTEN {_ident(self._ping_channel)}")
+        except BaseException:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
+            raise
         return conn
 
     async def _listen(self) -> None:
@@ -297,14 +306,13 @@ class PostgresStore(Store):
             await self._listen_forever()
         except asyncio.CancelledError:
             raise
-        except BaseException:
+        except Exception:
             log.exception("the PostgreSQL listener stopped; waiters poll from now on")
             lost, self._lconn = self._lconn, None  # not live from here on
             self.notify_external()
             if lost is not None:
                 with contextlib.suppress(Exception):
                     await lost.close()
-            raise
 
     async def _listen_forever(self) -> None:
         delay = 0.1
@@ -332,28 +340,32 @@ class PostgresStore(Store):
 
         A link that stops carrying data (a NAT or load balancer dropped it, a failover
         without a reset) raises nothing, so every :data:`LISTEN_PING` seconds this sends
-        itself a notification through a writer, and raises if one that committed did
-        not arrive by the next time.
+        itself a notification, on a channel of its own, through a writer. It raises if
+        one committed :data:`LISTEN_PING` seconds ago or more has not arrived, or if
+        one has not even committed after three times that.
         """
         ping: asyncio.Task[float | None] | None = None
+        sent = 0.0
         heard = False
         try:
             while True:
                 async for n in conn.notifies(timeout=LISTEN_PING):
-                    if n.payload == self._ping_payload:
+                    if n.channel == self._ping_channel:
                         heard = True
                     else:
                         self._heard(n.payload)
-                if ping is not None and ping.done():
-                    committed = ping.result()
-                    if committed is not None and not heard:
-                        if time.monotonic() - committed < 1.0:
-                            continue  # committed just now: give it until next time
+                now = time.monotonic()
+                if ping is not None and not heard:
+                    committed = ping.result() if ping.done() else None
+                    if committed is not None and now - committed >= LISTEN_PING:
                         raise StoreError("the listening connection stopped carrying notifications")
-                    ping = None
-                if ping is None:
-                    heard = False
-                    ping = asyncio.create_task(self._ping())
+                    if not ping.done() and now - sent >= 3 * LISTEN_PING:
+                        raise StoreError("the listener's check of its connection never committed")
+                    if not ping.done() or committed is not None:
+                        continue  # give it until the next round
+                heard = False
+                sent = now
+                ping = asyncio.create_task(self._ping())
         finally:
             if ping is not None:
                 ping.cancel()
@@ -361,17 +373,15 @@ class PostgresStore(Store):
     async def _ping(self) -> float | None:
         """Send this process's listener a notification; when it committed (None: it
         could not be sent, which proves nothing about the listener)."""
-        params = {"channel": self._channel, "payload": self._ping_payload}
+        params = {"channel": self._ping_channel, "payload": ""}
         try:
             await self._run(lambda tx: tx.q("ping_listener", params), readonly=True)
-        except StoreError:
+        except Exception:  # noqa: BLE001 - a failed check is retried next round
             return None
         return time.monotonic()
 
     def _heard(self, payload: str) -> None:
         """Another process committed: wake whom its notification names."""
-        if payload.startswith("ping:"):
-            return  # another process's listener checking its link
         token, _, topics = payload.partition("\n")
         if token == self._token:
             return  # this process's own commit: its waiters know

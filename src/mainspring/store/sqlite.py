@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ..errors import NotAMainspringDatabaseError, StoreError
+from ._group_commit import outcome
 from ._schema import SCHEMA_MARK, existing_version, migrations
 from ._sqlite_runner import LoopCommitter
 from ._tx import Reads, Tx
@@ -289,7 +290,7 @@ class SQLiteStore(Store):
             raise StoreError("the store is closed; use Client.connect() to open it")
         # a write whose caller is cancelled may commit all the same: wake every waiter
         orphaned = None if readonly else self.notify_external
-        return await self._writer.submit(fn, readonly, orphaned)
+        return await outcome(self._writer.submit(fn, readonly, orphaned), orphaned)
 
     @property
     def live_wakeups(self) -> bool:
