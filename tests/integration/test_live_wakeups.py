@@ -38,14 +38,19 @@ def count_describes(store: Store, monkeypatch: pytest.MonkeyPatch) -> Callable[[
     return lambda: calls
 
 
-async def reads_reach(count: Callable[[], int], n: int, timeout: float = 10.0) -> None:
-    """Return once ``count()`` reaches ``n``; fail after ``timeout`` seconds."""
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Return once ``condition()`` holds; fail after ``timeout`` seconds, naming ``what``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while count() < n:
+    while not condition():
         if loop.time() > deadline:
-            raise AssertionError(f"only {count()} reads of {n} within {timeout} s")
+            raise AssertionError(f"{what} did not happen within {timeout} s")
         await asyncio.sleep(0.01)
+
+
+async def reads_reach(count: Callable[[], int], n: int, timeout: float = 10.0) -> None:
+    """Return once ``count()`` reaches ``n``; fail after ``timeout`` seconds."""
+    await until(lambda: count() >= n, f"{n} reads (only {count()} so far)", timeout)
 
 
 @pytest.fixture
@@ -229,11 +234,7 @@ async def test_waiters_poll_while_the_sqlite_watcher_cannot_see_the_file(
         await reads_reach(reads, 8)  # woken when it went blind; polling since
         assert not waiter.store.live_wakeups
         BlindableConnection.blind = False
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while not waiter.store.live_wakeups:
-            assert loop.time() < deadline, "the watcher did not see again"
-            await asyncio.sleep(0.01)
+        await until(lambda: waiter.store.live_wakeups, "the watcher seeing again")
         back = reads()
         await asyncio.sleep(QUIET)
         assert reads() - back <= 1, "the waiter kept polling once the watcher saw again"
@@ -314,13 +315,8 @@ async def test_waiters_poll_while_the_listener_is_down_and_stop_once_it_is_back(
             assert not waiter.store.live_wakeups
 
             _admin(f'ALTER ROLE "{listener_role}" LOGIN')
-            loop = asyncio.get_running_loop()
-            # a connection attempt made while the link was silent times out after 2 s;
             # the listener retries at most 5 s apart
-            deadline = loop.time() + 30
-            while not waiter.store.live_wakeups:
-                assert loop.time() < deadline, "the listener did not come back"
-                await asyncio.sleep(0.01)
+            await until(lambda: waiter.store.live_wakeups, "the listener's return", 15)
             back = reads()
             await asyncio.sleep(QUIET)
             # the listener's return wakes the waiter for one more read, then it sleeps
@@ -435,13 +431,9 @@ async def test_a_listener_whose_link_goes_silent_is_found_out(
             with pytest.raises(WorkflowFailureError, match="terminated"):
                 await asyncio.wait_for(waiting, 10)
             link.silent = False  # the next connection through it works
-            loop = asyncio.get_running_loop()
             # a connection attempt made while the link was silent times out after 2 s;
             # the listener retries at most 5 s apart
-            deadline = loop.time() + 30
-            while not waiter.store.live_wakeups:
-                assert loop.time() < deadline, "the listener did not come back"
-                await asyncio.sleep(0.01)
+            await until(lambda: waiter.store.live_wakeups, "the listener's return", 30)
         finally:
             await closer.close()
             await waiter.close()
