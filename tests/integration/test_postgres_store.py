@@ -656,3 +656,19 @@ async def test_the_steps_of_a_batch_read_in_one_statement_each_its_own_rows(
         assert taken == ([] if run_id == stale else [(1, 0)])  # (attempt, cancel)
     left = admin_sql(pg_url, "SELECT run_id FROM mainspring.mainspring_activities")
     assert left == [(stale,)]  # only the attempts whose fence matched were taken
+
+
+async def test_connections_keep_alive_unless_the_url_says_otherwise(pg_url: str) -> None:
+    """A server that vanished without closing the connection (a NAT or load balancer
+    dropped it) is noticed by TCP keepalives within about a minute: Mainspring sets
+    them on every connection, and a URL's own settings win."""
+    for url, idle in ((pg_url, "30"), (pg_url + "?keepalives_idle=5", "5")):
+        s = PostgresStore(url)
+        await s.open()
+        try:
+            assert s._lconn is not None
+            dsn = dict(part.split("=", 1) for part in s._lconn.info.dsn.split())
+            assert (dsn["keepalives"], dsn["keepalives_idle"]) == ("1", idle)
+            assert (dsn["keepalives_interval"], dsn["keepalives_count"]) == ("10", "3")
+        finally:
+            await s.close()
