@@ -500,7 +500,11 @@ async def test_two_schemas_in_one_database_are_independent_installations(pg_url:
     assert counts == [("green", 6), ("mainspring_blue", 6)]  # nothing in public or elsewhere
 
 
-def _one_batch(store: PostgresStore, ops: list[tuple[Callable[[Any], Any], str, Any]]) -> Any:
+def _one_batch(
+    store: PostgresStore,
+    ops: list[tuple[Callable[[Any], Any], str, Any]],
+    return_exceptions: bool = False,
+) -> Any:
     """Submit ``ops`` (fn, key, reads) so that one writer takes them as one batch: the
     writer is first held busy by an op that waits until all are queued."""
     import threading
@@ -510,7 +514,37 @@ def _one_batch(store: PostgresStore, ops: list[tuple[Callable[[Any], Any], str, 
     hold = writer.submit(lambda tx: queued.wait(30), False)
     futures = [writer.submit(fn, False, key, False, reads) for fn, key, reads in ops]
     queued.set()
-    return asyncio.gather(hold, *futures)
+    return asyncio.gather(hold, *futures, return_exceptions=return_exceptions)
+
+
+async def test_an_error_at_commit_fails_the_batch_and_keeps_none_of_it(
+    store: PostgresStore, pg_url: str
+) -> None:
+    # The pipeline learns COMMIT's outcome only as it closes: an error there must reach
+    # every operation of the batch (none of which was saved), never pass for success.
+    admin_sql(
+        pg_url,
+        """
+        CREATE FUNCTION mainspring.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'refused at commit'; END $$;
+        CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON mainspring.mainspring_meta
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.key = 'refused')
+        EXECUTE FUNCTION mainspring.refuse();
+        """,
+    )
+
+    def put(key: str) -> Callable[[Any], None]:
+        return lambda tx: tx.w("set_meta", {"key": key, "value": "v"})
+
+    batch = [(put("c1"), "a", None), (put("refused"), "b", None), (put("c2"), "c", None)]
+    _, *results = await _one_batch(store, batch, return_exceptions=True)
+    assert all(isinstance(r, StoreError) and "refused at commit" in str(r) for r in results)
+    rows = admin_sql(pg_url, "SELECT key FROM mainspring.mainspring_meta WHERE value = 'v'")
+    assert rows == []
+    await store._run(put("after"))  # the connection is fit for the next batch
+    assert admin_sql(pg_url, "SELECT key FROM mainspring.mainspring_meta WHERE value = 'v'") == [
+        ("after",)
+    ]
 
 
 async def test_reads_run_ahead_give_each_operation_its_own_rows(
