@@ -141,7 +141,7 @@ def _one_line_error(url: str) -> str:
 
 
 def test_connection_errors_are_one_clear_line(pg_url: str) -> None:
-    assert "invalid PostgreSQL URL" in _one_line_error("postgresql://u@127.0.0.1:notaport/db")
+    assert "port 'notaport' in the URL" in _one_line_error("postgresql://u@127.0.0.1:notaport/db")
     assert "invalid PostgreSQL URL" in _one_line_error(pg_url + "?no_such_option=1")
     msg = _one_line_error(f"postgresql://postgres:secret@127.0.0.1:{_free_port()}/x")
     assert "cannot reach PostgreSQL at 127.0.0.1" in msg and "secret" not in msg

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -13,6 +13,7 @@ from ..errors import StoreError
 
 _OWN_PARAMS = ("schema", "pool_size", "listen", "listen_url", "prepare_threshold", "lock_wait")
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_URL_FORM = "use postgresql://user:password@host:5432/dbname"
 
 
 def _line(exc: BaseException) -> str:
@@ -56,22 +57,25 @@ _LIBPQ_DEFAULTS = (
 
 
 def _libpq_url(url: str) -> tuple[str, dict[str, str]]:
-    """Return (the URL with Mainspring's parameters removed, those parameters)."""
+    """Return (the URL with Mainspring's parameters removed, those parameters).
+
+    Everything but the query is passed on as written, for libpq to read: a host list
+    (``h1:5432,h2:5432``, tried in turn), a socket directory (``postgresql:///db?host=
+    /run/postgresql``, or percent-encoded as the host), IPv6 addresses in brackets.
+    """
     try:
         parts = urlsplit(url)
-        _ = parts.port  # validates the port
-    except ValueError as exc:
-        raise StoreError(
-            f"invalid PostgreSQL URL ({exc}); use postgresql://user:password@host:5432/dbname"
-        ) from exc
+    except ValueError as exc:  # a bracket left open
+        raise StoreError(f"invalid PostgreSQL URL ({exc}); {_URL_FORM}") from exc
+    if not url.lower().startswith(("postgresql://", "postgres://")):
+        raise StoreError(f"invalid PostgreSQL URL: not postgresql://…; {_URL_FORM}")
     query = parse_qsl(parts.query, keep_blank_values=True)
     own = {k: v for k, v in query if k in _OWN_PARAMS}
     rest = [(k, v) for k, v in query if k not in _OWN_PARAMS]
     names = {k for k, _ in rest}
     rest += [(k, v) for k, v in _LIBPQ_DEFAULTS if k not in names]
-    return urlunsplit(
-        ("postgresql", parts.netloc, parts.path, urlencode(rest, quote_via=quote), "")
-    ), own
+    # not urlunsplit: it drops the "//" of an empty host (postgresql:///db?host=…)
+    return f"postgresql://{parts.netloc}{parts.path}?{urlencode(rest, quote_via=quote)}", own
 
 
 def parse_postgres_url(url: str) -> PgSettings:
@@ -80,9 +84,10 @@ def parse_postgres_url(url: str) -> PgSettings:
     try:
         info = conninfo_to_dict(conninfo)
     except psycopg.Error as exc:
-        raise StoreError(
-            f"invalid PostgreSQL URL: {_line(exc)}; use postgresql://user:password@host:5432/dbname"
-        ) from exc
+        raise StoreError(f"invalid PostgreSQL URL: {_line(exc)}; {_URL_FORM}") from exc
+    for port in str(info.get("port") or "").split(","):
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise StoreError(f"port {port!r} in the URL is not a port number (1-65535)")
     schema = own.get("schema", "mainspring")
     if not _IDENT.match(schema):
         raise StoreError(f"schema={schema!r} in the URL is not a plain lower-case identifier")
@@ -116,11 +121,20 @@ def parse_postgres_url(url: str) -> PgSettings:
     )
 
 
+def _hosts(s: PgSettings) -> str:
+    """``host:port``, or each of a host list with its port (libpq tries them in turn)."""
+    hosts, ports = s.host.split(","), s.port.split(",")
+    if len(ports) != len(hosts):
+        ports = ports[:1] * len(hosts)  # one port for every host
+    pairs = zip(hosts, ports, strict=True)
+    return " or ".join(f"{h or 'localhost'}:{p or '5432'}" for h, p in pairs)
+
+
 def _connect_error(exc: BaseException, s: PgSettings) -> StoreError:
     """Translate a failed connection into one line saying what to do."""
     why = _line(exc)
     low = str(exc).lower()
-    where = f"PostgreSQL at {s.host}:{s.port}"
+    where = "PostgreSQL at " + _hosts(s)
     if "password" in low or "authentication failed" in low:
         return StoreError(
             f"{where} refused user {s.user!r} ({why}); put the right password in "

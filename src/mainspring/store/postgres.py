@@ -25,7 +25,7 @@ from ..errors import StoreError
 from ._group_commit import GroupCommitThread, outcome
 from ._pg_batch import Batches, _Link
 from ._pg_statements import qualified
-from ._pg_url import PgSettings, _connect_error, _ident, _line, parse_postgres_url
+from ._pg_url import PgSettings, _connect_error, _hosts, _ident, _line, parse_postgres_url
 from ._schema import SCHEMA_MARK, existing_version, migrations
 from ._tx import Reads, Tx
 from .base import Clock, Store
@@ -140,7 +140,7 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot prepare the Mainspring schema {s.schema!r} on "
-                f"{s.host}:{s.port}/{s.dbname}: {_line(exc)}"
+                f"{_hosts(s)}/{s.dbname}: {_line(exc)}"
             ) from exc
         finally:
             conn.close()
@@ -176,7 +176,7 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot read the Mainspring schema {s.schema!r} on "
-                f"{s.host}:{s.port}/{s.dbname}: {_line(exc)}"
+                f"{_hosts(s)}/{s.dbname}: {_line(exc)}"
             ) from exc
         finally:
             conn.close()

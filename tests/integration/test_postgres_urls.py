@@ -1,0 +1,95 @@
+"""The forms of PostgreSQL URL that libpq takes reach a real server: a socket directory
+(``postgresql:///db?host=/dir``, as Cloud SQL's proxy and local servers serve) and a
+list of hosts tried in turn (a failover pair)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from datetime import timedelta as td
+from urllib.parse import quote, urlsplit
+
+import pytest
+
+from mainspring import Client, Worker, activity, workflow
+from tests import _pg
+
+pytestmark = pytest.mark.skipif(not _pg.enabled(), reason=_pg.report_header())
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with _pg.fresh_database() as url:
+        yield url
+
+
+@activity.defn
+async def echo(text: str) -> str:
+    return text
+
+
+@workflow.defn
+class Echo:
+    def __init__(self) -> None:
+        self.go = False
+
+    @workflow.run
+    async def run(self, text: str) -> str:
+        await workflow.wait_condition(lambda: self.go)
+        return str(
+            await workflow.execute_activity(echo, text, start_to_close_timeout=td(seconds=5))
+        )
+
+    @workflow.signal
+    def proceed(self) -> None:
+        self.go = True
+
+
+async def _round_trip(url: str, task_queue: str) -> None:
+    """A run that needs a worker, an activity and a signal, all through ``url``."""
+    client = await Client.connect(url)
+    try:
+        async with Worker(client, task_queue=task_queue, workflows=[Echo], activities=[echo]):
+            handle = await client.start_workflow(Echo.run, "hi", id="echo", task_queue=task_queue)
+            await handle.signal(Echo.proceed)
+            assert await handle.result() == "hi"
+        assert client.store.live_wakeups  # the listener connected through the same URL
+    finally:
+        await client.close()
+
+
+def _server_setting(url: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+async def test_a_socket_directory_given_as_the_host_parameter(pg_url: str) -> None:
+    dirs = [d.strip() for d in _server_setting(pg_url, "unix_socket_directories").split(",")]
+    port = _server_setting(pg_url, "port")
+    found = [d for d in dirs if d and os.path.exists(f"{d}/.s.PGSQL.{port}")]
+    if not found:  # a server on another machine: its sockets are not here
+        pytest.skip(f"the test server's sockets ({dirs}) are not on this machine")
+    parts = urlsplit(pg_url)
+    url = f"postgresql://{parts.path}?host={quote(found[0])}&port={port}&user={parts.username}"
+    await _round_trip(url, "by-socket")
+
+
+def _refused_port() -> int:
+    with socket.socket() as s:  # bound, never listening: connections are refused
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_host_list_falls_over_to_the_host_that_answers(pg_url: str) -> None:
+    parts = urlsplit(pg_url)
+    dead = f"127.0.0.1:{_refused_port()}"
+    url = pg_url.replace(
+        f"@{parts.netloc.rsplit('@', 1)[-1]}/", f"@{dead},{parts.hostname}:{parts.port or 5432}/"
+    )
+    assert dead in url
+    await _round_trip(url, "by-list")

@@ -1,0 +1,75 @@
+"""What a ``postgresql://`` URL becomes: libpq's part passed on as written, Mainspring's
+parameters taken out, and a clear error for what libpq could not use."""
+
+from __future__ import annotations
+
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from mainspring.errors import StoreError
+from mainspring.store._pg_url import _connect_error, parse_postgres_url
+
+
+def libpq(url: str) -> dict[str, object]:
+    return conninfo_to_dict(parse_postgres_url(url).conninfo)
+
+
+def test_a_socket_directory_with_no_host_in_the_authority_stays_a_socket() -> None:
+    # the form Cloud SQL's proxy and local servers use: postgresql:///db?host=/dir
+    s = parse_postgres_url("postgresql:///agents?host=/cloudsql/p:r:i&user=app&schema=blue")
+    info = conninfo_to_dict(s.conninfo)
+    assert (info["host"], info["dbname"], info["user"]) == ("/cloudsql/p:r:i", "agents", "app")
+    assert "schema" not in info and s.schema == "blue"
+    assert (s.host, s.dbname) == ("/cloudsql/p:r:i", "agents")
+
+
+def test_a_host_list_with_a_port_each_reaches_libpq_whole() -> None:
+    s = parse_postgres_url(
+        "postgresql://app@db1:5432,db2:5433/agents?target_session_attrs=read-write&pool_size=4"
+    )
+    info = conninfo_to_dict(s.conninfo)
+    assert (info["host"], info["port"]) == ("db1,db2", "5432,5433")
+    assert info["target_session_attrs"] == "read-write" and s.pool_size == 4
+    down = _connect_error(RuntimeError("Connection refused"), s)
+    assert "PostgreSQL at db1:5432 or db2:5433" in str(down)
+
+
+def test_one_port_for_a_host_list_is_every_host_s_and_a_missing_one_the_default() -> None:
+    s = parse_postgres_url("postgresql:///agents?host=db1,db2&port=6432")
+    assert "db1:6432 or db2:6432" in str(_connect_error(RuntimeError("timeout"), s))
+    s = parse_postgres_url("postgresql://app@db1,db2:6432/agents")  # db1 on the default
+    assert "db1:5432 or db2:6432" in str(_connect_error(RuntimeError("timeout"), s))
+
+
+def test_ipv6_percent_encoded_passwords_and_the_short_scheme_pass_through() -> None:
+    info = libpq("postgres://app:p%40ss%2Fw@[::1]:5433/agents")
+    assert (info["host"], info["port"], info["password"]) == ("::1", "5433", "p@ss/w")
+
+
+def test_libpq_defaults_are_added_unless_the_url_sets_them() -> None:
+    info = libpq("postgresql://app@db/agents?connect_timeout=3&keepalives=0")
+    assert (info["connect_timeout"], info["keepalives"]) == ("3", "0")
+    assert info["application_name"] == "mainspring" and info["keepalives_idle"] == "30"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql://app@db:abc/agents", "port 'abc' in the URL is not a port number"),
+        ("postgresql://app@db1:5432,db2:70000/a", "port '70000' in the URL is not a port"),
+        ("postgresql://[::1/agents", "invalid PostgreSQL URL (Invalid IPv6 URL)"),
+        ("postgresql:/agents", "invalid PostgreSQL URL: not postgresql://"),
+        ("postgresql://app:hunter2@db/a?schema=Blue", "not a plain lower-case identifier"),
+        ("postgresql://app@db/a?pool_size=0", "pool_size in the URL must be"),
+    ],
+)
+def test_what_libpq_could_not_use_is_one_clear_error(url: str, says: str) -> None:
+    with pytest.raises(StoreError, match=None) as err:
+        parse_postgres_url(url)
+    assert says in str(err.value) and "hunter2" not in str(err.value)
+
+
+def test_a_malformed_url_s_error_does_not_show_its_password() -> None:
+    with pytest.raises(StoreError) as err:
+        parse_postgres_url("postgresql:/app:hunter2@db/agents")
+    assert "hunter2" not in str(err.value)
