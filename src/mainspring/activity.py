@@ -17,6 +17,7 @@ from datetime import timedelta
 from types import ModuleType
 from typing import Any, TypeVar, overload
 
+from ._names import check_name
 from .converter import type_hints_of
 from .retry import RetryPolicy
 
@@ -166,7 +167,7 @@ def defn(
     def wrap(f: _F) -> _F:
         arg_hints, return_hint = type_hints_of(f)
         definition = ActivityDefinition(
-            name=name or f.__name__,
+            name=check_name(name or f.__name__, "activity name"),
             fn=f,
             is_async=inspect.iscoroutinefunction(f),
             arg_hints=arg_hints,

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal
 
+from ._names import check_name
 from .converter import DEFAULT_MAX_PAYLOAD_SIZE, PayloadConverter, type_hints_of
 from .errors import (
     Failure,
@@ -99,9 +100,7 @@ class WorkflowDescription:
 def _workflow_target(workflow: Any) -> tuple[str, list[Any], Any]:
     """(name, argument hints, return hint) of a workflow given by method, class or name."""
     if isinstance(workflow, str):
-        if not workflow:
-            raise ValueError("workflow name must not be empty")
-        return workflow, [], None
+        return check_name(workflow, "workflow name"), [], None
     if isinstance(workflow, type):
         d = WorkflowDefinition.of(workflow)
         return d.name, d.arg_hints, d.return_hint
@@ -121,7 +120,7 @@ def _handler_name(
     """The handler's registered name and return hint; with the method itself (not its
     name), ``args`` are checked against its signature before anything is sent."""
     if isinstance(handler, str):
-        return handler, None
+        return check_name(handler, f"{kind} name"), None
     name = getattr(handler, f"__mainspring_{kind}__", None)
     if name is None:
         raise TypeError(f"{handler!r} is not a @workflow.{kind} method; pass it or its name")
@@ -184,10 +183,8 @@ class Client:
         ``id_conflict_policy="use_existing"`` returns a handle to that run. Arguments
         that cannot be serialized, or are too large, raise before anything is stored.
         """
-        if not isinstance(id, str) or not id:
-            raise ValueError("workflow id must be a non-empty string")
-        if not task_queue:
-            raise ValueError("task_queue must be a non-empty string")
+        check_name(id, "workflow id")
+        check_name(task_queue, "task_queue")
         if id_conflict_policy not in ("fail", "use_existing"):
             raise ValueError('id_conflict_policy must be "fail" or "use_existing"')
         name, _, ret = _workflow_target(workflow)
@@ -246,6 +243,8 @@ class Client:
             if (status is not None)
             else None
         )
+        if workflow_type is not None:
+            check_name(workflow_type, "workflow type")
         records = await self.store.list_runs(status=st, workflow_type=workflow_type, limit=limit)
         return [WorkflowDescription.from_record(r) for r in records]
 
@@ -262,8 +261,8 @@ class WorkflowHandle:
         result_type: Any = None,
     ) -> None:
         self.client = client
-        self.id = workflow_id
-        self.run_id = run_id
+        self.id = check_name(workflow_id, "workflow id")
+        self.run_id = None if run_id is None else check_name(run_id, "run id")
         self.result_type = result_type
 
     async def describe(self) -> WorkflowDescription:

@@ -265,6 +265,11 @@ class WorkerError(MainspringError):
     """The worker is misconfigured."""
 
 
+class InvalidNameError(MainspringError, ValueError):
+    """A workflow id, task queue or name breaks the rule every store keeps: a non-empty
+    string of at most 1,000 bytes of UTF-8, without the NUL character."""
+
+
 # --------------------------------------------------------------------------- conversion
 
 

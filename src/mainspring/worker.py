@@ -16,10 +16,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._activity_runner import ActivityRunner
+from ._names import check_name
 from ._trouble import report
 from ._workflow_runner import WorkflowRunner
 from .activity import ActivityDefinition
-from .errors import WorkerError
+from .errors import InvalidNameError, WorkerError
 from .workflow import WorkflowDefinition
 
 if TYPE_CHECKING:
@@ -86,8 +87,12 @@ class Worker:
         identity: str | None = None,
         activity_executor: ThreadPoolExecutor | None = None,
     ) -> None:
-        if not task_queue:
-            raise WorkerError("task_queue must be a non-empty string")
+        try:
+            check_name(task_queue, "task_queue")
+            if identity is not None:
+                check_name(identity, "worker identity")
+        except InvalidNameError as exc:
+            raise WorkerError(str(exc)) from None
         if not workflows and not activities:
             raise WorkerError("a worker needs at least one workflow or activity")
         for name, value in (

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from ._names import check_name
 from .converter import type_hints_of
 from .retry import RetryPolicy
 
@@ -171,7 +172,7 @@ def defn(cls: Any = None, /, *, name: str | None = None) -> Any:
             raise TypeError(f"{c.__name__}.{run_fn.__name__} must be `async def`")
         arg_hints, return_hint = type_hints_of(run_fn)
         definition = WorkflowDefinition(
-            name=name or c.__name__,
+            name=check_name(name or c.__name__, "workflow name"),
             cls=c,
             run_fn=run_fn,
             arg_hints=arg_hints,
@@ -207,7 +208,7 @@ def signal(fn: Any = None, /, *, name: str | None = None) -> Any:
     """Mark a method that receives a signal (sync or async; its return is ignored)."""
 
     def wrap(f: _F) -> _F:
-        f.__mainspring_signal__ = name or f.__name__  # type: ignore[attr-defined]
+        f.__mainspring_signal__ = check_name(name or f.__name__, "signal name")  # type: ignore[attr-defined]
         return f
 
     return wrap(fn) if fn is not None else wrap
@@ -223,7 +224,7 @@ def query(fn: Any = None, /, *, name: str | None = None) -> Any:
     def wrap(f: _F) -> _F:
         if inspect.iscoroutinefunction(f):
             raise TypeError(f"query {f.__name__} must be a plain (non-async) method")
-        f.__mainspring_query__ = name or f.__name__  # type: ignore[attr-defined]
+        f.__mainspring_query__ = check_name(name or f.__name__, "query name")  # type: ignore[attr-defined]
         return f
 
     return wrap(fn) if fn is not None else wrap
@@ -329,7 +330,7 @@ def _compute_options(
     from .activity import ActivityDefinition
 
     if isinstance(activity, str):
-        name, defaults, hints, ret = activity, None, [], None
+        name, defaults, hints, ret = check_name(activity, "activity name"), None, [], None
     else:
         defaults = ActivityDefinition.of(activity)
         name, hints, ret = defaults.name, defaults.arg_hints, defaults.return_hint
@@ -339,6 +340,8 @@ def _compute_options(
         heartbeat_timeout = heartbeat_timeout or defaults.heartbeat_timeout
         retry_policy = retry_policy or defaults.retry_policy
         task_queue = task_queue or defaults.task_queue
+    if task_queue is not None:
+        check_name(task_queue, "activity task_queue")
     options = {
         "task_queue": task_queue,
         "start_to_close_timeout": _seconds(start_to_close_timeout),

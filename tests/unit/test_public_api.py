@@ -13,6 +13,7 @@ EXPECTED = {
     "EventType",
     "Failure",
     "FailureError",
+    "InvalidNameError",
     "MainspringError",
     "NondeterminismError",
     "NotAMainspringDatabaseError",
