@@ -423,3 +423,35 @@ async def test_a_task_given_back_and_a_backoff_reset_wake_only_the_queues_workfl
         finally:
             pollers.cancel()
             waits.close()
+
+
+async def test_the_listener_outlives_a_timeout_that_closes_idle_sessions(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A DBA's idle_session_timeout closes sessions that wait for a query; the listener
+    # waits for notifications by design, so it turns the timeout off for itself.
+    import psycopg
+
+    name = pg_url.rsplit("/", 1)[1]
+    with psycopg.connect(_pg.admin_url(), autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {name} SET idle_session_timeout = '300ms'")
+        store = PostgresStore(pg_url)
+        await store.open()
+        try:
+            assert store._lconn is not None and store.live_wakeups
+            listener, pid = store._lconn, store._lconn.info.backend_pid
+            with psycopg.connect(pg_url) as control:  # an idle session of the same kind
+                control_pid = control.info.backend_pid
+
+                def alive(p: int) -> bool:
+                    sql = "SELECT 1 FROM pg_stat_activity WHERE pid = %s"
+                    return admin.execute(sql, (p,)).fetchone() is not None
+
+                deadline = asyncio.get_running_loop().time() + 10
+                while alive(control_pid):  # until the server has closed an idle session
+                    assert asyncio.get_running_loop().time() < deadline, "no timeout hit"
+                    await asyncio.sleep(0.05)
+            assert alive(pid) and store._lconn is listener and store.live_wakeups
+            assert "listener lost its connection" not in caplog.text
+        finally:
+            await store.close()

@@ -288,6 +288,11 @@ class PostgresStore(Store):
         except psycopg.Error as exc:
             raise _connect_error(exc, self.settings) from exc
         try:
+            if conn.info.server_version >= 140000:
+                # a listener waits in silence by design: a server or role setting that
+                # closes idle sessions would cut it every few seconds (and wake every
+                # waiter each time); it is a direct session, so the SET stays its own
+                await conn.execute("SET idle_session_timeout = 0")
             await conn.execute(f"LISTEN {_ident(self._channel)}")
             await conn.execute(f"LISTEN {_ident(self._ping_channel)}")
         except BaseException:
