@@ -172,6 +172,31 @@ def test_wrong_password_message() -> None:
     assert "refused user 'app' (password authentication failed" in msg and "~/.pgpass" in msg
 
 
+async def test_a_read_only_server_is_named_as_such_and_left_for_the_primary(
+    store: PostgresStore, pg_url: str
+) -> None:
+    # a URL that reaches a standby (or a read-only database), at start and after a
+    # failover: one clear line, and a writer that reconnects rather than keep failing
+    name = pg_url.rsplit("/", 1)[1]
+    await store.start_workflow(workflow_id="w1", workflow_type="T", task_queue="q", input="[]")
+    admin_sql(_pg.admin_url(), f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+    with pytest.raises(StoreError) as refused:  # a new process cannot start on it
+        await PostgresStore(pg_url).open()
+    msg = str(refused.value)
+    assert "is read-only (default_transaction_read_only is on)" in msg and "primary" in msg
+    admin_sql(  # the server "fails over": every session ends, new ones are read-only
+        _pg.admin_url(),
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+        (name,),
+    )
+    with pytest.raises(StoreError, match=r"read-only .* nothing was saved"):
+        await store.start_workflow(workflow_id="w2", workflow_type="T", task_queue="q", input="[]")
+    admin_sql(_pg.admin_url(), f"ALTER DATABASE {name} RESET default_transaction_read_only")
+    # the next write goes to a new session, which takes writes again
+    await store.start_workflow(workflow_id="w3", workflow_type="T", task_queue="q", input="[]")
+    assert {r.workflow_id for r in await store.list_runs()} == {"w1", "w3"}
+
+
 async def test_role_without_create_gets_the_grant(pg_url: str) -> None:
     role = f"ms_test_role_{uuid.uuid4().hex[:8]}"
     db = pg_url.rsplit("/", 1)[1]

@@ -34,6 +34,7 @@ log = logging.getLogger("mainspring.store")
 # serialization failure, deadlock, unique violation (a concurrent start), lock timeout
 _CONFLICTS = frozenset({"40001", "40P01", "23505", "55P03"})
 _MAX_CONFLICT_RETRIES = 8
+_READ_ONLY = "25006"  # read_only_sql_transaction
 
 
 class _PgTx:
@@ -326,6 +327,8 @@ class Batches:
             except StoreError as exc:
                 _fail(ops, exc, exc.__cause__)
                 continue
+            if any(_read_only(op.error) for op in ops):
+                link.close()
             if rerun:
                 groups.insert(0, rerun)
             if conflict is not None:
@@ -469,9 +472,22 @@ def _in_error(conn: Conn) -> bool:
 def _op_error(exc: Exception) -> Exception:
     if not isinstance(exc, psycopg.Error):
         return exc
-    err = StoreError(f"database error: {_line(exc)}")
+    if exc.sqlstate == _READ_ONLY:
+        err = StoreError(
+            "the database is read-only (a standby, or default_transaction_read_only is on), "
+            "so nothing was saved; the writer reconnects: point the URL at the primary"
+        )
+    else:
+        err = StoreError(f"database error: {_line(exc)}")
     err.__cause__ = exc
     return err
+
+
+def _read_only(err: BaseException | None) -> bool:
+    """Whether ``err`` came from a server that takes no writes (its link is worth
+    reopening: after a failover, the next connection may reach the new primary)."""
+    cause = err.__cause__ if err is not None else None
+    return isinstance(cause, psycopg.Error) and cause.sqlstate == _READ_ONLY
 
 
 def _fail(ops: list[_Op], err: StoreError, cause: BaseException | None) -> None:

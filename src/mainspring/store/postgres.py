@@ -105,8 +105,19 @@ class PostgresStore(Store):
         grant = f"GRANT USAGE, CREATE ON SCHEMA {_ident(s.schema)} TO {{user}};"
         try:
             with conn.transaction():
-                row = conn.execute("SELECT current_user, current_database()").fetchone()
-                user, db = row if row else (user, db)
+                row = conn.execute(
+                    "SELECT current_user, current_database(), pg_is_in_recovery(),"
+                    " current_setting('transaction_read_only')"
+                ).fetchone()
+                if row:
+                    user, db = row[0], row[1]
+                    if row[2] or row[3] == "on":
+                        why = "a standby" if row[2] else "default_transaction_read_only is on"
+                        raise StoreError(
+                            f"PostgreSQL at {_hosts(s)}/{db} is read-only ({why}) and "
+                            "Mainspring writes: point the URL at the primary (with a list "
+                            "of hosts, add target_session_attrs=read-write)"
+                        )
                 conn.execute(
                     "SELECT pg_advisory_xact_lock(hashtext(%s))",
                     (f"mainspring migrate {s.schema}",),
