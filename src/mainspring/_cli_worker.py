@@ -16,6 +16,7 @@ import click
 
 from ._cli_common import connect, db_option, fail, run
 from .activity import ActivityDefinition
+from .store._redact import redacted
 from .worker import Worker
 from .workflow import WorkflowDefinition
 
@@ -169,7 +170,7 @@ def worker(
                 "serving %s on task queue %r (db %s): workflows [%s], activities [%s]",
                 module,
                 queue,
-                db,
+                redacted(db),
                 ", ".join(WorkflowDefinition.of(c).name for c in workflows),
                 ", ".join(ActivityDefinition.of(f).name for f in activities),
             )

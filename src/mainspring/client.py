@@ -262,7 +262,7 @@ class WorkflowHandle:
     ) -> None:
         self.client = client
         self.id = check_name(workflow_id, "workflow id")
-        self.run_id = None if run_id is None else check_name(run_id, "run id")
+        self.run_id = check_name(run_id, "run id") if run_id else None  # "": the latest
         self.result_type = result_type
 
     async def describe(self) -> WorkflowDescription:

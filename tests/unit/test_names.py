@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mainspring import InvalidNameError, Worker, activity, workflow
+from mainspring import Client, InvalidNameError, Worker, activity, workflow
 from mainspring._names import MAX_NAME_BYTES, check_name
 from mainspring.errors import WorkerError
 
@@ -62,3 +62,11 @@ def test_a_worker_checks_its_task_queue_and_identity() -> None:
         Worker(None, task_queue="q\x00", activities=[noop])  # type: ignore[arg-type]
     with pytest.raises(WorkerError, match=r"worker identity .* bytes long"):
         Worker(None, task_queue="q", activities=[noop], identity="i" * 5000)  # type: ignore[arg-type]
+
+
+def test_a_handle_s_empty_run_id_still_means_the_latest_run() -> None:
+    client = Client.__new__(Client)
+    assert client.get_workflow_handle("w", run_id="").run_id is None
+    assert client.get_workflow_handle("w", run_id="r1").run_id == "r1"
+    with pytest.raises(InvalidNameError, match="run id"):
+        client.get_workflow_handle("w", run_id="r\x00")

@@ -8,6 +8,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from mainspring.errors import StoreError
 from mainspring.store._pg_url import _connect_error, parse_postgres_url
+from mainspring.store._redact import redacted
 
 
 def libpq(url: str) -> dict[str, object]:
@@ -57,7 +58,12 @@ def test_libpq_defaults_are_added_unless_the_url_sets_them() -> None:
     [
         ("postgresql://app@db:abc/agents", "port 'abc' in the URL is not a port number"),
         ("postgresql://app@db1:5432,db2:70000/a", "port '70000' in the URL is not a port"),
-        ("postgresql://[::1/agents", "invalid PostgreSQL URL (Invalid IPv6 URL)"),
+        ("postgresql://[::1/agents", "its host part cannot be read"),
+        ("postgresql://app:se[cr]et@db/agents", "its host part cannot be read"),
+        ("postgresql://app:hunter2@[::1]x/agents", "invalid PostgreSQL URL"),
+        ("postgresql://app:hun%zzter2@db/agents", "invalid PostgreSQL URL"),
+        ("postgresql://app:a@hunter2@db/agents", "holds '@'; write it as %40"),
+        ("postgresql://app@db/a?listen_url=postgresql%3A%2F%2Fh2%3A99999%2Fa", "listen_url: port"),
         ("postgresql:/agents", "invalid PostgreSQL URL: not postgresql://"),
         ("postgresql://app:hunter2@db/a?schema=Blue", "not a plain lower-case identifier"),
         ("postgresql://app@db/a?pool_size=0", "pool_size in the URL must be"),
@@ -67,6 +73,32 @@ def test_what_libpq_could_not_use_is_one_clear_error(url: str, says: str) -> Non
     with pytest.raises(StoreError, match=None) as err:
         parse_postgres_url(url)
     assert says in str(err.value) and "hunter2" not in str(err.value)
+
+
+def test_the_listen_url_is_read_as_the_main_one_is_and_its_errors_name_its_host() -> None:
+    s = parse_postgres_url(
+        "postgresql://app@db1/agents?listen_url=postgresql%3A%2F%2Fapp%40direct%3A6432%2Fagents"
+    )
+    assert s.listener is not None and s.listen_conninfo == s.listener.conninfo
+    assert conninfo_to_dict(s.listen_conninfo)["host"] == "direct"
+    assert "PostgreSQL at direct:6432" in str(_connect_error(RuntimeError("refused"), s.listener))
+
+
+def test_ipv6_hosts_are_named_in_brackets() -> None:
+    s = parse_postgres_url("postgresql://app@[::1]:5433,[fe80::2]/agents")
+    assert "PostgreSQL at [::1]:5433 or [fe80::2]:5432" in str(
+        _connect_error(RuntimeError("refused"), s)
+    )
+
+
+def test_passwords_stay_out_of_logs_reprs_and_connection_errors() -> None:
+    url = "postgresql://app:p%40ss%2Fword@db/agents"
+    assert redacted(url) == "postgresql://app:***@db/agents"
+    assert redacted("sqlite:///tmp/x.db") == "sqlite:///tmp/x.db"
+    s = parse_postgres_url(url)
+    assert "p%40ss" not in repr(s) and "p@ss" not in repr(s)
+    err = _connect_error(RuntimeError('timeout expired for "app:p@ss/word@db"'), s)
+    assert "p@ss/word" not in str(err) and "***" in str(err)
 
 
 def test_a_malformed_url_s_error_does_not_show_its_password() -> None:

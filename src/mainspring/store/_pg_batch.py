@@ -279,10 +279,12 @@ class Batches:
         self._channel = f"mainspring_{settings.schema}"
         wait = settings.lock_wait
         timeout = [f"SET LOCAL lock_timeout = {int(wait * 1000)}"] if wait else []
-        self._begin = "BEGIN"
+        # the isolation the row locks and fences are designed for, whatever the server's
+        # or role's default_transaction_isolation says
+        self._begin = "BEGIN ISOLATION LEVEL READ COMMITTED"
         self._begin_batch = "; ".join([self._begin, *timeout])
         # the same, one statement each, for pipeline mode
-        self._begin_steps = ["BEGIN"]
+        self._begin_steps = [self._begin]
         self._batch_steps = self._begin_steps + timeout
         self._notify_sql = "SELECT pg_notify(%s, %s)"
         self.commits = 0

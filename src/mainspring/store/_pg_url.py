@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from ..errors import StoreError
+from ._redact import scrub
 
 _OWN_PARAMS = ("schema", "pool_size", "listen", "listen_url", "prepare_threshold", "lock_wait")
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -41,6 +43,10 @@ class PgSettings:
     port: str
     user: str
     dbname: str
+    listener: PgSettings | None = None  # the listen_url's settings, when one is given
+
+    def __repr__(self) -> str:  # the connection strings hold the password
+        return f"PgSettings(schema={self.schema!r}, host={self.host!r}, dbname={self.dbname!r})"
 
 
 # libpq settings Mainspring gives every connection unless the URL sets them: a peer that
@@ -63,12 +69,20 @@ def _libpq_url(url: str) -> tuple[str, dict[str, str]]:
     (``h1:5432,h2:5432``, tried in turn), a socket directory (``postgresql:///db?host=
     /run/postgresql``, or percent-encoded as the host), IPv6 addresses in brackets.
     """
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:  # a bracket left open
-        raise StoreError(f"invalid PostgreSQL URL ({exc}); {_URL_FORM}") from exc
     if not url.lower().startswith(("postgresql://", "postgres://")):
         raise StoreError(f"invalid PostgreSQL URL: not postgresql://…; {_URL_FORM}")
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a bracket out of place; its message may quote the password
+        raise StoreError(
+            f"invalid PostgreSQL URL: its host part cannot be read (a [ or ] out of "
+            f"place?); {_URL_FORM}"
+        ) from None
+    if parts.netloc.count("@") > 1:
+        raise StoreError(
+            "invalid PostgreSQL URL: its user name or password holds '@'; "
+            "write it as %40 (postgresql://user:p%40ss@host/db)"
+        )
     query = parse_qsl(parts.query, keep_blank_values=True)
     own = {k: v for k, v in query if k in _OWN_PARAMS}
     rest = [(k, v) for k, v in query if k not in _OWN_PARAMS]
@@ -78,16 +92,22 @@ def _libpq_url(url: str) -> tuple[str, dict[str, str]]:
     return f"postgresql://{parts.netloc}{parts.path}?{urlencode(rest, quote_via=quote)}", own
 
 
-def parse_postgres_url(url: str) -> PgSettings:
-    """Split and check a ``postgresql://`` URL; raise :class:`StoreError` if it is invalid."""
+def _checked(url: str) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """(libpq's URL, Mainspring's parameters, what libpq reads in it), or a clear error."""
     conninfo, own = _libpq_url(url)
     try:
         info = conninfo_to_dict(conninfo)
-    except psycopg.Error as exc:
-        raise StoreError(f"invalid PostgreSQL URL: {_line(exc)}; {_URL_FORM}") from exc
+    except psycopg.Error as exc:  # not chained: libpq's message may quote the password
+        raise StoreError(f"invalid PostgreSQL URL: {scrub(_line(exc), url)}; {_URL_FORM}") from None
     for port in str(info.get("port") or "").split(","):
-        if port and not (port.isdigit() and 0 < int(port) < 65536):
+        if port.strip() and not (port.strip().isdigit() and 0 < int(port) < 65536):
             raise StoreError(f"port {port!r} in the URL is not a port number (1-65535)")
+    return conninfo, own, info
+
+
+def parse_postgres_url(url: str) -> PgSettings:
+    """Split and check a ``postgresql://`` URL; raise :class:`StoreError` if it is invalid."""
+    conninfo, own, info = _checked(url)
     schema = own.get("schema", "mainspring")
     if not _IDENT.match(schema):
         raise StoreError(f"schema={schema!r} in the URL is not a plain lower-case identifier")
@@ -105,11 +125,16 @@ def parse_postgres_url(url: str) -> PgSettings:
             "prepare_threshold a whole number or off, lock_wait seconds or off"
         ) from None
     listen = own.get("listen", "on").lower() not in ("off", "0", "false", "no")
-    listen_conninfo = _libpq_url(own["listen_url"])[0] if "listen_url" in own else conninfo
+    listener = None
+    if "listen_url" in own:  # checked as the main URL is; its errors name its host
+        try:
+            listener = parse_postgres_url(own["listen_url"])
+        except StoreError as exc:
+            raise StoreError(f"listen_url: {exc}") from None
     user = str(info.get("user") or "the current user")
     return PgSettings(
         conninfo=conninfo,
-        listen_conninfo=listen_conninfo if listen else None,
+        listen_conninfo=(listener.conninfo if listener else conninfo) if listen else None,
         schema=schema,
         pool_size=pool_size,
         prepare_threshold=threshold,
@@ -118,6 +143,7 @@ def parse_postgres_url(url: str) -> PgSettings:
         port=str(info.get("port") or "5432"),
         user=user,
         dbname=str(info.get("dbname") or user),
+        listener=listener,
     )
 
 
@@ -127,12 +153,15 @@ def _hosts(s: PgSettings) -> str:
     if len(ports) != len(hosts):
         ports = ports[:1] * len(hosts)  # one port for every host
     pairs = zip(hosts, ports, strict=True)
-    return " or ".join(f"{h or 'localhost'}:{p or '5432'}" for h, p in pairs)
+    return " or ".join(
+        f"{f'[{h}]' if ':' in h and not h.startswith('/') else h or 'localhost'}:{p or '5432'}"
+        for h, p in pairs
+    )
 
 
 def _connect_error(exc: BaseException, s: PgSettings) -> StoreError:
     """Translate a failed connection into one line saying what to do."""
-    why = _line(exc)
+    why = scrub(_line(exc), s.conninfo)
     low = str(exc).lower()
     where = "PostgreSQL at " + _hosts(s)
     if "password" in low or "authentication failed" in low:

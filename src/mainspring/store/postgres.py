@@ -50,6 +50,14 @@ def schema_version() -> int:
     return migrations("postgres")[-1][0]
 
 
+def _read_only_refusal(s: PgSettings, db: str, why: str, state: str) -> StoreError:
+    return StoreError(
+        f"PostgreSQL at {_hosts(s)}/{db} is read-only ({why}) and its Mainspring schema "
+        f"{s.schema!r} {state}: point the URL at the primary (with a list of hosts, add "
+        "target_session_attrs=read-write)"
+    )
+
+
 def _tables(conn: Conn, schema: str) -> set[str]:
     """The names of the tables (and table-like relations) in ``schema``."""
     rows = conn.execute(
@@ -109,25 +117,24 @@ class PostgresStore(Store):
                     "SELECT current_user, current_database(), pg_is_in_recovery(),"
                     " current_setting('transaction_read_only')"
                 ).fetchone()
+                read_only = None  # why the server takes no writes, if it takes none
                 if row:
                     user, db = row[0], row[1]
                     if row[2] or row[3] == "on":
-                        why = "a standby" if row[2] else "default_transaction_read_only is on"
-                        raise StoreError(
-                            f"PostgreSQL at {_hosts(s)}/{db} is read-only ({why}) and "
-                            "Mainspring writes: point the URL at the primary (with a list "
-                            "of hosts, add target_session_attrs=read-write)"
-                        )
-                conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext(%s))",
-                    (f"mainspring migrate {s.schema}",),
-                )
+                        read_only = "a standby" if row[2] else "default_transaction_read_only"
+                if read_only is None:
+                    conn.execute(
+                        "SELECT pg_advisory_xact_lock(hashtext(%s))",
+                        (f"mainspring migrate {s.schema}",),
+                    )
                 if (
                     conn.execute(
                         "SELECT 1 FROM pg_namespace WHERE nspname = %s", (s.schema,)
                     ).fetchone()
                     is None
                 ):
+                    if read_only is not None:
+                        raise _read_only_refusal(s, db, read_only, "does not exist yet")
                     need = f"CREATE on database {db}"
                     grant = f"GRANT CREATE ON DATABASE {_ident(db)} TO {{user}};"
                     conn.execute(f"CREATE SCHEMA {_ident(s.schema)}")
@@ -138,6 +145,10 @@ class PostgresStore(Store):
                 current = 0
                 if tables:
                     current = self._check_existing(conn, tables, latest)
+                if read_only is not None and current < latest:
+                    # reading a current schema on a replica is fine; migrating is not
+                    state = f"is at version {current}, this code needs {latest}"
+                    raise _read_only_refusal(s, db, read_only, state)
                 for version, _name, script in scripts:
                     if version > current:
                         conn.execute(script)
@@ -297,7 +308,7 @@ class PostgresStore(Store):
                 self.settings.listen_conninfo, autocommit=True
             )
         except psycopg.Error as exc:
-            raise _connect_error(exc, self.settings) from exc
+            raise _connect_error(exc, self.settings.listener or self.settings) from exc
         try:
             if conn.info.server_version >= 140000:
                 # a listener waits in silence by design: a server or role setting that
