@@ -172,69 +172,6 @@ def test_wrong_password_message() -> None:
     assert "refused user 'app' (password authentication failed" in msg and "~/.pgpass" in msg
 
 
-async def test_a_read_only_server_is_named_as_such_and_left_for_the_primary(
-    store: PostgresStore, pg_url: str
-) -> None:
-    # A URL that reaches a standby (or a read-only database): it can be read, but a
-    # schema that needs creating or migrating is refused in one clear line, a write
-    # says why it failed, and after a failover the writer reconnects, not keep failing.
-    name = pg_url.rsplit("/", 1)[1]
-    await store.start_workflow(workflow_id="w1", workflow_type="T", task_queue="q", input="[]")
-    admin_sql(_pg.admin_url(), f"ALTER DATABASE {name} SET default_transaction_read_only = on")
-    reader = PostgresStore(pg_url)
-    await reader.open()  # its schema is current: a dashboard or the CLI may read it
-    try:
-        assert [r.workflow_id for r in await reader.list_runs()] == ["w1"]
-        with pytest.raises(StoreError, match=r"read-only .* nothing was saved"):
-            await reader.signal("w1", None, "go", "[]")
-    finally:
-        await reader.close()
-    with _pg.fresh_database() as empty:
-        admin_sql(
-            _pg.admin_url(),
-            f"ALTER DATABASE {empty.rsplit('/', 1)[1]} SET default_transaction_read_only = on",
-        )
-        with pytest.raises(StoreError) as refused:
-            await PostgresStore(empty).open()
-    msg = str(refused.value)
-    assert "is read-only (default_transaction_read_only)" in msg
-    assert "schema 'mainspring' does not exist yet: point the URL at the primary" in msg
-    admin_sql(  # the server "fails over": every session ends, new ones are read-only
-        _pg.admin_url(),
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-        (name,),
-    )
-    with pytest.raises(StoreError, match=r"read-only .* nothing was saved"):
-        await store.start_workflow(workflow_id="w2", workflow_type="T", task_queue="q", input="[]")
-    admin_sql(_pg.admin_url(), f"ALTER DATABASE {name} RESET default_transaction_read_only")
-    # the next write goes to a new session, which takes writes again
-    await store.start_workflow(workflow_id="w3", workflow_type="T", task_queue="q", input="[]")
-    assert {r.workflow_id for r in await store.list_runs()} == {"w1", "w3"}
-
-
-async def test_transactions_run_at_read_committed_whatever_the_server_default(
-    pg_url: str,
-) -> None:
-    # the design rests on row locks and fences at READ COMMITTED; a database whose
-    # default is SERIALIZABLE would otherwise fail commits the engine does not retry
-    name = pg_url.rsplit("/", 1)[1]
-    admin_sql(
-        _pg.admin_url(), f"ALTER DATABASE {name} SET default_transaction_isolation = serializable"
-    )
-    store = PostgresStore(pg_url)
-    await store.open()
-    try:
-
-        def isolation(tx: Any) -> str:
-            return str(tx.conn.execute("SHOW transaction_isolation").fetchone()[0])
-
-        assert await store._run(isolation) == "read committed"
-        assert await store._run(isolation, readonly=True) == "read committed"
-        assert admin_sql(pg_url, "SHOW transaction_isolation") == [("serializable",)]
-    finally:
-        await store.close()
-
-
 async def test_role_without_create_gets_the_grant(pg_url: str) -> None:
     role = f"ms_test_role_{uuid.uuid4().hex[:8]}"
     db = pg_url.rsplit("/", 1)[1]

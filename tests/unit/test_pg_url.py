@@ -105,3 +105,18 @@ def test_a_malformed_url_s_error_does_not_show_its_password() -> None:
     with pytest.raises(StoreError) as err:
         parse_postgres_url("postgresql:/app:hunter2@db/agents")
     assert "hunter2" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "why",
+    [
+        'FATAL:  too many connections for role "app"',
+        "FATAL:  sorry, too many clients already",
+        "FATAL:  remaining connection slots are reserved for roles with the SUPERUSER attribute",
+    ],
+)
+def test_a_server_out_of_connections_says_what_to_raise_or_lower(why: str) -> None:
+    s = parse_postgres_url("postgresql://app@db/agents")
+    msg = str(_connect_error(RuntimeError(why), s))
+    assert msg.startswith("PostgreSQL at db:5432 takes no more connections")
+    assert "pool_size" in msg and "max_connections" in msg

@@ -179,6 +179,12 @@ def _connect_error(exc: BaseException, s: PgSettings) -> StoreError:
             f"role {s.user!r} does not exist on {where}; create it "
             f"(CREATE ROLE {_ident(s.user)} LOGIN) or fix the user in the URL"
         )
+    if "too many" in low or "connection slots are reserved" in low:
+        return StoreError(
+            f"{where} takes no more connections ({why}); each Mainspring process opens "
+            "up to pool_size writer connections and one listener: raise max_connections "
+            "or the role's CONNECTION LIMIT, lower pool_size in the URL, or pool with PgBouncer"
+        )
     if "pg_hba.conf" in low:
         return StoreError(
             f"{where} does not accept user {s.user!r} from this host ({why}); "

@@ -1,0 +1,124 @@
+"""PostgreSQL servers set up in ways that bite: a read-only server (a standby, or a
+read-only database), a SERIALIZABLE default, a role out of connections. Each gets one
+clear line, or is made harmless."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from mainspring.errors import StoreError
+from mainspring.store.postgres import PostgresStore
+from tests import _pg
+from tests.integration.test_postgres_store import admin_sql
+
+pytestmark = pytest.mark.skipif(not _pg.enabled(), reason=_pg.report_header())
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with _pg.fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def store(pg_url: str) -> AsyncIterator[PostgresStore]:
+    s = PostgresStore(pg_url)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def test_a_read_only_server_is_named_as_such_and_left_for_the_primary(
+    store: PostgresStore, pg_url: str
+) -> None:
+    # A URL that reaches a standby (or a read-only database): it can be read, but a
+    # schema that needs creating or migrating is refused in one clear line, a write
+    # says why it failed, and after a failover the writer reconnects, not keep failing.
+    name = pg_url.rsplit("/", 1)[1]
+    await store.start_workflow(workflow_id="w1", workflow_type="T", task_queue="q", input="[]")
+    admin_sql(_pg.admin_url(), f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+    reader = PostgresStore(pg_url)
+    await reader.open()  # its schema is current: a dashboard or the CLI may read it
+    try:
+        assert [r.workflow_id for r in await reader.list_runs()] == ["w1"]
+        with pytest.raises(StoreError, match=r"read-only .* nothing was saved"):
+            await reader.signal("w1", None, "go", "[]")
+    finally:
+        await reader.close()
+    with _pg.fresh_database() as empty:
+        admin_sql(
+            _pg.admin_url(),
+            f"ALTER DATABASE {empty.rsplit('/', 1)[1]} SET default_transaction_read_only = on",
+        )
+        with pytest.raises(StoreError) as refused:
+            await PostgresStore(empty).open()
+    msg = str(refused.value)
+    assert "is read-only (default_transaction_read_only)" in msg
+    assert "schema 'mainspring' does not exist yet: point the URL at the primary" in msg
+    admin_sql(  # the server "fails over": every session ends, new ones are read-only
+        _pg.admin_url(),
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+        (name,),
+    )
+    with pytest.raises(StoreError, match=r"read-only .* nothing was saved"):
+        await store.start_workflow(workflow_id="w2", workflow_type="T", task_queue="q", input="[]")
+    admin_sql(_pg.admin_url(), f"ALTER DATABASE {name} RESET default_transaction_read_only")
+    # the next write goes to a new session, which takes writes again
+    await store.start_workflow(workflow_id="w3", workflow_type="T", task_queue="q", input="[]")
+    assert {r.workflow_id for r in await store.list_runs()} == {"w1", "w3"}
+
+
+async def test_transactions_run_at_read_committed_whatever_the_server_default(
+    pg_url: str,
+) -> None:
+    # the design rests on row locks and fences at READ COMMITTED; a database whose
+    # default is SERIALIZABLE would otherwise fail commits the engine does not retry
+    name = pg_url.rsplit("/", 1)[1]
+    admin_sql(
+        _pg.admin_url(), f"ALTER DATABASE {name} SET default_transaction_isolation = serializable"
+    )
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+
+        def isolation(tx: Any) -> str:
+            return str(tx.conn.execute("SHOW transaction_isolation").fetchone()[0])
+
+        assert await store._run(isolation) == "read committed"
+        assert await store._run(isolation, readonly=True) == "read committed"
+        assert admin_sql(pg_url, "SHOW transaction_isolation") == [("serializable",)]
+    finally:
+        await store.close()
+
+
+async def test_a_role_out_of_connections_says_what_to_raise_or_lower(pg_url: str) -> None:
+    role = f"ms_test_role_{uuid.uuid4().hex[:8]}"
+    db = pg_url.rsplit("/", 1)[1]
+    admin_sql(pg_url, f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1")
+    try:
+        admin_sql(pg_url, f"GRANT CREATE ON DATABASE {db} TO {role}")
+        as_role = pg_url.replace("://postgres@", f"://{role}@", 1)
+        s = PostgresStore(as_role + "&listen=off" if "?" in as_role else as_role + "?listen=off")
+        await s.open()  # the migration's connection, closed again
+        try:
+            import psycopg
+
+            # another connection takes the role's one
+            with psycopg.connect(as_role), pytest.raises(StoreError) as info:
+                await s.start_workflow(
+                    workflow_id="w", workflow_type="T", task_queue="q", input="[]"
+                )
+        finally:
+            await s.close()
+        msg = str(info.value)
+        assert "takes no more connections (too many connections for role" in msg
+        assert "pool_size" in msg and "CONNECTION LIMIT" in msg and "\n" not in msg
+    finally:
+        admin_sql(pg_url, f"DROP OWNED BY {role}")
+        admin_sql(pg_url, f"DROP ROLE {role}")
