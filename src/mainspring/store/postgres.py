@@ -40,6 +40,8 @@ Conn = psycopg.Connection[Any]
 
 log = logging.getLogger("mainspring.store")
 
+CLOCK_SKEW_WARNING = 1.0  # seconds between this machine's clock and the server's
+
 # Every LISTEN_PING seconds the listener sends itself a notification through a writer
 # connection, and counts its link lost if the previous one, committed, never arrived.
 LISTEN_PING = 10.0
@@ -113,12 +115,16 @@ class PostgresStore(Store):
         grant = f"GRANT USAGE, CREATE ON SCHEMA {_ident(s.schema)} TO {{user}};"
         try:
             with conn.transaction():
+                before = self.clock.now()
                 row = conn.execute(
                     "SELECT current_user, current_database(), pg_is_in_recovery(),"
-                    " current_setting('transaction_read_only')"
+                    " current_setting('transaction_read_only'),"
+                    " extract(epoch FROM clock_timestamp())::float8"
                 ).fetchone()
+                after = self.clock.now()
                 read_only = None  # why the server takes no writes, if it takes none
                 if row:
+                    self._check_clock(float(row[4]), before, after)
                     user, db = row[0], row[1]
                     if row[2] or row[3] == "on":
                         read_only = "a standby" if row[2] else "default_transaction_read_only"
@@ -166,6 +172,26 @@ class PostgresStore(Store):
             ) from exc
         finally:
             conn.close()
+
+    def _check_clock(self, server: float, before: float, after: float) -> None:
+        """Warn if this machine's clock is off the database server's by over
+        :data:`CLOCK_SKEW_WARNING` seconds: leases, timers and deadlines are times one
+        machine writes and others read (a test's own clock is not checked)."""
+        if type(self.clock) is not Clock or after - before > 1.0:  # no fair reading
+            return
+        skew = (before + after) / 2 - server
+        if abs(skew) > CLOCK_SKEW_WARNING:
+            log.warning(
+                "this machine's clock is %.1f s %s that of PostgreSQL at %s: workers on "
+                "other machines read the leases, timers and deadlines written here, so "
+                "keep every machine's clock in sync (NTP); a lease can look expired %.1f s "
+                "early (its activity may then run twice) and a timer fire %.1f s off",
+                abs(skew),
+                "ahead of" if skew > 0 else "behind",
+                _hosts(self.settings),
+                abs(skew),
+                abs(skew),
+            )
 
     def _check_existing(self, conn: Conn, tables: set[str], latest: int) -> int:
         """The version of an existing schema; refuse one that is not ours or is newer."""
