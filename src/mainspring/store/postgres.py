@@ -339,8 +339,11 @@ class PostgresStore(Store):
             if conn.info.server_version >= 140000:
                 # a listener waits in silence by design: a server or role setting that
                 # closes idle sessions would cut it every few seconds (and wake every
-                # waiter each time); it is a direct session, so the SET stays its own
-                await conn.execute("SET idle_session_timeout = 0")
+                # waiter each time); it is a direct session, so the SET stays its own.
+                # A server that lacks the setting (a PostgreSQL-compatible one) has
+                # nothing to turn off.
+                with contextlib.suppress(psycopg.errors.UndefinedObject):
+                    await conn.execute("SET idle_session_timeout = 0")
             await conn.execute(f"LISTEN {_ident(self._channel)}")
             await conn.execute(f"LISTEN {_ident(self._ping_channel)}")
         except BaseException:
