@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,11 +13,14 @@ from types import TracebackType
 from typing import Any, Literal
 
 from ._names import check_name
+from ._trouble import report
 from .converter import DEFAULT_MAX_PAYLOAD_SIZE, PayloadConverter, type_hints_of
 from .errors import (
     Failure,
     QueryFailedError,
     QueryTimeoutError,
+    StoreClosedError,
+    StoreError,
     WorkflowFailureError,
     WorkflowResultTimeoutError,
     failure_to_error,
@@ -27,6 +31,8 @@ from .store.records import RunRecord, WorkflowStatus
 from .workflow import WorkflowDefinition, check_handler_args
 
 __all__ = ["Client", "WorkflowDescription", "WorkflowHandle"]
+
+log = logging.getLogger("mainspring.client")
 
 # A run closing (or a query's answer) wakes its waiters at once, in any process. While
 # the store might miss another process's change (Store.live_wakeups is false: the
@@ -281,10 +287,35 @@ class WorkflowHandle:
         loop = asyncio.get_running_loop()
         deadline = None if seconds is None else loop.time() + seconds
         store = self.client.store
-        run_id = self.run_id or (await store.describe(self.id, None)).run_id
+
+        async def read(run_id: str | None) -> RunRecord:
+            """The run's state; through a database outage, tried again until the
+            deadline (a waiter outlives a restart or a failover)."""
+            delay = 0.1
+            while True:
+                left = None if deadline is None else deadline - loop.time()
+                try:
+                    if left is not None and left <= 0:
+                        raise TimeoutError
+                    async with asyncio.timeout(left):
+                        return await store.describe(self.id, run_id)
+                except TimeoutError:
+                    raise WorkflowResultTimeoutError(
+                        f"workflow {self.id!r} did not close within {seconds:g} s "
+                        "(or its state could not be read by then)"
+                    ) from None
+                except StoreClosedError:
+                    raise
+                except StoreError as exc:
+                    report(log, f"reading the state of workflow {self.id!r}", exc, "retrying")
+                    wait = delay if left is None else min(delay, max(left, 0.0))
+                    await asyncio.sleep(wait)
+                    delay = min(delay * 2, 2.0)
+
+        run_id = self.run_id or (await read(None)).run_id
         while True:
             with store.watch(run_id) as changed:
-                rec = await store.describe(self.id, run_id)
+                rec = await read(run_id)
                 if rec.status is WorkflowStatus.COMPLETED:
                     return self.client.converter.decode(rec.result, self.result_type)
                 if rec.status is not WorkflowStatus.RUNNING:

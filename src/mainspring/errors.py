@@ -253,6 +253,10 @@ class StoreError(MainspringError):
     """The database cannot be used as a Mainspring store."""
 
 
+class StoreClosedError(StoreError):
+    """The store was closed; open another with ``Client.connect()``."""
+
+
 class SchemaVersionError(StoreError):
     """The database was written by a newer Mainspring; upgrade Mainspring to open it."""
 

@@ -366,7 +366,9 @@ class SilentLink:
         self.server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, on: int = 0) -> int:
+        """Relay to ``host:port`` from a local port (``on``, or any free one); return it."""
+
         async def relay(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             try:
                 while data := await r.read(65536):
@@ -386,7 +388,7 @@ class SilentLink:
                 self._tasks.add(t)
                 t.add_done_callback(self._tasks.discard)
 
-        self.server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(accept, "127.0.0.1", on)
         return int(self.server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:

@@ -4,13 +4,14 @@ clear line, or is made harmless."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
-from mainspring.errors import StoreError
+from mainspring.errors import StoreError, WorkflowFailureError
 from mainspring.store import Clock
 from mainspring.store.postgres import PostgresStore
 from tests import _pg
@@ -150,3 +151,84 @@ async def test_a_machine_in_step_with_the_server_is_not_warned(
     await store.open()
     await store.close()
     assert not [r for r in caplog.records if "clock" in r.getMessage()]
+
+
+async def test_a_writer_whose_link_goes_silent_cuts_it_and_carries_on(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A hung proxy or a network that drops every packet raises nothing: a transaction
+    # sent down such a link would wait for ever, and every operation behind it.
+    from urllib.parse import urlsplit, urlunsplit
+
+    from mainspring.store import postgres
+    from tests.integration.test_live_wakeups import SilentLink
+
+    monkeypatch.setattr(postgres, "NO_ANSWER", 0.5)
+    link = SilentLink()
+    parts = urlsplit(pg_url)
+    port = await link.start(parts.hostname or "127.0.0.1", parts.port or 5432)
+    via = urlunsplit(
+        parts._replace(
+            netloc=f"{parts.username}@127.0.0.1:{port}", query="listen=off&connect_timeout=2"
+        )
+    )
+    store = PostgresStore(via)
+    await store.open()
+    try:
+        await store.start_workflow(workflow_id="w1", workflow_type="T", task_queue="q", input="[]")
+        link.silent = True
+        with pytest.raises(StoreError, match=r"connection to PostgreSQL was lost|cannot"):
+            await asyncio.wait_for(
+                store.start_workflow(
+                    workflow_id="w2", workflow_type="T", task_queue="q", input="[]"
+                ),
+                30,  # not for ever: cut after 0.5 s, a reconnect times out after 2 s
+            )
+        assert "had no answer for" in caplog.text
+        link.silent = False
+        await store.start_workflow(workflow_id="w3", workflow_type="T", task_queue="q", input="[]")
+        assert {"w1", "w3"} <= {r.workflow_id for r in await store.list_runs()}
+    finally:
+        await asyncio.wait_for(store.close(), 30)
+        await link.stop()
+
+
+async def test_a_result_waiter_outlives_a_database_outage(pg_url: str) -> None:
+    # a client waiting for a long agent run must not fail on a restart or a failover
+    from urllib.parse import urlsplit, urlunsplit
+
+    from mainspring import Client
+    from tests.integration import agents
+    from tests.integration.test_live_wakeups import SilentLink
+
+    link = SilentLink()
+    parts = urlsplit(pg_url)
+    target = (parts.hostname or "127.0.0.1", parts.port or 5432)
+    port = await link.start(*target)
+    via = urlunsplit(
+        parts._replace(netloc=f"{parts.username}@127.0.0.1:{port}", query="connect_timeout=2")
+    )
+    waiter, closer = await Client.connect(via), await Client.connect(pg_url)
+    try:
+        handle = await closer.start_workflow(
+            agents.Approval.run, 3600.0, id="long", task_queue="none"
+        )
+        waiting = asyncio.create_task(waiter.get_workflow_handle("long").result(timeout=60))
+        await asyncio.sleep(0)  # (the waiter's first read goes through the link)
+        await link.stop()  # the database "goes away" for the waiter: refused, cut
+        admin_sql(  # its open connections end as in a restart
+            _pg.admin_url(),
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid() AND application_name = 'mainspring'"
+            " AND client_port IS NOT NULL AND backend_type = 'client backend'",
+            (pg_url.rsplit("/", 1)[1],),
+        )
+        await handle.terminate("closed during the outage")
+        assert not waiting.done()
+        await link.start(*target, on=port)  # back
+        with pytest.raises(WorkflowFailureError, match="terminated"):
+            await asyncio.wait_for(waiting, 30)
+    finally:
+        await waiter.close()
+        await closer.close()
+        await link.stop()

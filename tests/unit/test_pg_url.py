@@ -3,6 +3,8 @@ parameters taken out, and a clear error for what libpq could not use."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
@@ -66,7 +68,11 @@ def test_libpq_defaults_are_added_unless_the_url_sets_them() -> None:
         ("postgresql://app@db/a?listen_url=postgresql%3A%2F%2Fh2%3A99999%2Fa", "listen_url: port"),
         ("postgresql:/agents", "invalid PostgreSQL URL: not postgresql://"),
         ("postgresql://app:hunter2@db/a?schema=Blue", "not a plain lower-case identifier"),
-        ("postgresql://app@db/a?pool_size=0", "pool_size in the URL must be"),
+        ("postgresql://app@db/a?pool_size=0", "pool_size=0 in the URL: use a whole number"),
+        ("postgresql://app@db/a?pool_size=two", "pool_size='two' in the URL: use a whole"),
+        ("postgresql://app@db/a?lock_wait=soon", "lock_wait='soon' in the URL: use seconds"),
+        ("postgresql://app@db/a?prepare_threshold=x", "prepare_threshold='x' in the URL"),
+        ("postgresql://app@db/a?listen=maybe", "listen='maybe' in the URL: use on or off"),
     ],
 )
 def test_what_libpq_could_not_use_is_one_clear_error(url: str, says: str) -> None:
@@ -95,6 +101,9 @@ def test_passwords_stay_out_of_logs_reprs_and_connection_errors() -> None:
     url = "postgresql://app:p%40ss%2Fword@db/agents"
     assert redacted(url) == "postgresql://app:***@db/agents"
     assert redacted("sqlite:///tmp/x.db") == "sqlite:///tmp/x.db"
+    inner = "postgresql://app:listenPW%21@direct/agents"
+    both = redacted(f"postgresql://app:pw@db/agents?listen_url={quote(inner, safe='')}")
+    assert "listenPW" not in both and "pw@" not in both and "direct" in both
     s = parse_postgres_url(url)
     assert "p%40ss" not in repr(s) and "p@ss" not in repr(s)
     err = _connect_error(RuntimeError('timeout expired for "app:p@ss/word@db"'), s)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import os
 import random
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -261,6 +263,20 @@ class _Link:
             raise
         self._delay = 0.0
         return self.conn
+
+    def sever(self) -> None:
+        """Cut the connection under whatever the writer thread waits on (called from
+        another thread): the wait ends with a lost connection, which the batch treats
+        as any other (re-run, or reported as possibly committed)."""
+        conn = self.conn
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            link = socket.socket(fileno=os.dup(conn.pgconn.socket))
+            try:
+                link.shutdown(socket.SHUT_RDWR)
+            finally:
+                link.close()
 
     def close(self) -> None:
         conn, self.conn = self.conn, None

@@ -59,6 +59,9 @@ _LIBPQ_DEFAULTS = (
     ("keepalives_idle", "30"),
     ("keepalives_interval", "10"),
     ("keepalives_count", "3"),
+    # data sent and not acknowledged for 30 s (a network that drops every packet):
+    # the connection fails rather than wait for the OS's retransmissions (~15 minutes)
+    ("tcp_user_timeout", "30000"),
 )
 
 
@@ -113,18 +116,25 @@ def parse_postgres_url(url: str) -> PgSettings:
         raise StoreError(f"schema={schema!r} in the URL is not a plain lower-case identifier")
     threshold_text = own.get("prepare_threshold", "5").lower()
     wait_text = own.get("lock_wait", "0.25").lower()
-    try:
-        pool_size = int(own.get("pool_size", "2"))
-        threshold = None if threshold_text in ("off", "none") else int(threshold_text)
-        lock_wait = 0.0 if wait_text in ("off", "none") else float(wait_text)
-        if not 1 <= pool_size <= 64 or lock_wait < 0:
-            raise ValueError
-    except ValueError:
-        raise StoreError(
-            "pool_size in the URL must be a whole number from 1 to 64, "
-            "prepare_threshold a whole number or off, lock_wait seconds or off"
-        ) from None
-    listen = own.get("listen", "on").lower() not in ("off", "0", "false", "no")
+    pool_size = _number(own, "pool_size", "2", int, "a whole number from 1 to 64")
+    if not 1 <= pool_size <= 64:
+        raise StoreError(f"pool_size={pool_size} in the URL: use a whole number from 1 to 64")
+    threshold = (
+        None
+        if threshold_text in ("off", "none")
+        else _number(own, "prepare_threshold", "5", int, "a whole number or off")
+    )
+    lock_wait = (
+        0.0
+        if wait_text in ("off", "none")
+        else _number(own, "lock_wait", "0.25", float, "seconds (0 or more) or off")
+    )
+    if lock_wait < 0 or lock_wait != lock_wait:
+        raise StoreError(f"lock_wait={lock_wait} in the URL: use seconds (0 or more) or off")
+    listen_text = own.get("listen", "on").lower()
+    if listen_text not in ("on", "off", "1", "0", "true", "false", "yes", "no"):
+        raise StoreError(f"listen={own['listen']!r} in the URL: use on or off")
+    listen = listen_text in ("on", "1", "true", "yes")
     listener = None
     if "listen_url" in own:  # checked as the main URL is; its errors name its host
         try:
@@ -145,6 +155,15 @@ def parse_postgres_url(url: str) -> PgSettings:
         dbname=str(info.get("dbname") or user),
         listener=listener,
     )
+
+
+def _number(own: dict[str, str], name: str, default: str, kind: type[Any], rule: str) -> Any:
+    """Mainspring's URL parameter ``name`` as ``kind``, or a clear error naming ``rule``."""
+    text = own.get(name, default)
+    try:
+        return kind(text)
+    except ValueError:
+        raise StoreError(f"{name}={text!r} in the URL: use {rule}") from None
 
 
 def _hosts(s: PgSettings) -> str:

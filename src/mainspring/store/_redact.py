@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 
 def _password(url: str) -> str:
@@ -21,5 +21,17 @@ def scrub(text: str, url: str) -> str:
 
 
 def redacted(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***`` (for logs and messages)."""
-    return scrub(url, url)
+    """``url`` with its password, and that of a ``listen_url`` in it, replaced by
+    ``***`` (for logs and messages)."""
+    text = scrub(url, url)
+    try:
+        query = dict(parse_qsl(urlsplit(url).query))
+    except ValueError:
+        return text
+    inner = query.get("listen_url")
+    if inner:
+        password = _password(inner)
+        for form in {password, unquote(password), quote(password, safe="")}:
+            if form:
+                text = text.replace(form, "***")
+    return text

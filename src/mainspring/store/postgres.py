@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -21,7 +22,8 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from ..errors import StoreError
+from .._trouble import report
+from ..errors import StoreClosedError, StoreError
 from ._group_commit import GroupCommitThread, outcome
 from ._pg_batch import Batches, _Link
 from ._pg_statements import qualified
@@ -40,6 +42,7 @@ Conn = psycopg.Connection[Any]
 
 log = logging.getLogger("mainspring.store")
 
+NO_ANSWER = 30.0  # seconds a writer waits on one transaction before cutting its link
 CLOCK_SKEW_WARNING = 1.0  # seconds between this machine's clock and the server's
 
 # Every LISTEN_PING seconds the listener sends itself a notification through a writer
@@ -86,6 +89,8 @@ class PostgresStore(Store):
         self._ping_channel = f"mainspring_ping_{self._token[:16]}"
         self._channel = f"mainspring_{self.settings.schema}"
         self._batches = Batches(self.settings, self._sql, self._token)
+        self._watchdog: threading.Thread | None = None
+        self._watchdog_stop = threading.Event()
 
     @property
     def commits(self) -> int:
@@ -244,16 +249,25 @@ class PostgresStore(Store):
         await asyncio.to_thread(self._migrate)
         if self.settings.listen_conninfo is not None:
             self._lconn = await self._listen_connect()
+        links = [_Link(self._connect) for _ in range(self.settings.pool_size)]
         self._writers = [
             await asyncio.to_thread(
                 GroupCommitThread,
                 f"mainspring-pg-{i}",
-                lambda: _Link(self._connect),
+                lambda link=link: link,  # type: ignore[misc]
                 self._batches.execute,
             )
-            for i in range(self.settings.pool_size)
+            for i, link in enumerate(links)
         ]
         self._load = [0] * len(self._writers)
+        self._watchdog_stop.clear()
+        self._watchdog = threading.Thread(
+            target=self._watch_writers,
+            args=(list(zip(self._writers, links, strict=True)),),
+            name="mainspring-pg-watchdog",
+            daemon=True,
+        )
+        self._watchdog.start()
         if self._lconn is not None:
             self._listener = asyncio.create_task(self._listen())
 
@@ -270,6 +284,30 @@ class PostgresStore(Store):
             self._lconn = None
         writers, self._writers = self._writers, []
         await asyncio.gather(*(asyncio.to_thread(w.stop) for w in writers))
+        self._watchdog_stop.set()  # after the writers: it frees one stuck while stopping
+        if self._watchdog is not None:
+            await asyncio.to_thread(self._watchdog.join)
+            self._watchdog = None
+
+    def _watch_writers(self, writers: list[tuple[GroupCommitThread, _Link]]) -> None:
+        """Cut the connection of a writer whose transaction has had no answer for
+        :data:`NO_ANSWER` seconds. A link that went silent (a hung proxy or server, a
+        network that drops packets) raises nothing and TCP keepalives cover only idle
+        connections: without this, the writer and all queued behind it would wait
+        for ever."""
+        while not self._watchdog_stop.wait(min(1.0, NO_ANSWER / 4)):
+            now = time.monotonic()
+            for writer, link in writers:
+                since = writer.busy_since
+                if since is not None and now - since > NO_ANSWER and link.conn is not None:
+                    log.warning(
+                        "a PostgreSQL transaction had no answer for %.0f s; dropping its "
+                        "connection (the transaction is re-run, or reported as perhaps "
+                        "committed)",
+                        now - since,
+                    )
+                    link.sever()
+                    writer.busy_since = now  # once per NO_ANSWER seconds
 
     async def schema_status(self) -> tuple[int, int]:
         """``(version in the database, latest version this code knows)``."""
@@ -290,7 +328,7 @@ class PostgresStore(Store):
         reads: Reads | None = None,
     ) -> T:
         if not self._writers:
-            raise StoreError("the store is closed; use Client.connect() to open it")
+            raise StoreClosedError("the store is closed; use Client.connect() to open it")
         i = self._pick()
         self._load[i] += 1
         try:
@@ -372,16 +410,25 @@ class PostgresStore(Store):
 
     async def _listen_forever(self) -> None:
         delay = 0.1
+        down = False
         while True:
             try:
                 if self._lconn is None:
                     self._lconn = await self._listen_connect()
                     self.notify_external()  # notifications were lost while disconnected
+                    if down:
+                        log.info("PostgreSQL listener connected again")
+                down = False
                 delay = 0.1
                 await self._hear(self._lconn)
             except (psycopg.Error, StoreError) as exc:
-                log.warning(
-                    "PostgreSQL listener lost its connection (%s); polling meanwhile", _line(exc)
+                down = True
+                # the same line at most every 30 s however often a reconnect fails
+                report(
+                    log,
+                    "the PostgreSQL listener",
+                    StoreError(f"lost its connection ({_line(exc)})"),
+                    "polling meanwhile, reconnecting",
                 )
                 if self._lconn is not None:
                     lost, self._lconn = self._lconn, None

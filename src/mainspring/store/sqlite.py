@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from ..errors import NotAMainspringDatabaseError, StoreError
+from ..errors import NotAMainspringDatabaseError, StoreClosedError, StoreError
 from ._group_commit import outcome
 from ._schema import SCHEMA_MARK, existing_version, migrations
 from ._sqlite_runner import LoopCommitter
@@ -287,7 +287,7 @@ class SQLiteStore(Store):
         reads: Reads | None = None,
     ) -> T:
         if self._writer is None:
-            raise StoreError("the store is closed; use Client.connect() to open it")
+            raise StoreClosedError("the store is closed; use Client.connect() to open it")
         # a write whose caller is cancelled may commit all the same: wake every waiter
         orphaned = None if readonly else self.notify_external
         return await outcome(self._writer.submit(fn, readonly, orphaned), orphaned)
