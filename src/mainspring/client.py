@@ -19,8 +19,7 @@ from .errors import (
     Failure,
     QueryFailedError,
     QueryTimeoutError,
-    StoreClosedError,
-    StoreError,
+    StoreUnavailableError,
     WorkflowFailureError,
     WorkflowResultTimeoutError,
     failure_to_error,
@@ -289,24 +288,26 @@ class WorkflowHandle:
         store = self.client.store
 
         async def read(run_id: str | None) -> RunRecord:
-            """The run's state; through a database outage, tried again until the
-            deadline (a waiter outlives a restart or a failover)."""
+            """The run's state. While the database is unreachable (a restart, a
+            failover), tried again until the deadline: a waiter outlives an outage.
+            Any other error is raised at once."""
             delay = 0.1
+            first = True
             while True:
                 left = None if deadline is None else deadline - loop.time()
+                if not first and left is not None and left <= 0:
+                    raise WorkflowResultTimeoutError(
+                        f"workflow {self.id!r}: its state could not be read within "
+                        f"{seconds:g} s (the database is unreachable)"
+                    )
+                first = False
                 try:
-                    if left is not None and left <= 0:
-                        raise TimeoutError
-                    async with asyncio.timeout(left):
+                    # one read is always made (timeout=0 asks whether it closed)
+                    async with asyncio.timeout(left if left is not None and left > 0 else None):
                         return await store.describe(self.id, run_id)
                 except TimeoutError:
-                    raise WorkflowResultTimeoutError(
-                        f"workflow {self.id!r} did not close within {seconds:g} s "
-                        "(or its state could not be read by then)"
-                    ) from None
-                except StoreClosedError:
-                    raise
-                except StoreError as exc:
+                    continue  # the deadline passed: reported above
+                except StoreUnavailableError as exc:
                     report(log, f"reading the state of workflow {self.id!r}", exc, "retrying")
                     wait = delay if left is None else min(delay, max(left, 0.0))
                     await asyncio.sleep(wait)

@@ -253,6 +253,11 @@ class StoreError(MainspringError):
     """The database cannot be used as a Mainspring store."""
 
 
+class StoreUnavailableError(StoreError):
+    """The database could not be reached, or the connection to it was lost, or it takes
+    no writes just now: the same operation may succeed later."""
+
+
 class StoreClosedError(StoreError):
     """The store was closed; open another with ``Client.connect()``."""
 

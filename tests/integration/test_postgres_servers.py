@@ -232,3 +232,21 @@ async def test_a_result_waiter_outlives_a_database_outage(pg_url: str) -> None:
         await waiter.close()
         await closer.close()
         await link.stop()
+
+
+async def test_a_result_waiter_retries_only_an_unreachable_database(pg_url: str) -> None:
+    # timeout=0 still reads once (has it closed?); an error that waiting cannot cure
+    # (here the schema renamed away under the client) is raised at once
+    from mainspring import Client
+
+    client = await Client.connect(pg_url)
+    try:
+        handle = await client.start_workflow("T", id="t0", task_queue="none")
+        await handle.terminate("done")
+        with pytest.raises(WorkflowFailureError, match="terminated"):
+            await handle.result(timeout=0)
+        admin_sql(pg_url, "ALTER SCHEMA mainspring RENAME TO elsewhere")
+        with pytest.raises(StoreError, match="does not exist"):
+            await asyncio.wait_for(handle.result(), 10)
+    finally:
+        await client.close()

@@ -73,6 +73,9 @@ def test_libpq_defaults_are_added_unless_the_url_sets_them() -> None:
         ("postgresql://app@db/a?lock_wait=soon", "lock_wait='soon' in the URL: use seconds"),
         ("postgresql://app@db/a?prepare_threshold=x", "prepare_threshold='x' in the URL"),
         ("postgresql://app@db/a?listen=maybe", "listen='maybe' in the URL: use on or off"),
+        ("postgresql://app@db/a?lock_wait=inf", "lock_wait='inf' in the URL: use seconds"),
+        ("postgresql://app@db/a?lock_wait=nan", "lock_wait='nan' in the URL"),
+        ("postgresql://app@db/a?lock_wait=0.0001", "from 0.001 to 86400"),
     ],
 )
 def test_what_libpq_could_not_use_is_one_clear_error(url: str, says: str) -> None:
@@ -101,9 +104,11 @@ def test_passwords_stay_out_of_logs_reprs_and_connection_errors() -> None:
     url = "postgresql://app:p%40ss%2Fword@db/agents"
     assert redacted(url) == "postgresql://app:***@db/agents"
     assert redacted("sqlite:///tmp/x.db") == "sqlite:///tmp/x.db"
-    inner = "postgresql://app:listenPW%21@direct/agents"
+    assert redacted("postgresql://app:p%3apw@db/a") == "postgresql://app:***@db/a"
+    assert redacted("postgresql://app:a@b@db/a") == "postgresql://app:***@db/a"
+    inner = "postgresql://app:pw42@direct/agents"  # the main password is its prefix
     both = redacted(f"postgresql://app:pw@db/agents?listen_url={quote(inner, safe='')}")
-    assert "listenPW" not in both and "pw@" not in both and "direct" in both
+    assert "pw" not in both.replace("%2Fagents", "") and "42" not in both and "direct" in both
     s = parse_postgres_url(url)
     assert "p%40ss" not in repr(s) and "p@ss" not in repr(s)
     err = _connect_error(RuntimeError('timeout expired for "app:p@ss/word@db"'), s)
@@ -129,3 +134,8 @@ def test_a_server_out_of_connections_says_what_to_raise_or_lower(why: str) -> No
     msg = str(_connect_error(RuntimeError(why), s))
     assert msg.startswith("PostgreSQL at db:5432 takes no more connections")
     assert "pool_size" in msg and "max_connections" in msg
+
+
+def test_a_bare_listen_parameter_means_on() -> None:
+    assert parse_postgres_url("postgresql://app@db/a?listen").listen_conninfo is not None
+    assert parse_postgres_url("postgresql://app@db/a?listen=off").listen_conninfo is None

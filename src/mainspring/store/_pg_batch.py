@@ -16,14 +16,15 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import psycopg
 from psycopg import pq
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailableError
 from ._group_commit import _Op
 from ._pg_statements import READ_FUSIONS, batch_read, fuse, multi_row_inserts, split_batch_read
 from ._pg_url import PgSettings, _line
@@ -242,13 +243,23 @@ class _Lost(Exception):
 
 
 class _Link:
-    """A writer thread's connection: opened on first use, reopened with backoff."""
+    """A writer thread's connection: opened on first use, reopened with backoff.
+
+    It also lets a watchdog in another thread cut a transaction that gets no answer
+    (:meth:`sever`): each attempt on a connection is timed (:attr:`attempt_since`), and
+    the link keeps its own duplicate of the socket, so the cut can never reach a
+    socket that reused the connection's file descriptor number.
+    """
 
     def __init__(self, connect: Callable[[], Conn]) -> None:
         self._connect = connect
         self.conn: Conn | None = None
         self._delay = 0.0
         self._next_try = 0.0
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None  # a duplicate of conn's, for sever()
+        self.attempt_since: float | None = None  # monotonic start of the attempt running
+        self._cut: float | None = None  # the attempt last cut
 
     def get(self) -> Conn:
         if self.conn is not None and not (self.conn.closed or self.conn.broken):
@@ -256,30 +267,48 @@ class _Link:
         self.close()
         time.sleep(max(0.0, self._next_try - time.monotonic()))
         try:
-            self.conn = self._connect()
+            conn = self._connect()
         except StoreError:
             self._delay = min(max(self._delay * 2, 0.05), 2.0)
             self._next_try = time.monotonic() + self._delay
             raise
-        self._delay = 0.0
-        return self.conn
-
-    def sever(self) -> None:
-        """Cut the connection under whatever the writer thread waits on (called from
-        another thread): the wait ends with a lost connection, which the batch treats
-        as any other (re-run, or reported as possibly committed)."""
-        conn = self.conn
-        if conn is None:
-            return
-        with contextlib.suppress(Exception):
-            link = socket.socket(fileno=os.dup(conn.pgconn.socket))
+        with self._lock:
+            self.conn = conn
             try:
-                link.shutdown(socket.SHUT_RDWR)
-            finally:
-                link.close()
+                self._sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+            except OSError:
+                self._sock = None  # no watchdog for this one; keepalives still apply
+        self._delay = 0.0
+        return conn
+
+    @contextlib.contextmanager
+    def attempt(self) -> Iterator[Conn]:
+        """The connection, timed for the watchdog while the caller's attempt runs."""
+        conn = self.get()
+        self.attempt_since = time.monotonic()
+        try:
+            yield conn
+        finally:
+            self.attempt_since = None
+
+    def sever(self, since: float) -> bool:
+        """Cut the connection if the attempt that started at ``since`` still runs
+        (called from another thread): its wait ends with a lost connection, which the
+        batch treats as any other (re-run, or reported as perhaps committed)."""
+        with self._lock:
+            if self.attempt_since != since or self._sock is None or self._cut == since:
+                return False
+            self._cut = since
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            return True
 
     def close(self) -> None:
-        conn, self.conn = self.conn, None
+        with self._lock:
+            conn, self.conn = self.conn, None
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
@@ -320,14 +349,15 @@ class Batches:
         while groups:
             ops = groups.pop(0)
             try:
-                rerun, conflict = self._transaction(link.get(), ops)
+                with link.attempt() as conn:
+                    rerun, conflict = self._transaction(conn, ops)
             except _Lost as exc:
                 link.close()
                 lost += 1
                 if exc.ambiguous or lost > 2:
                     _fail(
                         ops,
-                        StoreError(
+                        StoreUnavailableError(
                             "the connection to PostgreSQL was lost"
                             + (
                                 " while committing: the change may or may not be saved"
@@ -491,7 +521,7 @@ def _op_error(exc: Exception) -> Exception:
     if not isinstance(exc, psycopg.Error):
         return exc
     if exc.sqlstate == _READ_ONLY:
-        err = StoreError(
+        err: StoreError = StoreUnavailableError(
             "the database is read-only (a standby, or default_transaction_read_only is on), "
             "so nothing was saved; the writer reconnects: point the URL at the primary"
         )

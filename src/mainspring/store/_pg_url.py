@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailableError
 from ._redact import scrub
 
 _OWN_PARAMS = ("schema", "pool_size", "listen", "listen_url", "prepare_threshold", "lock_wait")
@@ -129,9 +129,12 @@ def parse_postgres_url(url: str) -> PgSettings:
         if wait_text in ("off", "none")
         else _number(own, "lock_wait", "0.25", float, "seconds (0 or more) or off")
     )
-    if lock_wait < 0 or lock_wait != lock_wait:
-        raise StoreError(f"lock_wait={lock_wait} in the URL: use seconds (0 or more) or off")
-    listen_text = own.get("listen", "on").lower()
+    if not (lock_wait == 0 or 0.001 <= lock_wait <= 86400):  # also NaN and infinity
+        raise StoreError(
+            f"lock_wait={own.get('lock_wait')!r} in the URL: use seconds from 0.001 to "
+            "86400, or off"
+        )
+    listen_text = own.get("listen", "on").lower() or "on"  # a bare ?listen means on
     if listen_text not in ("on", "off", "1", "0", "true", "false", "yes", "no"):
         raise StoreError(f"listen={own['listen']!r} in the URL: use on or off")
     listen = listen_text in ("on", "1", "true", "yes")
@@ -199,7 +202,7 @@ def _connect_error(exc: BaseException, s: PgSettings) -> StoreError:
             f"(CREATE ROLE {_ident(s.user)} LOGIN) or fix the user in the URL"
         )
     if "too many" in low or "connection slots are reserved" in low:
-        return StoreError(
+        return StoreUnavailableError(
             f"{where} takes no more connections ({why}); each Mainspring process opens "
             "up to pool_size writer connections and one listener: raise max_connections "
             "or the role's CONNECTION LIMIT, lower pool_size in the URL, or pool with PgBouncer"
@@ -210,8 +213,8 @@ def _connect_error(exc: BaseException, s: PgSettings) -> StoreError:
             "add a pg_hba.conf entry for it"
         )
     if any(w in low for w in ("refused", "resolve", "timeout", "unreachable", "no route")):
-        return StoreError(
+        return StoreUnavailableError(
             f"cannot reach {where} ({why}); check that the server is running "
             "and the host and port in the URL"
         )
-    return StoreError(f"cannot connect to {where}: {why}")
+    return StoreUnavailableError(f"cannot connect to {where}: {why}")

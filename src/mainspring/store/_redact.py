@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 
 def _password(url: str) -> str:
@@ -21,17 +21,17 @@ def scrub(text: str, url: str) -> str:
 
 
 def redacted(url: str) -> str:
-    """``url`` with its password, and that of a ``listen_url`` in it, replaced by
-    ``***`` (for logs and messages)."""
-    text = scrub(url, url)
+    """``url`` with its password, and that of any ``listen_url`` in it, replaced by
+    ``***`` (for logs and messages); rebuilt from its parts, not searched."""
     try:
-        query = dict(parse_qsl(urlsplit(url).query))
+        parts = urlsplit(url)
     except ValueError:
-        return text
-    inner = query.get("listen_url")
-    if inner:
-        password = _password(inner)
-        for form in {password, unquote(password), quote(password, safe="")}:
-            if form:
-                text = text.replace(form, "***")
-    return text
+        return "(a URL that cannot be read)"
+    userinfo, at, host = parts.netloc.rpartition("@")
+    netloc = f"{userinfo.partition(':')[0]}:***@{host}" if at and ":" in userinfo else parts.netloc
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k == "listen_url" for k, _ in query):
+        text = urlencode([(k, redacted(v) if k == "listen_url" else v) for k, v in query])
+    else:
+        text = parts.query
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{text}" if text else "")

@@ -290,24 +290,23 @@ class PostgresStore(Store):
             self._watchdog = None
 
     def _watch_writers(self, writers: list[tuple[GroupCommitThread, _Link]]) -> None:
-        """Cut the connection of a writer whose transaction has had no answer for
-        :data:`NO_ANSWER` seconds. A link that went silent (a hung proxy or server, a
-        network that drops packets) raises nothing and TCP keepalives cover only idle
+        """Cut the connection of a writer whose transaction attempt has had no answer
+        for :data:`NO_ANSWER` seconds. A link that went silent (a hung proxy or server,
+        a network that drops packets) raises nothing and TCP keepalives cover only idle
         connections: without this, the writer and all queued behind it would wait
-        for ever."""
+        for ever. Each attempt is cut once at most; a re-run on a new connection is
+        timed afresh."""
         while not self._watchdog_stop.wait(min(1.0, NO_ANSWER / 4)):
             now = time.monotonic()
-            for writer, link in writers:
-                since = writer.busy_since
-                if since is not None and now - since > NO_ANSWER and link.conn is not None:
+            for _writer, link in writers:
+                since = link.attempt_since
+                if since is not None and now - since > NO_ANSWER and link.sever(since):
                     log.warning(
                         "a PostgreSQL transaction had no answer for %.0f s; dropping its "
                         "connection (the transaction is re-run, or reported as perhaps "
                         "committed)",
                         now - since,
                     )
-                    link.sever()
-                    writer.busy_since = now  # once per NO_ANSWER seconds
 
     async def schema_status(self) -> tuple[int, int]:
         """``(version in the database, latest version this code knows)``."""
