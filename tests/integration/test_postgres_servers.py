@@ -193,6 +193,56 @@ async def test_a_writer_whose_link_goes_silent_cuts_it_and_carries_on(
         await link.stop()
 
 
+async def test_a_writer_gone_quiet_mid_transaction_does_not_hold_its_locks(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A client that stops talking inside a transaction (a dead link, a frozen process)
+    # would leave the server holding its row locks until TCP gave up on it, hours by
+    # default, and every other worker's step on those runs waiting: the server ends
+    # such a transaction itself, and the writer runs the operation again.
+    import threading
+
+    import psycopg
+
+    from mainspring.store import _pg_batch
+
+    monkeypatch.setattr(_pg_batch, "IDLE_IN_TRANSACTION", 0.5)
+    store = PostgresStore(pg_url)
+    await store.open()
+    locked, released = threading.Event(), threading.Event()
+    calls, run_id = 0, ""
+    lock_sql = "SELECT 1 FROM mainspring.mainspring_runs WHERE workflow_id = 'w1' FOR UPDATE"
+
+    def hold_then_stall(tx: Any) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            assert tx.q("run_by_id_for_update", {"run_id": run_id})  # as a step would
+            locked.set()
+            assert released.wait(60)  # the client has gone quiet, its lock taken
+        return str(tx.conn.execute("SELECT 'saved'").fetchone()[0])
+
+    def other_worker_takes_the_lock() -> None:
+        with psycopg.connect(pg_url) as conn:  # waits for the lock, if need be
+            conn.execute("SET lock_timeout = '30s'")
+            conn.execute(lock_sql).fetchall()
+
+    try:
+        run_id, _ = await store.start_workflow(
+            workflow_id="w1", workflow_type="T", task_queue="q", input="[]"
+        )
+        stalled = asyncio.ensure_future(store._run(hold_then_stall))
+        assert await asyncio.to_thread(locked.wait, 30)
+        await asyncio.to_thread(other_worker_takes_the_lock)
+        assert not stalled.done()  # the lock was freed while its client still stalled
+        released.set()
+        assert await asyncio.wait_for(stalled, 30) == "saved"
+        assert calls == 2  # ended by the server, then run again on a new connection
+    finally:
+        released.set()
+        await store.close()
+
+
 async def test_a_result_waiter_outlives_a_database_outage(pg_url: str) -> None:
     # a client waiting for a long agent run must not fail on a restart or a failover
     from urllib.parse import urlsplit, urlunsplit

@@ -38,6 +38,12 @@ log = logging.getLogger("mainspring.store")
 _CONFLICTS = frozenset({"40001", "40P01", "23505", "55P03"})
 _MAX_CONFLICT_RETRIES = 8
 _READ_ONLY = "25006"  # read_only_sql_transaction
+# Seconds a writer's transaction may wait for its client's next statement before the
+# server ends it. The statements of a batch follow each other within milliseconds, so a
+# wait this long means the client is gone (a dead link, a frozen process): without the
+# limit, the server would hold the transaction's row locks, and keep other workers'
+# steps on those runs waiting, until TCP gave up on the client (hours, by default).
+IDLE_IN_TRANSACTION = 30.0
 
 
 class _PgTx:
@@ -107,6 +113,7 @@ class _PgTx:
         if self.ahead and self.op in self.ahead:
             _ahead_unused()
         cur = self.conn.execute(self.sql[name], params)
+        self._sync()
         rows = cur.fetchall()
         if cur.rowcount > 0 and not self.sql[name].startswith("SELECT"):
             self.wrote = True
@@ -123,7 +130,9 @@ class _PgTx:
                     _ahead_unused()
                 self.wrote = self.wrote or wrote
                 return rows
-        rows, wrote = self._send(queries)()
+        collect = self._send(queries)
+        self._sync()
+        rows, wrote = collect()
         self.wrote = self.wrote or wrote
         return rows
 
@@ -141,12 +150,21 @@ class _PgTx:
             n, name, params = together
             cur = self.conn.execute(self.sql[name], params)
         sent = [(op, reads, self._send(reads)) for op, reads in ops[n:]]
+        self._sync()
         if together is not None:
             parts = split_batch_read(cur.fetchall(), params["run_ids"])
             for (op, reads), rows in zip(ops[:n], parts, strict=True):
                 ahead[op] = (reads, (rows, bool(rows[0])))
         ahead.update({op: (reads, collect()) for op, reads, collect in sent})
         self.ahead = ahead
+
+    def _sync(self) -> None:
+        """End a round trip (pipeline mode): send what is queued with a Sync and take
+        the answers. A Sync, not just a flush, so that between round trips the server
+        sees its session idle in a transaction, which ``idle_in_transaction_session_timeout``
+        ends if the client goes quiet (mid-pipeline, a session counts as active)."""
+        if self.pipe is not None:
+            self.pipe.sync()
 
     def _send(self, queries: Reads) -> Callable[[], tuple[list[list[tuple[Any, ...]]], bool]]:
         """Send ``queries`` (fused where :data:`READ_FUSIONS` knows how); return what
@@ -190,8 +208,7 @@ class _PgTx:
         if self.ahead and self.op in self.ahead:
             _ahead_unused()
         cur = self.conn.execute(self.sql[name], params)
-        if self.pipe is not None:
-            self.pipe.sync()  # the row count is needed now
+        self._sync()  # the row count is needed now
         n = cur.rowcount
         if n > 0:
             self.wrote = True
@@ -322,15 +339,18 @@ class Batches:
         self._sql = sql
         self._token = token
         self._channel = f"mainspring_{settings.schema}"
-        wait = settings.lock_wait
-        timeout = [f"SET LOCAL lock_timeout = {int(wait * 1000)}"] if wait else []
         # the isolation the row locks and fences are designed for, whatever the server's
-        # or role's default_transaction_isolation says
-        self._begin = "BEGIN ISOLATION LEVEL READ COMMITTED"
-        self._begin_batch = "; ".join([self._begin, *timeout])
+        # or role's default_transaction_isolation says; settings for this transaction
+        # only (SET LOCAL), as a pooler in transaction mode may hand the session on
+        limits = {"idle_in_transaction_session_timeout": int(IDLE_IN_TRANSACTION * 1000)}
+        begin, settings_sql = "BEGIN ISOLATION LEVEL READ COMMITTED", _set_local(limits)
+        if settings.lock_wait:
+            limits["lock_timeout"] = int(settings.lock_wait * 1000)
+        self._begin = "; ".join([begin, settings_sql])
+        self._begin_batch = "; ".join([begin, _set_local(limits)])
         # the same, one statement each, for pipeline mode
-        self._begin_steps = [self._begin]
-        self._batch_steps = self._begin_steps + timeout
+        self._begin_steps = [begin, settings_sql]
+        self._batch_steps = [begin, _set_local(limits)]
         self._notify_sql = "SELECT pg_notify(%s, %s)"
         self.commits = 0
 
@@ -507,6 +527,15 @@ class Batches:
                 conn.execute("ROLLBACK")
             raise StoreError(f"database error: {_line(exc)}") from exc
         return [], None
+
+
+def _set_local(settings: dict[str, int]) -> str:
+    """One statement that sets ``settings`` for the current transaction only."""
+    if len(settings) == 1:
+        ((name, value),) = settings.items()
+        return f"SET LOCAL {name} = {value}"
+    calls = ", ".join(f"set_config('{name}', '{value}', true)" for name, value in settings.items())
+    return f"SELECT {calls}"
 
 
 def _idle(conn: Conn) -> bool:
