@@ -7,7 +7,9 @@ one red line and exits 1.
 
 from __future__ import annotations
 
+import io
 import os
+import sys
 
 import click
 
@@ -125,6 +127,11 @@ def demo(workflows: int, kill_after: int, db: str | None) -> None:
 
 def main() -> None:
     """Entry point of the ``mainspring`` console script."""
+    for stream in (sys.stdout, sys.stderr):
+        # text that has no form in the terminal's encoding (a lone surrogate a cut
+        # stream left in a result) prints as its escape, \ud83d, not as a crash
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     try:
         cli.main(prog_name="mainspring")
     except BrokenPipeError:  # e.g. `mainspring workflow list | head`

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from ._json import encoder
 from .errors import PayloadError, PayloadTooLargeError
 
 DEFAULT_MAX_PAYLOAD_SIZE = 2 * 1024 * 1024
@@ -49,7 +50,7 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__qualname__} is not serializable")
 
 
-_ENCODE = json.JSONEncoder(default=_default, separators=(",", ":"), ensure_ascii=False).encode
+_ENCODE = encoder(_default)
 
 
 class PayloadConverter:
@@ -74,7 +75,7 @@ class PayloadConverter:
                 f"cannot serialize the {what}: {exc}. Use JSON values, dataclasses, "
                 "pydantic models, datetimes, UUIDs or Enums"
             ) from exc
-        size = len(text.encode("utf-8", "surrogatepass"))
+        size = len(text.encode("utf-8"))
         if size > self.max_payload_size:
             raise PayloadTooLargeError(
                 f"the {what} is {size} bytes, over the {self.max_payload_size}-byte limit; "

@@ -197,6 +197,21 @@ def test_list_and_history(db: str, worker: subprocess.Popen[str]) -> None:
     assert "ActivityTaskCompleted" in table and "approve" in table
 
 
+def test_text_with_a_lone_surrogate_prints_as_its_escape(
+    db: str, worker: subprocess.Popen[str]
+) -> None:
+    # a lone surrogate (half an emoji, as a cut stream leaves it) has no UTF-8 form:
+    # printing it crashed the command with a traceback
+    cli(
+        "workflow", "start", "Greeter", "--id", "cut", "-q", TASK_QUEUE, "--arg", '"\\ud83d"', db=db
+    )
+    cli("workflow", "signal", "cut", "approve", "--arg", '"ann \\udc80"', db=db)
+    result = cli("workflow", "result", "cut", "--timeout", "30", db=db).stdout
+    assert json.loads(result) == {"greeting": "hello \ud83d", "approved_by": "ann \udc80"}
+    table = cli("workflow", "history", "cut", db=db).stdout
+    assert "hello \\ud83d" in table and "ann \\udc80" in table
+
+
 def test_cancel_and_terminate(db: str, worker: subprocess.Popen[str]) -> None:
     for wid in ("sleep-1", "sleep-2"):
         cli("workflow", "start", "Sleeper", "--id", wid, "-q", TASK_QUEUE, db=db)

@@ -10,6 +10,8 @@ from datetime import timedelta as td
 import pytest
 
 from mainspring import (
+    ActivityError,
+    ApplicationError,
     Client,
     EventType,
     NondeterminismError,
@@ -23,6 +25,8 @@ from mainspring import (
     WorkflowClosedError,
     WorkflowNotFoundError,
     WorkflowStatus,
+    activity,
+    workflow,
 )
 from mainspring import client as client_module
 from mainspring.runtime.commands import CompleteWorkflow
@@ -99,6 +103,54 @@ async def test_default_payload_limit_is_two_mib(client: Client) -> None:
             agents.Hello.run, "x" * (2 * 1024 * 1024), id="b", task_queue=TQ
         )
     await client.start_workflow(agents.Hello.run, "x" * (1024 * 1024), id="ok", task_queue=TQ)
+
+
+CUT = "\ud83d"  # half of a surrogate pair: a stream cut in the middle of an emoji
+
+
+@activity.defn(retry_policy=agents.FAST)
+async def cut_answer(prompt: str) -> str:
+    return f"{prompt} -> answer {CUT}"
+
+
+@activity.defn(retry_policy=agents.FAST)
+async def cut_refusal(prompt: str) -> str:
+    raise ApplicationError(f"refused {CUT}", {CUT: [CUT]}, non_retryable=True)
+
+
+@workflow.defn
+class CutText:
+    @workflow.run
+    async def run(self, prompt: str) -> list[object]:
+        answer = await cut_answer(prompt)
+        try:
+            await cut_refusal(prompt)
+        except ActivityError as err:
+            cause = err.__cause__
+            assert isinstance(cause, ApplicationError)
+            return [answer, cause.message, cause.details]
+        return [answer]
+
+
+async def test_text_with_lone_surrogates_is_saved_and_read_back_exactly(client: Client) -> None:
+    # Python text may hold half of a surrogate pair, which has no UTF-8 form: the
+    # database driver refused it, so such an activity result could never be saved
+    # and the activity ran again and again. It is stored escaped, and read back as is.
+    async with Worker(
+        client, task_queue="cut", workflows=[CutText], activities=[cut_answer, cut_refusal]
+    ):
+        h = await client.start_workflow(
+            CutText.run, f"prompt {CUT}", id=uid("cut"), task_queue="cut"
+        )
+        assert await asyncio.wait_for(h.result(), 30) == [
+            f"prompt {CUT} -> answer {CUT}",
+            f"refused {CUT}",
+            [{CUT: [CUT]}],
+        ]
+    async with make_worker(client):  # and in signals and a workflow's own text
+        h = await client.start_workflow(agents.Approval.run, 60.0, id=uid("cut"), task_queue=TQ)
+        await h.signal(agents.Approval.decide, f"yes {CUT}")
+        assert await asyncio.wait_for(h.result(), 30) == f"decided yes {CUT} after 1 signal(s)"
 
 
 async def test_duplicate_workflow_id(client: Client) -> None:

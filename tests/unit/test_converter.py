@@ -99,3 +99,20 @@ def test_size_limit_counts_utf8_bytes() -> None:
 def test_invalid_json_payload() -> None:
     with pytest.raises(PayloadError, match="not valid JSON"):
         conv.decode("{nope", None)
+
+
+def test_text_stays_as_written_unless_it_holds_a_lone_surrogate() -> None:
+    c = PayloadConverter()
+    assert c.encode(["héllo 🙂", "日本"]) == '["héllo 🙂","日本"]'  # not \u-escaped
+    cut = "héllo \ud83d"  # half of a surrogate pair: no UTF-8 form
+    text = c.encode({"k": [cut]})
+    assert text == '{"k":["h\\u00e9llo \\ud83d"]}'
+    text.encode("utf-8")  # a UTF-8 database column takes it
+    assert c.decode(text) == {"k": [cut]}
+
+
+def test_a_lone_surrogate_counts_as_its_escape_against_the_size_limit() -> None:
+    c = PayloadConverter(max_payload_size=8)
+    assert c.encode("\ud800") == '"\\ud800"'  # 8 bytes
+    with pytest.raises(PayloadTooLargeError, match="is 14 bytes"):
+        c.encode("\ud800\ud800")

@@ -8,12 +8,12 @@ is stale changes nothing.
 
 from __future__ import annotations
 
-import json
 import random
 import uuid
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from ..._json import encoder
 from ...errors import (
     Failure,
     WorkflowAlreadyStartedError,
@@ -82,7 +82,7 @@ def _q1(tx: Tx, name: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
     return rows[0] if rows else None
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_dumps = encoder()
 
 
 # --------------------------------------------------------------------------- runs
