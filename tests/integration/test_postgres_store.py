@@ -181,7 +181,7 @@ async def test_role_without_create_gets_the_grant(pg_url: str) -> None:
         assert as_role != pg_url
         with pytest.raises(StoreError) as info:
             await PostgresStore(as_role).open()
-        assert f"GRANT CREATE ON DATABASE {db} TO {role};" in str(info.value)
+        assert f'GRANT CREATE ON DATABASE "{db}" TO "{role}";' in str(info.value)
         assert "lacks CREATE on database" in str(info.value)
         admin_sql(pg_url, f"GRANT CREATE ON DATABASE {db} TO {role}")
         s = PostgresStore(as_role + "?pool_size=1")
@@ -477,11 +477,14 @@ class Echo:
         return await shout(text)
 
 
-async def test_two_schemas_in_one_database_are_independent_installations(pg_url: str) -> None:
+async def test_schemas_in_one_database_are_independent_installations(pg_url: str) -> None:
     # Every statement names its schema (none relies on search_path): the same workflow
-    # id runs in both, and each installation sees only its own run.
+    # id runs in each, and each installation sees only its own run. Any name the URL
+    # takes works: a reserved word (quoted in SQL), the longest (its notification
+    # channel, mainspring_<schema>, then has PostgreSQL's longest name, 63 bytes).
+    longest = "s" * 52
     results = {}
-    for schema in ("mainspring_blue", "green"):
+    for schema in ("mainspring_blue", "user", longest):
         client = await Client.connect(f"{pg_url}?schema={schema}")
         try:
             async with Worker(client, task_queue="echo", workflows=[Echo], activities=[shout]):
@@ -491,13 +494,18 @@ async def test_two_schemas_in_one_database_are_independent_installations(pg_url:
             assert [r.workflow_id for r in await client.list_workflows()] == ["same-id"]
         finally:
             await client.close()
-    assert results == {"mainspring_blue": "MAINSPRING_BLUE\x00!", "green": "GREEN\x00!"}
+    assert results == {
+        "mainspring_blue": "MAINSPRING_BLUE\x00!",
+        "user": "USER\x00!",
+        longest: longest.upper() + "\x00!",
+    }
     counts = admin_sql(
         pg_url,
         "SELECT table_schema, count(*) FROM information_schema.tables "
         "WHERE table_name LIKE 'mainspring%%' GROUP BY 1 ORDER BY 1",
     )
-    assert counts == [("green", 6), ("mainspring_blue", 6)]  # nothing in public or elsewhere
+    # nothing in public or elsewhere
+    assert counts == [("mainspring_blue", 6), (longest, 6), ("user", 6)]
 
 
 def _one_batch(

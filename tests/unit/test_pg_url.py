@@ -68,6 +68,7 @@ def test_libpq_defaults_are_added_unless_the_url_sets_them() -> None:
         ("postgresql://app@db/a?listen_url=postgresql%3A%2F%2Fh2%3A99999%2Fa", "listen_url: port"),
         ("postgresql:/agents", "invalid PostgreSQL URL: not postgresql://"),
         ("postgresql://app:hunter2@db/a?schema=Blue", "not a plain lower-case identifier"),
+        ("postgresql://app@db/a?schema=" + "s" * 53, "is 53 characters long; use at most 52"),
         ("postgresql://app@db/a?pool_size=0", "pool_size=0 in the URL: use a whole number"),
         ("postgresql://app@db/a?pool_size=two", "pool_size='two' in the URL: use a whole"),
         ("postgresql://app@db/a?lock_wait=soon", "lock_wait='soon' in the URL: use seconds"),

@@ -14,7 +14,9 @@ from ..errors import StoreError, StoreUnavailableError
 from ._redact import scrub
 
 _OWN_PARAMS = ("schema", "pool_size", "listen", "listen_url", "prepare_threshold", "lock_wait")
-_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+# the notification channel is mainspring_<schema>, and PostgreSQL names end at 63 bytes
+MAX_SCHEMA_LENGTH = 63 - len("mainspring_")
 _URL_FORM = "use postgresql://user:password@host:5432/dbname"
 
 
@@ -26,7 +28,9 @@ def _line(exc: BaseException) -> str:
 
 
 def _ident(name: str) -> str:
-    return name if _IDENT.match(name) else '"' + name.replace('"', '""') + '"'
+    """``name`` as a quoted SQL identifier (quoted always: ``user`` or ``order``, say,
+    are reserved words, and would not parse unquoted)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,7 +117,16 @@ def parse_postgres_url(url: str) -> PgSettings:
     conninfo, own, info = _checked(url)
     schema = own.get("schema", "mainspring")
     if not _IDENT.match(schema):
-        raise StoreError(f"schema={schema!r} in the URL is not a plain lower-case identifier")
+        raise StoreError(
+            f"schema={schema!r} in the URL is not a plain lower-case identifier "
+            "(letters a-z, digits and underscores, not starting with a digit)"
+        )
+    if len(schema) > MAX_SCHEMA_LENGTH:
+        raise StoreError(
+            f"schema={schema!r} in the URL is {len(schema)} characters long; use at most "
+            f"{MAX_SCHEMA_LENGTH} (Mainspring's notification channel, mainspring_<schema>, "
+            "must fit PostgreSQL's 63-byte limit on names)"
+        )
     threshold_text = own.get("prepare_threshold", "5").lower()
     wait_text = own.get("lock_wait", "0.25").lower()
     pool_size = _number(own, "pool_size", "2", int, "a whole number from 1 to 64")
