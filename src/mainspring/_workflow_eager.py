@@ -8,7 +8,6 @@ the run's next decision committed together.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import UTC, datetime
 
 from ._workflow_core import CachedRun, RunnerCore
@@ -26,9 +25,9 @@ class EagerSteps(RunnerCore):
     # ------------------------------------------------------------------ eager start
 
     async def start_eagerly(
-        self, workflow_id: str, workflow_type: str, input: str, use_existing: bool
+        self, workflow_id: str, workflow_type: str, input: str, use_existing: bool, run_id: str
     ) -> tuple[str, bool] | None:
-        """Start a run of this queue and decide its first step here, in one commit.
+        """Start run ``run_id`` of this queue and decide its first step here, in one commit.
 
         Returns ``None`` (the client then starts it the ordinary way) when this worker
         does not know the type, is full or stopping, or the first step fails.
@@ -36,7 +35,6 @@ class EagerSteps(RunnerCore):
         definition = self.workflows.get(workflow_type)
         if definition is None or self.stopping or len(self._inflight) >= self.max_concurrent:
             return None
-        run_id = uuid.uuid4().hex
         now = self.store.clock.now()
         info = WorkflowInfo(
             workflow_id=workflow_id,

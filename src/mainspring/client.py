@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,8 @@ log = logging.getLogger("mainspring.client")
 QUERY_RECHECK = 0.5
 RESULT_RECHECK = 2.0
 LIVE_RECHECK = 30.0
+# seconds start_workflow() keeps re-sending a start whose outcome it could not learn
+START_RETRY_WINDOW = 30.0
 
 
 def _recheck(store: Store, polling: float) -> float:
@@ -187,6 +190,13 @@ class Client:
         :class:`~mainspring.WorkflowAlreadyStartedError`, or with
         ``id_conflict_policy="use_existing"`` returns a handle to that run. Arguments
         that cannot be serialized, or are too large, raise before anything is stored.
+
+        Exactly once: when the database cannot be reached, or the answer to the commit
+        is lost, the same start (same run id) is sent again, for up to
+        :data:`START_RETRY_WINDOW` seconds; if the first one committed, its run is
+        returned, even if it has closed meanwhile, and no second run starts. After the
+        window, :class:`~mainspring.StoreUnavailableError` says the start may or may
+        not have happened.
         """
         check_name(id, "workflow id")
         check_name(task_queue, "task_queue")
@@ -195,19 +205,67 @@ class Client:
         name, _, ret = _workflow_target(workflow)
         payload = self.converter.encode_args(args, what=f"arguments of workflow {name!r}")
         use_existing = id_conflict_policy == "use_existing"
-        for starter in self.store.eager_starters(task_queue):
-            # a worker in this process decides the first step in the same commit
-            started = await starter(id, name, payload, use_existing)
-            if started is not None:
-                return WorkflowHandle(self, id, run_id=started[0], result_type=result_type or ret)
-        run_id, _ = await self.store.start_workflow(
-            workflow_id=id,
-            workflow_type=name,
-            task_queue=task_queue,
-            input=payload,
-            use_existing=id_conflict_policy == "use_existing",
-        )
-        return WorkflowHandle(self, id, run_id=run_id, result_type=result_type or ret)
+        run_id = uuid.uuid4().hex  # named here, so a start sent again is known as the same
+        try:
+            for starter in self.store.eager_starters(task_queue):
+                # a worker in this process decides the first step in the same commit
+                started = await starter(id, name, payload, use_existing, run_id)
+                if started is not None:
+                    return WorkflowHandle(
+                        self, id, run_id=started[0], result_type=result_type or ret
+                    )
+            started = await self.store.start_workflow(
+                workflow_id=id,
+                workflow_type=name,
+                task_queue=task_queue,
+                input=payload,
+                use_existing=use_existing,
+                run_id=run_id,
+            )
+        except StoreUnavailableError as exc:
+            started = await self._start_again(
+                id, name, task_queue, payload, use_existing, run_id, exc
+            )
+        return WorkflowHandle(self, id, run_id=started[0], result_type=result_type or ret)
+
+    async def _start_again(
+        self,
+        workflow_id: str,
+        workflow_type: str,
+        task_queue: str,
+        payload: str,
+        use_existing: bool,
+        run_id: str,
+        error: StoreUnavailableError,
+    ) -> tuple[str, bool]:
+        """Send a start whose outcome is unknown again, until the database answers."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_RETRY_WINDOW
+        delay = 0.1
+        while True:
+            report(log, f"starting workflow {workflow_id!r}", error, "retrying")
+            left = deadline - loop.time()
+            if left <= 0:
+                raise StoreUnavailableError(
+                    f"workflow {workflow_id!r} may or may not have started: the database "
+                    f"gave no answer within {START_RETRY_WINDOW:g} s ({error}); start it "
+                    'again with id_conflict_policy="use_existing", or look for it with '
+                    "get_workflow_handle()"
+                ) from error
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 2.0)
+            try:
+                return await self.store.start_workflow(
+                    workflow_id=workflow_id,
+                    workflow_type=workflow_type,
+                    task_queue=task_queue,
+                    input=payload,
+                    use_existing=use_existing,
+                    run_id=run_id,
+                    resent=True,
+                )
+            except StoreUnavailableError as exc:
+                error = exc
 
     async def execute_workflow(
         self,

@@ -16,6 +16,7 @@ from mainspring import (
     Replayer,
     RetryPolicy,
     StoreError,
+    StoreUnavailableError,
     Worker,
     activity,
     workflow,
@@ -149,3 +150,82 @@ async def test_a_lost_acknowledgement_does_not_strand_an_eagerly_leased_activity
     assert [e.event_id for e in history] == list(range(1, len(history) + 1))
     scheduled = [e for e in history if e.event_type is EventType.ACTIVITY_TASK_SCHEDULED]
     assert len(scheduled) == 1  # the decision was recorded once
+
+
+def lost_while_committing() -> StoreUnavailableError:
+    return StoreUnavailableError(
+        "the connection to PostgreSQL was lost while committing: the change may or may "
+        "not be saved; retry (simulated)"
+    )
+
+
+async def test_a_start_whose_answer_is_lost_starts_one_run_even_if_it_closes_first(
+    client: Client,
+) -> None:
+    # The start commits, its answer is lost, and the run closes before the start is
+    # sent again: the client must return that run, not start the workflow a second time
+    # (an open-run check alone would find nothing and start it again).
+    real = client.store.start_workflow
+    lost: list[str] = []
+
+    async def start(**kw: Any) -> tuple[str, bool]:
+        out = await real(**kw)
+        if not lost:
+            lost.append(out[0])
+            await client.store.terminate(kw["workflow_id"], out[0], "finished meanwhile")
+            raise lost_while_committing()
+        return out
+
+    client.store.start_workflow = start  # type: ignore[method-assign]
+    h = await client.start_workflow(
+        OneStep.run, 1, id="once", task_queue="nobody", id_conflict_policy="use_existing"
+    )
+    assert lost and h.run_id == lost[0]
+    assert [r.run_id for r in await client.list_workflows()] == lost
+
+
+async def test_an_eager_start_whose_answer_is_lost_runs_once(client: Client) -> None:
+    # With a worker in this process, the start and the first decision commit together;
+    # when that answer is lost, the start sent again finds the run instead of raising
+    # WorkflowAlreadyStartedError (this is its own run) or starting another.
+    real = client.store.start_and_decide
+    lost: list[str] = []
+
+    async def start_and_decide(**kw: Any) -> Any:
+        out = await real(**kw)
+        if not lost:
+            lost.append(out[0])
+            raise lost_while_committing()
+        return out
+
+    client.store.start_and_decide = start_and_decide  # type: ignore[method-assign]
+    async with Worker(
+        client, task_queue="eager-lost", workflows=[OneStep], activities=[slow_to_expire]
+    ):
+        h = await client.start_workflow(OneStep.run, 1, id="eager", task_queue="eager-lost")
+        assert await asyncio.wait_for(h.result(), timeout=60) == 2  # a guard, not a time
+    assert lost and h.run_id == lost[0]
+    assert [r.run_id for r in await client.list_workflows()] == lost
+    history = await h.fetch_history()
+    scheduled = [e for e in history if e.event_type is EventType.ACTIVITY_TASK_SCHEDULED]
+    assert len(scheduled) == 1
+
+
+async def test_a_start_that_gets_no_answer_for_the_whole_window_says_so(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mainspring import client as client_module
+
+    monkeypatch.setattr(client_module, "START_RETRY_WINDOW", 0.3)
+    sent: list[bool] = []
+
+    async def start(**kw: Any) -> tuple[str, bool]:
+        sent.append(kw.get("resent", False))
+        raise lost_while_committing()
+
+    client.store.start_workflow = start  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailableError) as info:
+        await client.start_workflow(OneStep.run, 1, id="never", task_queue="nobody")
+    assert "workflow 'never' may or may not have started" in str(info.value)
+    assert 'id_conflict_policy="use_existing"' in str(info.value)
+    assert sent[0] is False and len(sent) > 1 and all(sent[1:])

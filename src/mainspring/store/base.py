@@ -32,9 +32,9 @@ from .records import (
 
 __all__ = ["ACTIVITY_LEASE_CAP", "Clock", "EagerStarter", "Store"]
 
-EagerStarter = Callable[[str, str, str, bool], Awaitable["tuple[str, bool] | None"]]
-"""``(workflow_id, workflow_type, input, use_existing) -> (run_id, started)``, or
-``None`` when the worker cannot take the run (unknown type, no capacity)."""
+EagerStarter = Callable[[str, str, str, bool, str], Awaitable["tuple[str, bool] | None"]]
+"""``(workflow_id, workflow_type, input, use_existing, run_id) -> (run_id, started)``,
+or ``None`` when the worker cannot take the run (unknown type, no capacity)."""
 
 
 class Store(ActivityOps):
@@ -54,8 +54,14 @@ class Store(ActivityOps):
         task_queue: str,
         input: str,
         use_existing: bool = False,
+        run_id: str | None = None,
+        resent: bool = False,
     ) -> tuple[str, bool]:
-        """Start a run; return ``(run_id, started)``."""
+        """Start a run (named ``run_id``, or a new id); return ``(run_id, started)``.
+
+        ``resent``: the same start was sent before and its outcome is unknown; if it
+        committed, its run is returned (open or closed) instead of starting another.
+        """
         result = await self._write(
             self._telling(
                 self._at(
@@ -65,6 +71,8 @@ class Store(ActivityOps):
                     task_queue=task_queue,
                     input=input,
                     use_existing=use_existing,
+                    run_id=run_id,
+                    resent=resent,
                 ),
                 lambda _: [queue_topic(task_queue, WORKFLOWS)],
             )

@@ -206,12 +206,21 @@ def start_workflow(
     now: float,
     use_existing: bool,
     run_id: str | None = None,
+    resent: bool = False,
 ) -> tuple[str, bool]:
     """Start a run; return ``(run_id, started)``. Idempotent by workflow id.
+
+    ``resent``: this start, with this ``run_id``, was sent before and its outcome is
+    unknown (the answer was lost); if that start committed, its run is returned, open
+    or already closed, as started by this call.
 
     The started event's attributes are :func:`started_attributes`; a worker that
     decides the first step eagerly builds the same event before this runs.
     """
+    if resent and run_id is not None:
+        mine = _run(tx, run_id)
+        if mine is not None and mine.workflow_id == workflow_id:
+            return run_id, True
     existing = _q1(tx, "open_run_by_workflow_id", {"workflow_id": workflow_id})
     if existing is not None:
         run = RunRecord.from_row(existing)
