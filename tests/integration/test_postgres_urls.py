@@ -4,6 +4,7 @@ list of hosts tried in turn (a failover pair)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from mainspring import Client, Worker, activity, workflow
+from mainspring import Client, Worker, WorkflowAlreadyStartedError, activity, workflow
 from tests import _pg
 
 pytestmark = pytest.mark.skipif(not _pg.enabled(), reason=_pg.report_header())
@@ -93,3 +94,29 @@ async def test_a_host_list_falls_over_to_the_host_that_answers(pg_url: str) -> N
     )
     assert dead in url
     await _round_trip(url, "by-list")
+
+
+async def test_prepare_threshold_0_prepares_every_statement_that_can_be(pg_url: str) -> None:
+    # psycopg's prepare_threshold=0 prepares a statement on its first run; a migration
+    # script or "BEGIN; SET LOCAL …" holds several statements, which cannot be
+    # prepared: those must run unprepared, or the first start fails.
+    url = f"{pg_url}?prepare_threshold=0"
+    await _round_trip(url, "prep0")
+    client = await Client.connect(url)
+    try:  # a failing op sends its batch down the careful path, statement by statement
+        await client.start_workflow(Echo.run, "x", id="held", task_queue="prep0")
+        with pytest.raises(WorkflowAlreadyStartedError):
+            await client.start_workflow(Echo.run, "again", id="held", task_queue="prep0")
+        batch = await asyncio.gather(
+            *(
+                client.start_workflow(Echo.run, "x", id=f"many-{i % 3}", task_queue="prep0")
+                for i in range(6)
+            ),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(r, WorkflowAlreadyStartedError) for r in batch) == 3
+        assert all(
+            isinstance(r, WorkflowAlreadyStartedError) or r.id.startswith("many-") for r in batch
+        )
+    finally:
+        await client.close()

@@ -493,7 +493,8 @@ class Batches:
         tx = _PgTx(conn, self._sql, None)
         committing = False
         try:
-            conn.execute(self._begin if len(ops) == 1 else self._begin_batch)
+            # two statements in one: never prepared (prepare_threshold=0 would try)
+            conn.execute(self._begin if len(ops) == 1 else self._begin_batch, prepare=False)
             for op in ops:
                 op.result = op.error = None
                 try:

@@ -99,12 +99,14 @@ class PostgresStore(Store):
 
     # ------------------------------------------------------------------ connection
 
-    def _connect(self, conninfo: str | None = None) -> Conn:
+    def _connect(self, conninfo: str | None = None, *, prepare: bool = True) -> Conn:
         try:
             return psycopg.connect(
                 conninfo or self.settings.conninfo,
                 autocommit=True,
-                prepare_threshold=self.settings.prepare_threshold,
+                # one-off connections (migration scripts hold several statements, which
+                # a prepared statement cannot) prepare nothing
+                prepare_threshold=self.settings.prepare_threshold if prepare else None,
             )
         except psycopg.Error as exc:
             raise _connect_error(exc, self.settings) from exc
@@ -114,7 +116,7 @@ class PostgresStore(Store):
         s = self.settings
         scripts = migrations("postgres")
         latest = scripts[-1][0]
-        conn = self._connect()
+        conn = self._connect(prepare=False)
         user, db = s.user, s.dbname
         need = f"USAGE and CREATE on schema {s.schema}"
         grant = f"GRANT USAGE, CREATE ON SCHEMA {_ident(s.schema)} TO {{user}};"
@@ -211,7 +213,7 @@ class PostgresStore(Store):
     def _inspect(self) -> SchemaInfo:
         s = self.settings
         latest = schema_version()
-        conn = self._connect()
+        conn = self._connect(prepare=False)
         try:
             with conn.transaction():
                 conn.execute("SET TRANSACTION READ ONLY")
