@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import pwd
+import shutil
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -85,3 +87,37 @@ def fresh_database() -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def pgbouncer_binary() -> str | None:
+    """The installed ``pgbouncer`` executable, if any."""
+    return shutil.which("pgbouncer") or next(
+        (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(p, os.X_OK)), None
+    )
+
+
+@functools.cache
+def pgbouncer_missing() -> str | None:
+    """``None`` if the PgBouncer tests can run, else why not; raise instead if
+    ``MAINSPRING_REQUIRE_PGBOUNCER=1`` (as in CI)."""
+    why = None
+    if not enabled():
+        why = f"PostgreSQL {_probe()}"
+    elif pgbouncer_binary() is None:
+        why = "pgbouncer is not installed (Debian: apt-get install pgbouncer)"
+    elif os.geteuid() == 0:  # PgBouncer refuses to run as root
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            why = "running as root, and there is no postgres user to run pgbouncer as"
+    if why is not None and os.environ.get("MAINSPRING_REQUIRE_PGBOUNCER") == "1":
+        raise RuntimeError(f"MAINSPRING_REQUIRE_PGBOUNCER=1 but {why}")
+    return why
+
+
+def pgbouncer_report() -> str:
+    """A line for pytest's header saying whether the PgBouncer tests run."""
+    why = pgbouncer_missing()
+    if why is None:
+        return f"mainspring: PgBouncer tests RUN with {pgbouncer_binary()}"
+    return f"mainspring: PgBouncer tests SKIPPED: {why}"

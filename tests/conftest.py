@@ -14,8 +14,8 @@ from tests._clock import ManualClock
 STORES = ["sqlite", *(["postgres"] if _pg.enabled() else [])]
 
 
-def pytest_report_header() -> str:
-    return _pg.report_header()
+def pytest_report_header() -> list[str]:
+    return [_pg.report_header(), _pg.pgbouncer_report()]
 
 
 @pytest.fixture(params=STORES)
