@@ -243,6 +243,26 @@ async def test_a_writer_gone_quiet_mid_transaction_does_not_hold_its_locks(
         await store.close()
 
 
+async def test_an_op_error_on_a_link_that_broke_meanwhile_reruns_the_batch(
+    store: PostgresStore,
+) -> None:
+    # An op may raise its own error (say, "already started") just as the link breaks:
+    # that answer came from a transaction that can no longer commit, so the batch runs
+    # again on a new connection, not fail as a bug ("database error") would.
+    calls = 0
+
+    def raise_as_the_link_breaks(tx: Any) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            tx.conn.close()  # the link breaks while the op runs
+            raise ValueError("an answer from a transaction that is gone")
+        return str(tx.q("run_by_id", {"run_id": "none"}))
+
+    assert await store._run(raise_as_the_link_breaks) == "[]"
+    assert calls == 2
+
+
 async def test_a_result_waiter_outlives_a_database_outage(pg_url: str) -> None:
     # a client waiting for a long agent run must not fail on a restart or a failover
     from urllib.parse import urlsplit, urlunsplit

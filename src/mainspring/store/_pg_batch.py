@@ -458,9 +458,10 @@ class Batches:
                     # leaving the pipeline syncs and fetches COMMIT's result (and raises
                     # its error); a sync here as well would cost one more round trip
                     conn.execute("COMMIT")
-                except Exception:
+                except Exception as exc:
                     if conn.broken or conn.closed:
-                        raise
+                        # whatever the op raised, its transaction is gone with the link
+                        raise _Lost(committing) from exc
                     failed = True
                     with contextlib.suppress(psycopg.Error):
                         pipe.sync()
@@ -502,7 +503,7 @@ class Batches:
                     tx.end_op()
                 except Exception as exc:  # delivered to the caller
                     if conn.broken or conn.closed:
-                        raise
+                        raise _Lost(committing) from exc
                     if op.readonly and not _in_error(conn):
                         op.error = exc  # wrote nothing: nothing to undo
                         tx.end_op()
