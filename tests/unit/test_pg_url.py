@@ -140,3 +140,18 @@ def test_a_server_out_of_connections_says_what_to_raise_or_lower(why: str) -> No
 def test_a_bare_listen_parameter_means_on() -> None:
     assert parse_postgres_url("postgresql://app@db/a?listen").listen_conninfo is not None
     assert parse_postgres_url("postgresql://app@db/a?listen=off").listen_conninfo is None
+
+
+@pytest.mark.parametrize(("version", "named"), [(110022, "11"), (90624, "9.6"), (100023, "10")])
+def test_a_server_older_than_12_is_refused_in_one_line(version: int, named: str) -> None:
+    from mainspring.store.postgres import _check_server_version
+
+    s = parse_postgres_url("postgresql://app@db:5433/agents")
+    with pytest.raises(StoreError) as err:
+        _check_server_version(s, version)
+    assert str(err.value) == (
+        f"PostgreSQL at db:5433/agents is version {named}; Mainspring needs PostgreSQL 12 "
+        "or newer: upgrade the server"
+    )
+    _check_server_version(s, 120000)  # 12.0 and newer pass
+    _check_server_version(s, 170002)

@@ -55,6 +55,19 @@ def schema_version() -> int:
     return migrations("postgres")[-1][0]
 
 
+OLDEST_SERVER = 120000  # PostgreSQL 12: the oldest release this code is written for
+
+
+def _check_server_version(s: PgSettings, version: int) -> None:
+    """Refuse a server older than :data:`OLDEST_SERVER` in one clear line."""
+    if version < OLDEST_SERVER:
+        major = f"{version // 10000}" + (f".{version // 100 % 100}" if version < 100000 else "")
+        raise StoreError(
+            f"PostgreSQL at {_hosts(s)}/{s.dbname} is version {major}; Mainspring needs "
+            f"PostgreSQL {OLDEST_SERVER // 10000} or newer: upgrade the server"
+        )
+
+
 def _read_only_refusal(s: PgSettings, db: str, why: str, state: str) -> StoreError:
     return StoreError(
         f"PostgreSQL at {_hosts(s)}/{db} is read-only ({why}) and its Mainspring schema "
@@ -117,6 +130,11 @@ class PostgresStore(Store):
         scripts = migrations("postgres")
         latest = scripts[-1][0]
         conn = self._connect(prepare=False)
+        try:
+            _check_server_version(s, conn.info.server_version)
+        except StoreError:
+            conn.close()
+            raise
         user, db = s.user, s.dbname
         need = f"USAGE and CREATE on schema {s.schema}"
         grant = f"GRANT USAGE, CREATE ON SCHEMA {_ident(s.schema)} TO {{user}};"
@@ -215,6 +233,7 @@ class PostgresStore(Store):
         latest = schema_version()
         conn = self._connect(prepare=False)
         try:
+            _check_server_version(s, conn.info.server_version)
             with conn.transaction():
                 conn.execute("SET TRANSACTION READ ONLY")
                 if (
