@@ -193,6 +193,48 @@ async def test_a_writer_whose_link_goes_silent_cuts_it_and_carries_on(
         await link.stop()
 
 
+async def test_closing_does_not_wait_out_a_silent_database(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker asked to stop (SIGTERM) while its database has gone silent: the store
+    # must not wait out the 30 s watchdog, then reconnect to re-run the batch (10 s a
+    # try), then do the same for each batch queued behind it. What it could not commit
+    # fails as unavailable (perhaps saved), which is safe to retry.
+    from urllib.parse import urlsplit, urlunsplit
+
+    from mainspring.errors import StoreUnavailableError
+    from mainspring.store import postgres
+    from tests.integration.test_live_wakeups import SilentLink
+
+    monkeypatch.setattr(postgres, "CLOSING_NO_ANSWER", 0.5)  # NO_ANSWER stays 30 s
+    link = SilentLink()
+    parts = urlsplit(pg_url)
+    port = await link.start(parts.hostname or "127.0.0.1", parts.port or 5432)
+    via = urlunsplit(
+        parts._replace(netloc=f"{parts.username}@127.0.0.1:{port}", query="listen=off&pool_size=1")
+    )
+    store = PostgresStore(via)
+    await store.open()
+    try:
+        await store.start_workflow(workflow_id="w0", workflow_type="T", task_queue="q", input="[]")
+        link.silent = True
+        pending = [
+            asyncio.ensure_future(
+                store.start_workflow(
+                    workflow_id=f"w{i}", workflow_type="T", task_queue="q", input="[]"
+                )
+            )
+            for i in range(1, 6)
+        ]
+        await asyncio.sleep(0)  # each has queued its write
+        await asyncio.wait_for(store.close(), 20)  # a guard: without the fix, 30 s and more
+        outcomes = await asyncio.gather(*pending, return_exceptions=True)
+        assert all(isinstance(o, StoreUnavailableError) for o in outcomes), outcomes
+    finally:
+        await asyncio.wait_for(store.close(), 60)
+        await link.stop()
+
+
 async def test_a_writer_gone_quiet_mid_transaction_does_not_hold_its_locks(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -251,6 +251,12 @@ def _read_ahead(ops: list[_Op]) -> list[tuple[int, Reads]]:
     return ahead
 
 
+_CLOSED_UNANSWERED = (
+    "not sent: the store was closing and PostgreSQL had stopped answering; retry "
+    "once it answers"
+)
+
+
 class _Lost(Exception):
     """The connection broke; ``ambiguous`` if it broke while committing."""
 
@@ -353,6 +359,13 @@ class Batches:
         self._batch_steps = [begin, _set_local(limits)]
         self._notify_sql = "SELECT pg_notify(%s, %s)"
         self.commits = 0
+        self.closing = False  # set while the store closes: a lost batch is not re-run,
+        self._gone = False  # and once the database failed to answer, nothing more is sent
+
+    def set_closing(self, closing: bool) -> None:
+        """Enter (or leave) closing: batches that lose their link are not re-run, and
+        once the database has failed to answer, the rest fail without being sent."""
+        self.closing, self._gone = closing, False
 
     def execute(self, link: _Link, batch: list[_Op]) -> None:
         """Run a batch; re-run it if the connection broke before commit; retry conflicts.
@@ -368,13 +381,17 @@ class Batches:
         tries: dict[int, int] = {}
         while groups:
             ops = groups.pop(0)
+            if self.closing and self._gone:
+                _fail(ops, StoreUnavailableError(_CLOSED_UNANSWERED), None)
+                continue
             try:
                 with link.attempt() as conn:
                     rerun, conflict = self._transaction(conn, ops)
             except _Lost as exc:
                 link.close()
                 lost += 1
-                if exc.ambiguous or lost > 2:
+                self._gone = self._gone or self.closing
+                if exc.ambiguous or lost > 2 or self.closing:
                     _fail(
                         ops,
                         StoreUnavailableError(
@@ -393,6 +410,8 @@ class Batches:
                     groups.insert(0, ops)
                 continue
             except StoreError as exc:
+                if isinstance(exc, StoreUnavailableError):
+                    self._gone = self._gone or self.closing
                 _fail(ops, exc, exc.__cause__)
                 continue
             if any(_read_only(op.error) for op in ops):

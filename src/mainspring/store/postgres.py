@@ -43,6 +43,9 @@ Conn = psycopg.Connection[Any]
 log = logging.getLogger("mainspring.store")
 
 NO_ANSWER = 30.0  # seconds a writer waits on one transaction before cutting its link
+# the same while the store closes: a process asked to stop does not wait out a silent
+# database (what it could not commit fails as perhaps-saved, which is safe to retry)
+CLOSING_NO_ANSWER = 3.0
 CLOCK_SKEW_WARNING = 1.0  # seconds between this machine's clock and the server's
 
 # Every LISTEN_PING seconds the listener sends itself a notification through a writer
@@ -304,7 +307,9 @@ class PostgresStore(Store):
                 await self._lconn.close()
             self._lconn = None
         writers, self._writers = self._writers, []
+        self._batches.set_closing(True)  # no waiting out a database that is gone
         await asyncio.gather(*(asyncio.to_thread(w.stop) for w in writers))
+        self._batches.set_closing(False)
         self._watchdog_stop.set()  # after the writers: it frees one stuck while stopping
         if self._watchdog is not None:
             await asyncio.to_thread(self._watchdog.join)
@@ -317,11 +322,12 @@ class PostgresStore(Store):
         connections: without this, the writer and all queued behind it would wait
         for ever. Each attempt is cut once at most; a re-run on a new connection is
         timed afresh."""
-        while not self._watchdog_stop.wait(min(1.0, NO_ANSWER / 4)):
+        while not self._watchdog_stop.wait(min(1.0, NO_ANSWER / 4, CLOSING_NO_ANSWER / 4)):
             now = time.monotonic()
+            limit = CLOSING_NO_ANSWER if self._batches.closing else NO_ANSWER
             for _writer, link in writers:
                 since = link.attempt_since
-                if since is not None and now - since > NO_ANSWER and link.sever(since):
+                if since is not None and now - since > limit and link.sever(since):
                     log.warning(
                         "a PostgreSQL transaction had no answer for %.0f s; dropping its "
                         "connection (the transaction is re-run, or reported as perhaps "
