@@ -20,6 +20,7 @@ from .errors import (
     Failure,
     QueryFailedError,
     QueryTimeoutError,
+    StoreClosedError,
     StoreUnavailableError,
     WorkflowFailureError,
     WorkflowResultTimeoutError,
@@ -242,15 +243,20 @@ class Client:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_RETRY_WINDOW
         delay = 0.1
+
+        def unknown(why: str) -> StoreUnavailableError:
+            return StoreUnavailableError(
+                f"workflow {workflow_id!r} may or may not have started: {why} ({error}); "
+                'start it again with id_conflict_policy="use_existing", or look for it '
+                "with get_workflow_handle()"
+            )
+
         while True:
             report(log, f"starting workflow {workflow_id!r}", error, "retrying")
             left = deadline - loop.time()
             if left <= 0:
-                raise StoreUnavailableError(
-                    f"workflow {workflow_id!r} may or may not have started: the database "
-                    f"gave no answer within {START_RETRY_WINDOW:g} s ({error}); start it "
-                    'again with id_conflict_policy="use_existing", or look for it with '
-                    "get_workflow_handle()"
+                raise unknown(
+                    f"the database gave no answer within {START_RETRY_WINDOW:g} s"
                 ) from error
             await asyncio.sleep(min(delay, left))
             delay = min(delay * 2, 2.0)
@@ -266,6 +272,8 @@ class Client:
                 )
             except StoreUnavailableError as exc:
                 error = exc
+            except StoreClosedError as exc:  # the client was closed meanwhile
+                raise unknown("the client was closed before the database answered") from exc
 
     async def execute_workflow(
         self,

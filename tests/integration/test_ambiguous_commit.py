@@ -229,3 +229,30 @@ async def test_a_start_that_gets_no_answer_for_the_whole_window_says_so(
     assert "workflow 'never' may or may not have started" in str(info.value)
     assert 'id_conflict_policy="use_existing"' in str(info.value)
     assert sent[0] is False and len(sent) > 1 and all(sent[1:])
+
+
+async def test_a_start_sent_again_into_a_closed_client_says_it_may_have_happened(
+    db_url: str,
+) -> None:
+    # The first start commits and its answer is lost; before it can be sent again,
+    # the client is closed. "The store is closed" alone would hide that the workflow
+    # may well be running.
+    client = await Client.connect(db_url)
+    real = client.store.start_workflow
+
+    async def start(**kw: Any) -> tuple[str, bool]:
+        await real(**kw)
+        await client.close()
+        raise lost_while_committing()
+
+    client.store.start_workflow = start  # type: ignore[method-assign]
+    with pytest.raises(StoreUnavailableError) as info:
+        await client.start_workflow(OneStep.run, 1, id="closing", task_queue="nobody")
+    assert "workflow 'closing' may or may not have started: the client was closed" in str(
+        info.value
+    )
+    reader = await Client.connect(db_url)
+    try:
+        assert [r.workflow_id for r in await reader.list_workflows()] == ["closing"]
+    finally:
+        await reader.close()

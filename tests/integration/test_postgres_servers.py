@@ -235,6 +235,49 @@ async def test_closing_does_not_wait_out_a_silent_database(
         await link.stop()
 
 
+async def test_closing_still_reopens_a_connection_the_server_dropped(pg_url: str) -> None:
+    # Only a database that stopped answering is given up on while closing: a writer
+    # connection the server dropped while idle (a restart, idle_session_timeout, a
+    # pooler's recycling) is reopened and its batch committed, as at any other time.
+    store = PostgresStore(pg_url + "?listen=off&pool_size=2")
+    await store.open()
+    try:
+        await asyncio.gather(
+            *(
+                store.start_workflow(
+                    workflow_id=f"warm{i}", workflow_type="T", task_queue="q", input="[]"
+                )
+                for i in range(2)
+            )
+        )
+        db = pg_url.rsplit("/", 1)[1]
+        pids = [p for (p,) in admin_sql(_pg.admin_url(), _BACKENDS, (db,))]
+        assert pids
+        admin_sql(
+            _pg.admin_url(), "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid", (pids,)
+        )
+        while set(pids) & {p for (p,) in admin_sql(_pg.admin_url(), _BACKENDS, (db,))}:
+            await asyncio.sleep(0.01)  # until the server has ended them
+        pending = [
+            asyncio.ensure_future(
+                store.start_workflow(
+                    workflow_id=f"w{i}", workflow_type="T", task_queue="q", input="[]"
+                )
+            )
+            for i in range(4)
+        ]
+        await asyncio.sleep(0)  # each has queued its write
+    finally:
+        await store.close()
+    outcomes = await asyncio.gather(*pending, return_exceptions=True)
+    assert [o[1] for o in outcomes if isinstance(o, tuple)] == [True] * 4, outcomes
+    saved = admin_sql(pg_url, "SELECT workflow_id FROM mainspring.mainspring_runs ORDER BY 1")
+    assert [w for (w,) in saved] == ["w0", "w1", "w2", "w3", "warm0", "warm1"]
+
+
+_BACKENDS = "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+
+
 async def test_a_writer_gone_quiet_mid_transaction_does_not_hold_its_locks(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

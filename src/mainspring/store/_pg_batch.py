@@ -252,8 +252,7 @@ def _read_ahead(ops: list[_Op]) -> list[tuple[int, Reads]]:
 
 
 _CLOSED_UNANSWERED = (
-    "not sent: the store was closing and PostgreSQL had stopped answering; retry "
-    "once it answers"
+    "not sent: the store was closing and PostgreSQL had stopped answering; retry once it answers"
 )
 
 
@@ -283,6 +282,7 @@ class _Link:
         self._sock: socket.socket | None = None  # a duplicate of conn's, for sever()
         self.attempt_since: float | None = None  # monotonic start of the attempt running
         self._cut: float | None = None  # the attempt last cut
+        self._last: float | None = None  # the attempt last started
 
     def get(self) -> Conn:
         if self.conn is not None and not (self.conn.closed or self.conn.broken):
@@ -308,11 +308,15 @@ class _Link:
     def attempt(self) -> Iterator[Conn]:
         """The connection, timed for the watchdog while the caller's attempt runs."""
         conn = self.get()
-        self.attempt_since = time.monotonic()
+        self.attempt_since = self._last = time.monotonic()
         try:
             yield conn
         finally:
             self.attempt_since = None
+
+    def was_cut(self) -> bool:
+        """Whether the last attempt ended because :meth:`sever` cut it."""
+        return self._last is not None and self._cut == self._last
 
     def sever(self, since: float) -> bool:
         """Cut the connection if the attempt that started at ``since`` still runs
@@ -359,12 +363,15 @@ class Batches:
         self._batch_steps = [begin, _set_local(limits)]
         self._notify_sql = "SELECT pg_notify(%s, %s)"
         self.commits = 0
-        self.closing = False  # set while the store closes: a lost batch is not re-run,
-        self._gone = False  # and once the database failed to answer, nothing more is sent
+        # set while the store closes: a batch cut for want of an answer is not re-run,
+        # and once the database failed to answer (or a reconnect failed), the batches
+        # still queued fail unsent; an ordinary dropped connection is reopened as ever
+        self.closing = False
+        self._gone = False
 
     def set_closing(self, closing: bool) -> None:
-        """Enter (or leave) closing: batches that lose their link are not re-run, and
-        once the database has failed to answer, the rest fail without being sent."""
+        """Enter (or leave) closing: a batch the watchdog cuts is not re-run, and once
+        the database has failed to answer, the rest fail without being sent."""
         self.closing, self._gone = closing, False
 
     def execute(self, link: _Link, batch: list[_Op]) -> None:
@@ -390,8 +397,9 @@ class Batches:
             except _Lost as exc:
                 link.close()
                 lost += 1
-                self._gone = self._gone or self.closing
-                if exc.ambiguous or lost > 2 or self.closing:
+                silent = self.closing and link.was_cut()
+                self._gone = self._gone or silent
+                if exc.ambiguous or lost > 2 or silent:
                     _fail(
                         ops,
                         StoreUnavailableError(
