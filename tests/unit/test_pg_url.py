@@ -59,6 +59,7 @@ def test_libpq_defaults_are_added_unless_the_url_sets_them() -> None:
     ("url", "says"),
     [
         ("postgresql://app@db:abc/agents", "port 'abc' in the URL is not a port number"),
+        ("postgresql://app@db:\u0663\u0664/agents", "is not a port number"),  # Arabic 34
         ("postgresql://app@db1:5432,db2:70000/a", "port '70000' in the URL is not a port"),
         ("postgresql://[::1/agents", "its host part cannot be read"),
         ("postgresql://app:se[cr]et@db/agents", "its host part cannot be read"),

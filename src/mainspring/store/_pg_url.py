@@ -107,7 +107,8 @@ def _checked(url: str) -> tuple[str, dict[str, str], dict[str, Any]]:
     except psycopg.Error as exc:  # not chained: libpq's message may quote the password
         raise StoreError(f"invalid PostgreSQL URL: {scrub(_line(exc), url)}; {_URL_FORM}") from None
     for port in str(info.get("port") or "").split(","):
-        if port.strip() and not (port.strip().isdigit() and 0 < int(port) < 65536):
+        digits = port.strip()
+        if digits and not (digits.isascii() and digits.isdigit() and 0 < int(digits) < 65536):
             raise StoreError(f"port {port!r} in the URL is not a port number (1-65535)")
     return conninfo, own, info
 
