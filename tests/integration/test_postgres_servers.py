@@ -278,8 +278,9 @@ async def test_closing_still_reopens_a_connection_the_server_dropped(pg_url: str
 _BACKENDS = "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
 
 
+@pytest.mark.parametrize("read", ["q", "qs"])
 async def test_a_writer_gone_quiet_mid_transaction_does_not_hold_its_locks(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, read: str
 ) -> None:
     # A client that stops talking inside a transaction (a dead link, a frozen process)
     # would leave the server holding its row locks until TCP gave up on it, hours by
@@ -302,7 +303,8 @@ async def test_a_writer_gone_quiet_mid_transaction_does_not_hold_its_locks(
         nonlocal calls
         calls += 1
         if calls == 1:
-            assert tx.q("run_by_id_for_update", {"run_id": run_id})  # as a step would
+            query = ("run_by_id_for_update", {"run_id": run_id})  # as a step would
+            assert tx.q(*query) if read == "q" else tx.qs([query, ("run_by_id", query[1])])
             locked.set()
             assert released.wait(60)  # the client has gone quiet, its lock taken
         return str(tx.conn.execute("SELECT 'saved'").fetchone()[0])
