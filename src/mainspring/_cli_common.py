@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -88,6 +89,29 @@ def parse_json_args(values: tuple[str, ...], what: str = "--arg") -> list[Any]:
                 param_hint=what,
             ) from None
     return parsed
+
+
+MAX_DURATION = 100 * 365.25 * 86400.0
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    """A click callback: ``value`` such as ``90s``, ``45m``, ``12h``, ``30d`` or ``2w``, in
+    seconds; a value without a known unit fails with a usage error saying how to write it."""
+    text = value.strip().lower()
+    unit = _UNITS.get(text[-1:]) if text else None
+    try:
+        number = float(text[:-1]) if unit is not None else None
+    except ValueError:
+        number = None
+    if unit is None or number is None or not math.isfinite(number) or number < 0:
+        raise click.BadParameter(
+            f"{value!r} is not a duration; write a number and a unit (s, m, h, d or w), "
+            "e.g. 30d or 12h"
+        )
+    if number * unit > MAX_DURATION:
+        raise click.BadParameter(f"{value!r} is longer than 100 years; write a shorter one")
+    return number * unit
 
 
 def print_json(value: Any) -> None:

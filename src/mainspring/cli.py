@@ -10,13 +10,25 @@ from __future__ import annotations
 import io
 import os
 import sys
+from datetime import UTC, datetime, timedelta
 
 import click
 
 from . import __version__
-from ._cli_common import connect, db_option, json_option, out, print_json, run
+from ._cli_common import (
+    connect,
+    db_option,
+    fail,
+    fmt_time,
+    json_option,
+    out,
+    parse_duration,
+    print_json,
+    run,
+)
 from ._cli_worker import worker
 from ._cli_workflow import workflow_group
+from .client import MIN_RETENTION
 from .store.records import SchemaInfo
 
 __all__ = ["cli", "main"]
@@ -84,6 +96,49 @@ def status(as_json: bool, db: str) -> None:
         pending = info.latest - info.current
         state = "up to date" if not pending else f"{pending} migration(s) pending"
         out.print(f"current schema version {info.current}, latest {info.latest}: {state}")
+
+
+@db_group.command("prune")
+@click.option(
+    "--older-than",
+    "older_than",
+    callback=parse_duration,
+    required=True,
+    metavar="DURATION",
+    help="Delete runs that closed longer ago than this: e.g. 30d, 12h, 2w (at least 1m).",
+)
+@click.option("--dry-run", is_flag=True, help="Count the runs it would delete; delete nothing.")
+@json_option
+@db_option
+def prune(older_than: float, dry_run: bool, as_json: bool, db: str) -> None:
+    """Delete closed runs, each with its whole history, once they are old enough.
+
+    Open runs are never touched. Work goes in small transactions, so workers carry on
+    meanwhile; safe to run from cron on any machine, and to run again if interrupted.
+    """
+    if older_than < MIN_RETENTION:
+        fail(f"--older-than must be at least 1m ({MIN_RETENTION:g} seconds)")
+    closed_before = datetime.now(UTC) - timedelta(seconds=older_than)
+
+    async def go() -> int:
+        async with connect(db) as client:
+            return await client.prune_closed_runs(older_than, dry_run=dry_run)
+
+    count = run(go())
+    if as_json:
+        print_json(
+            {
+                "deleted": 0 if dry_run else count,
+                "would_delete": count if dry_run else 0,
+                "closed_before": closed_before.isoformat(),
+            }
+        )
+        return
+    when = fmt_time(closed_before.timestamp())
+    if dry_run:
+        out.print(f"{count:,} run(s) closed before {when} would be deleted (dry run: none was)")
+    else:
+        out.print(f"deleted {count:,} run(s) closed before {when}, with their histories")
 
 
 @cli.command("demo")

@@ -44,6 +44,9 @@ RESULT_RECHECK = 2.0
 LIVE_RECHECK = 30.0
 # seconds start_workflow() keeps re-sending a start whose outcome it could not learn
 START_RETRY_WINDOW = 30.0
+# Runs closed more recently than this are never pruned: a start re-sent after a lost
+# answer (START_RETRY_WINDOW) and a client about to read a result may still need them.
+MIN_RETENTION = 60.0
 
 
 def _recheck(store: Store, polling: float) -> float:
@@ -318,6 +321,28 @@ class Client:
             check_name(workflow_type, "workflow type")
         records = await self.store.list_runs(status=st, workflow_type=workflow_type, limit=limit)
         return [WorkflowDescription.from_record(r) for r in records]
+
+    async def prune_closed_runs(
+        self, older_than: timedelta | float, *, dry_run: bool = False
+    ) -> int:
+        """Delete every run that closed more than ``older_than`` ago (a ``timedelta`` or
+        seconds), each whole with its history; return how many were deleted.
+
+        Open runs are never touched, whatever their age. With ``dry_run``, nothing is
+        deleted and the return value is how many would be. ``older_than`` must be at
+        least :data:`MIN_RETENTION` (a minute), else ``ValueError``. Safe to run from
+        several processes at once, and to run again after a failure part way.
+        """
+        seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
+        if not seconds >= MIN_RETENTION:  # also refuses NaN
+            raise ValueError(
+                f"older_than must be at least {MIN_RETENTION:g} seconds, not {older_than!r}: "
+                "a client may still be reading the result of a run that closed just now"
+            )
+        cutoff = self.store.clock.now() - seconds
+        if dry_run:
+            return await self.store.count_prunable(cutoff)
+        return await self.store.prune_closed_runs(cutoff)
 
 
 class WorkflowHandle:

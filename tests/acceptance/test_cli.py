@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mainspring import Replayer
+from mainspring import Client, Replayer
+from tests._clock import ManualClock
 from tests.acceptance.cli_agent import TASK_QUEUE, Greeter, Sleeper
 
 AGENT = Path(__file__).with_name("cli_agent.py")
@@ -355,3 +357,46 @@ def test_worker_needs_definitions(tmp_path: Path) -> None:
     assert "no @workflow.defn" in line
     line = one_line_error(cli("worker", "no_such_module_xyz", check=False))
     assert "cannot import" in line
+
+
+def test_db_prune_deletes_only_runs_closed_long_enough_ago(db_url: str) -> None:
+    async def seed() -> None:
+        clock = ManualClock()
+        clock.t -= 2 * 3600  # two hours ago
+        async with await Client.connect(db_url, clock=clock) as client:
+            s = client.store
+            for wid in ["old-1", "old-2", "open"]:
+                await s.start_workflow(
+                    workflow_id=wid, workflow_type="W", task_queue="q", input="[]"
+                )
+            await s.terminate("old-1", None, "test")
+            await s.terminate("old-2", None, "test")
+            clock.t += 2 * 3600  # now
+            await s.start_workflow(
+                workflow_id="recent", workflow_type="W", task_queue="q", input="[]"
+            )
+            await s.terminate("recent", None, "test")
+
+    asyncio.run(seed())
+    dry = json.loads(
+        cli("db", "prune", "--older-than", "1h", "--dry-run", "--json", db=db_url).stdout
+    )
+    assert (dry["would_delete"], dry["deleted"]) == (2, 0)
+    assert (
+        "deleted 2 run(s) closed before"
+        in cli("db", "prune", "--older-than", "1h", db=db_url).stdout
+    )
+    listed = json.loads(cli("workflow", "list", "--json", db=db_url).stdout)
+    assert sorted(r["workflow_id"] for r in listed) == ["open", "recent"]
+    assert "deleted 0 run(s)" in cli("db", "prune", "--older-than", "90m", db=db_url).stdout
+
+
+def test_db_prune_refuses_a_missing_unit_or_a_retention_under_a_minute(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'p.db'}"
+    usage = cli("db", "prune", "--older-than", "30", db=db, check=False)
+    assert usage.returncode == 2 and "Traceback" not in usage.stderr
+    assert "write a number and a unit (s, m, h, d or w)" in usage.stderr
+    assert "at least 1m" in one_line_error(
+        cli("db", "prune", "--older-than", "30s", db=db, check=False)
+    )
+    assert not (tmp_path / "p.db").exists()  # refused before anything was opened

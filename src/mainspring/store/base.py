@@ -12,6 +12,7 @@ change concerns) and :mod:`._activity_ops` (the activity operations).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,7 +31,9 @@ from .records import (
     WorkflowTaskCompletion,
 )
 
-__all__ = ["ACTIVITY_LEASE_CAP", "Clock", "EagerStarter", "Store"]
+__all__ = ["ACTIVITY_LEASE_CAP", "PRUNE_BATCH", "Clock", "EagerStarter", "Store"]
+
+PRUNE_BATCH = 100  # runs deleted per transaction: each one's history goes with it
 
 EagerStarter = Callable[[str, str, str, bool, str], Awaitable["tuple[str, bool] | None"]]
 """``(workflow_id, workflow_type, input, use_existing, run_id) -> (run_id, started)``,
@@ -213,6 +216,34 @@ class Store(ActivityOps):
         """Forget a query."""
         await self._write(
             self._telling(lambda tx: _tx.drop_query(tx, query_id, self._now()), _nobody)
+        )
+
+    async def prune_closed_runs(self, closed_before: float, *, batch: int = PRUNE_BATCH) -> int:
+        """Delete the runs that closed before ``closed_before`` (seconds since the epoch),
+        each whole with its history; return how many.
+
+        Works in transactions of at most ``batch`` runs, oldest first, so other work
+        is never held up for long; an open run is never touched. If it fails part way,
+        the runs already deleted stay deleted and calling it again finishes the job.
+        """
+        deleted = 0
+        after: tuple[float, str] | None = (-1.0, "")
+        while after is not None:
+            n, after = await self._write(
+                self._telling(
+                    functools.partial(
+                        _tx.prune_closed_runs, closed_before=closed_before, after=after, limit=batch
+                    ),
+                    _nobody,
+                )
+            )
+            deleted += n
+        return deleted
+
+    async def count_prunable(self, closed_before: float) -> int:
+        """How many runs closed before ``closed_before``: what pruning would delete."""
+        return await self._run(
+            lambda tx: _tx.count_prunable(tx, closed_before=closed_before), readonly=True
         )
 
     # ------------------------------------------------------------------ worker operations

@@ -42,6 +42,7 @@ from .decisions import (
     reset_backoff,
     start_and_decide,
 )
+from .retention import count_prunable, prune_closed_runs
 from .timers import (
     answer_query,
     claim_queries,
@@ -63,6 +64,7 @@ __all__ = [
     "complete_activity",
     "complete_activity_and_decide",
     "complete_workflow_task",
+    "count_prunable",
     "describe",
     "drop_query",
     "events_after",
@@ -74,6 +76,7 @@ __all__ = [
     "history",
     "list_runs",
     "next_wakeup",
+    "prune_closed_runs",
     "query_result",
     "release_activity",
     "release_eager",

@@ -56,6 +56,35 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(workflow_type)s::text IS NULL OR workflow_type = %(workflow_type)s)
 ORDER BY created_at DESC LIMIT %(limit)s;
 
+-- name: prunable_runs
+-- Retention: the next runs, oldest first, that closed before the cutoff (a run closes
+-- after it was created, so the created_at index finds them). Locked before deleting.
+SELECT run_id, created_at FROM mainspring_runs
+WHERE created_at < %(cutoff)s AND closed_at < %(cutoff)s
+  AND (created_at, run_id) > (%(after_at)s, %(after_id)s)
+ORDER BY created_at, run_id LIMIT %(limit)s
+FOR UPDATE;
+
+-- name: count_prunable
+SELECT count(*) FROM mainspring_runs WHERE created_at < %(cutoff)s AND closed_at < %(cutoff)s;
+
+-- name: prune_events
+-- The runs prunable_runs locked, by id: a range instead would let a generic plan read
+-- the whole events table.
+DELETE FROM mainspring_events WHERE run_id = ANY(%(ids)s::text[]);
+
+-- name: prune_activities
+DELETE FROM mainspring_activities WHERE run_id = ANY(%(ids)s::text[]);
+
+-- name: prune_timers
+DELETE FROM mainspring_timers WHERE run_id = ANY(%(ids)s::text[]);
+
+-- name: prune_queries
+DELETE FROM mainspring_queries WHERE run_id = ANY(%(ids)s::text[]);
+
+-- name: prune_runs
+DELETE FROM mainspring_runs WHERE run_id = ANY(%(ids)s::text[]) AND closed_at < %(cutoff)s;
+
 -- name: insert_event
 INSERT INTO mainspring_events (run_id, event_id, event_type, time, data)
 VALUES (%(run_id)s, %(event_id)s, %(event_type)s, %(time)s, %(data)s);

@@ -48,6 +48,47 @@ WHERE (:status IS NULL OR status = :status)
   AND (:workflow_type IS NULL OR workflow_type = :workflow_type)
 ORDER BY created_at DESC LIMIT :limit;
 
+-- name: prunable_runs
+-- Retention: the next runs, oldest first, that closed before the cutoff (a run closes
+-- after it was created, so the created_at index finds them).
+SELECT run_id, created_at FROM mainspring_runs
+WHERE created_at < :cutoff AND closed_at < :cutoff
+  AND (created_at, run_id) > (:after_at, :after_id)
+ORDER BY created_at, run_id LIMIT :limit;
+
+-- name: count_prunable
+SELECT count(*) FROM mainspring_runs WHERE created_at < :cutoff AND closed_at < :cutoff;
+
+-- name: prune_events
+-- The runs prunable_runs found, by their range of keys (PostgreSQL: by their ids).
+DELETE FROM mainspring_events WHERE run_id IN (
+    SELECT run_id FROM mainspring_runs
+    WHERE (created_at, run_id) > (:after_at, :after_id)
+      AND (created_at, run_id) <= (:last_at, :last_id) AND closed_at < :cutoff);
+
+-- name: prune_activities
+DELETE FROM mainspring_activities WHERE run_id IN (
+    SELECT run_id FROM mainspring_runs
+    WHERE (created_at, run_id) > (:after_at, :after_id)
+      AND (created_at, run_id) <= (:last_at, :last_id) AND closed_at < :cutoff);
+
+-- name: prune_timers
+DELETE FROM mainspring_timers WHERE run_id IN (
+    SELECT run_id FROM mainspring_runs
+    WHERE (created_at, run_id) > (:after_at, :after_id)
+      AND (created_at, run_id) <= (:last_at, :last_id) AND closed_at < :cutoff);
+
+-- name: prune_queries
+DELETE FROM mainspring_queries WHERE run_id IN (
+    SELECT run_id FROM mainspring_runs
+    WHERE (created_at, run_id) > (:after_at, :after_id)
+      AND (created_at, run_id) <= (:last_at, :last_id) AND closed_at < :cutoff);
+
+-- name: prune_runs
+DELETE FROM mainspring_runs
+WHERE (created_at, run_id) > (:after_at, :after_id)
+  AND (created_at, run_id) <= (:last_at, :last_id) AND closed_at < :cutoff;
+
 -- name: insert_event
 INSERT INTO mainspring_events (run_id, event_id, event_type, time, data)
 VALUES (:run_id, :event_id, :event_type, :time, :data);
