@@ -22,6 +22,7 @@ from ._cli_common import (
     run,
     status_text,
 )
+from .client import MAX_LIST_LIMIT
 from .history import Event, EventType, histories_to_json
 
 ARG_HELP = "An argument as JSON (repeat for several), e.g. --arg '\"text\"' --arg 3."
@@ -83,7 +84,9 @@ def start(
     help="Only runs in this status.",
 )
 @click.option("--type", "workflow_type", metavar="TYPE", help="Only runs of this workflow type.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--limit", default=50, show_default=True, type=click.IntRange(min=1, max=MAX_LIST_LIMIT)
+)
 @json_option
 @db_option
 def list_(

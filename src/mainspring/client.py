@@ -47,6 +47,7 @@ START_RETRY_WINDOW = 30.0
 # Runs closed more recently than this are never pruned: a start re-sent after a lost
 # answer (START_RETRY_WINDOW) and a client about to read a result may still need them.
 MIN_RETENTION = 60.0
+MAX_LIST_LIMIT = 2**31 - 1  # the most runs one list_workflows call returns
 
 
 def _recheck(store: Store, polling: float) -> float:
@@ -311,7 +312,17 @@ class Client:
         workflow_type: str | None = None,
         limit: int = 100,
     ) -> list[WorkflowDescription]:
-        """Runs, newest first, optionally filtered by status and workflow type."""
+        """Runs, newest first, optionally filtered by status and workflow type: at most
+        ``limit`` of them (a whole number from 0 to :data:`MAX_LIST_LIMIT`, else
+        ``ValueError``)."""
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 0 <= limit <= MAX_LIST_LIMIT
+        ):
+            raise ValueError(
+                f"limit must be a whole number from 0 to {MAX_LIST_LIMIT:,}, not {limit!r}"
+            )
         st = (
             WorkflowStatus(status.upper() if isinstance(status, str) else status).value
             if (status is not None)

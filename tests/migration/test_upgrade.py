@@ -14,8 +14,10 @@ from tests.integration.agents import Approval, Hello, echo, sync_upper
 
 def _as_version_1(url: str) -> None:
     """Turn a database back into schema version 1: without version 2's columns and
-    version 3's index."""
+    the indexes of versions 3 and 4."""
     statements = [
+        "DROP INDEX {s}mainspring_runs_closed_status",
+        "DROP INDEX {s}mainspring_runs_closed_type",
         "DROP INDEX {s}mainspring_activities_deadline",
         "ALTER TABLE {s}mainspring_runs DROP COLUMN wft_sticky",
         "ALTER TABLE {s}mainspring_activities DROP COLUMN sticky",

@@ -263,8 +263,15 @@ def describe(tx: Tx, workflow_id: str, run_id: str | None) -> RunRecord:
 
 
 def list_runs(tx: Tx, status: str | None, workflow_type: str | None, limit: int) -> list[RunRecord]:
-    """Runs, newest first, filtered by status and type."""
-    rows = tx.q("list_runs", {"status": status, "workflow_type": workflow_type, "limit": limit})
+    """Runs, newest first, filtered by status and type (a query per filter: each uses
+    its own index)."""
+    if status == WorkflowStatus.RUNNING.value:
+        name = "list_open_runs"
+    elif status is not None:
+        name = "list_closed_runs"
+    else:
+        name = "list_runs" if workflow_type is None else "list_runs_of_type"
+    rows = tx.q(name, {"status": status, "workflow_type": workflow_type, "limit": limit})
     return [RunRecord.from_row(r) for r in rows]
 
 
