@@ -26,6 +26,7 @@ from .workflow import WorkflowDefinition, WorkflowInfo
 log = logging.getLogger("mainspring.worker")
 
 INLINE_REPLAY_LIMIT = 32  # events; longer replays run in the thread pool
+HANDOFF_WAIT = 2.0  # seconds a stopping worker waits to hand its runs to others
 
 
 class NotRegisteredError(Exception):
@@ -87,12 +88,27 @@ class WorkflowRunner(EagerSteps, QueryAnswers):
         for t in list(self._inflight):
             t.cancel()
 
-    async def release_sticky(self) -> None:
-        """Shutting down: let any worker take this worker's runs' next tasks at once."""
+    async def release_sticky(self) -> bool:
+        """Shutting down: let any worker take this worker's runs' next tasks at once.
+
+        Waits at most :data:`HANDOFF_WAIT` seconds (a worker asked to stop does not wait
+        out a silent database: its runs go to others after the sticky wait anyway).
+        Returns whether the database answered.
+        """
         try:
-            await self.store.release_sticky(self.task_queue, self.owner)
+            async with asyncio.timeout(HANDOFF_WAIT):
+                await self.store.release_sticky(self.task_queue, self.owner)
+        except TimeoutError:
+            log.warning(
+                "could not hand this worker's runs to other workers (the database did not "
+                "answer within %g s); they take them after the sticky wait",
+                HANDOFF_WAIT,
+            )
+            return False
         except Exception as exc:  # noqa: BLE001 - they go to others after sticky_wait
             log.warning("could not hand this worker's runs to other workers (%s)", exc)
+            return False
+        return True
 
     def close(self) -> None:
         """Drop cached runs and stop the thread pool."""

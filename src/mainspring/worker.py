@@ -216,8 +216,9 @@ class Worker:
         self._timer_wake.set()
         self._workflow.wake()
         self._activity.wake()
-        if self._workflows:  # other workers take its runs' next steps from now on
-            await self._workflow.release_sticky()
+        # other workers take its runs' next steps from now on (unless the database is
+        # silent: then it is not asked again below, and they wait out the sticky wait)
+        answered = await self._workflow.release_sticky() if self._workflows else False
         pending = {t for t in self._tasks if not t.done()}
         while pending:  # pollers check `stopping` at every turn
             _, pending = await asyncio.wait(pending, timeout=1.0)
@@ -225,7 +226,7 @@ class Worker:
                 t.cancel()
         await self._activity.drain(self._grace)
         await self._workflow.drain(self._grace)
-        if self._workflows:  # again: steps decided while draining made runs sticky here
+        if answered:  # again: steps decided while draining made runs sticky here
             await self._workflow.release_sticky()
         self._workflow.close()
         if self._own_executor:
