@@ -139,3 +139,29 @@ async def test_transaction_pooling_with_the_documented_settings(
             assert len(done) == 5
     finally:
         await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_a_listener_behind_pgbouncer_hears_nothing_so_waiters_poll(
+    bouncer: tuple[str, str],
+) -> None:
+    # Against the docs' advice, the listener goes through PgBouncer too: its LISTEN
+    # lands on a pooled session that hands its notifications to no one. The store must
+    # not trust it: waiters poll, so a result reaches its waiter within a poll (2 s)
+    # rather than the 30 s that a waiter trusting wake-ups waits between reads.
+    pooled, direct = bouncer
+    client = await Client.connect(f"{pooled}?prepare_threshold=off")
+    try:
+        assert client.store._lconn is not None  # it did connect and LISTEN
+        assert not client.store.live_wakeups
+        async with (
+            await Client.connect(direct) as other,
+            Worker(other, task_queue="deaf", workflows=[Sum], activities=[add]),
+        ):
+            h = await client.start_workflow(Sum.run, 2, id="deaf", task_queue="deaf")
+            # started: its first step is decided elsewhere; then the signal closes it
+            await other.get_workflow_handle("deaf").signal(Sum.more, 5)
+            # a guard: trusting a deaf listener, the waiter would sleep 30 s
+            assert await asyncio.wait_for(h.result(), 15) == 6
+        assert not client.store.live_wakeups
+    finally:
+        await client.close()

@@ -192,6 +192,51 @@ async def test_role_without_create_gets_the_grant(pg_url: str) -> None:
         admin_sql(pg_url, f"DROP ROLE {role}")
 
 
+async def test_a_role_using_tables_another_role_migrated_is_told_what_to_grant(
+    pg_url: str,
+) -> None:
+    # A DBA migrates as the owner and lets the application's role use the schema: the
+    # role lacks rights on the tables, not on the schema, and the advice says so.
+    role = f"ms_test_app_{uuid.uuid4().hex[:8]}"
+    db = pg_url.rsplit("/", 1)[1]
+    owner = PostgresStore(pg_url + "?schema=shared&pool_size=1")
+    await owner.open()
+    await owner.close()
+    admin_sql(pg_url, f"CREATE ROLE {role} LOGIN")
+    admin_sql(pg_url, f"GRANT USAGE ON SCHEMA shared TO {role}")
+    try:
+        as_role = pg_url.replace("://postgres@", f"://{role}@", 1) + "?schema=shared&pool_size=1"
+        with pytest.raises(StoreError) as info:
+            await PostgresStore(as_role).open()
+        msg = str(info.value)
+        assert "may not use or change the Mainspring tables in schema shared" in msg, msg
+        assert "(they belong to 'postgres')" in msg and "lacks USAGE" not in msg, msg
+        grant = (
+            f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "shared" TO "{role}";'
+        )
+        assert grant in msg, msg
+        admin_sql(pg_url, grant.replace('"', ""))  # the advice, followed, is enough
+        s = PostgresStore(as_role)
+        await s.open()
+        run_id, started = await s.start_workflow(
+            workflow_id="w", workflow_type="T", task_queue="q", input="[]"
+        )
+        assert started and (await s.describe("w")).run_id == run_id
+        await s.close()
+        # without USAGE, the schema is what it lacks (and only USAGE: it need not migrate)
+        admin_sql(pg_url, f"REVOKE USAGE ON SCHEMA shared FROM {role}")
+        with pytest.raises(StoreError) as info:
+            await PostgresStore(as_role).open()
+        msg = str(info.value)
+        assert f'lacks USAGE on schema shared in database "{db}"'.replace('"', "'") in msg, msg
+        assert f'GRANT USAGE ON SCHEMA "shared" TO "{role}";' in msg, msg
+        with pytest.raises(StoreError, match="may not read schema 'shared'"):  # db status
+            await PostgresStore(as_role).inspect_schema()
+    finally:
+        admin_sql(pg_url, f"DROP OWNED BY {role}")
+        admin_sql(pg_url, f"DROP ROLE {role}")
+
+
 # --------------------------------------------------------------------------- concurrency
 
 

@@ -47,6 +47,20 @@ async def test_notify_wakes_another_process_pollers(pg_url: str) -> None:
         await b.close()
 
 
+async def test_a_listen_url_on_another_database_is_refused_at_start(pg_url: str) -> None:
+    from urllib.parse import quote
+
+    from mainspring.errors import StoreError
+
+    with _pg.fresh_database() as other:
+        url = f"{pg_url}?listen_url={quote(other, safe='')}"
+        with pytest.raises(StoreError) as info:
+            await PostgresStore(url).open()
+    here, there = pg_url.rsplit("/", 1)[1], other.rsplit("/", 1)[1]
+    assert f"listen_url reaches database {there!r}" in str(info.value)
+    assert f"the store's URL reaches {here!r}" in str(info.value)
+
+
 async def test_a_completion_elsewhere_wakes_the_sticky_worker_in_its_own_process(
     pg_url: str,
 ) -> None:

@@ -26,9 +26,10 @@ from .._trouble import report
 from ..errors import StoreClosedError, StoreError
 from ._group_commit import GroupCommitThread, outcome
 from ._pg_batch import Batches, _Link
+from ._pg_schema import check_server_version as _check_server_version  # noqa: F401 (tests)
+from ._pg_schema import inspect, migrate, schema_version
 from ._pg_statements import qualified
-from ._pg_url import PgSettings, _connect_error, _hosts, _ident, _line, parse_postgres_url
-from ._schema import SCHEMA_MARK, existing_version, migrations
+from ._pg_url import PgSettings, _connect_error, _ident, _line, parse_postgres_url
 from ._tx import Reads, Tx
 from .base import Clock, Store
 from .records import SchemaInfo
@@ -46,47 +47,17 @@ NO_ANSWER = 30.0  # seconds a writer waits on one transaction before cutting its
 # the same while the store closes: a process asked to stop does not wait out a silent
 # database (what it could not commit fails as perhaps-saved, which is safe to retry)
 CLOSING_NO_ANSWER = 3.0
-CLOCK_SKEW_WARNING = 1.0  # seconds between this machine's clock and the server's
 
 # Every LISTEN_PING seconds the listener sends itself a notification through a writer
 # connection, and counts its link lost if the previous one, committed, never arrived.
 LISTEN_PING = 10.0
-
-
-def schema_version() -> int:
-    """The schema version this code writes."""
-    return migrations("postgres")[-1][0]
-
-
-OLDEST_SERVER = 120000  # PostgreSQL 12: the oldest release this code is written for
-
-
-def _check_server_version(s: PgSettings, version: int) -> None:
-    """Refuse a server older than :data:`OLDEST_SERVER` in one clear line."""
-    if version < OLDEST_SERVER:
-        major = f"{version // 10000}" + (f".{version // 100 % 100}" if version < 100000 else "")
-        raise StoreError(
-            f"PostgreSQL at {_hosts(s)}/{s.dbname} is version {major}; Mainspring needs "
-            f"PostgreSQL {OLDEST_SERVER // 10000} or newer: upgrade the server"
-        )
-
-
-def _read_only_refusal(s: PgSettings, db: str, why: str, state: str) -> StoreError:
-    return StoreError(
-        f"PostgreSQL at {_hosts(s)}/{db} is read-only ({why}) and its Mainspring schema "
-        f"{s.schema!r} {state}: point the URL at the primary (with a list of hosts, add "
-        "target_session_attrs=read-write)"
-    )
-
-
-def _tables(conn: Conn, schema: str) -> set[str]:
-    """The names of the tables (and table-like relations) in ``schema``."""
-    rows = conn.execute(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
-        (schema,),
-    )
-    return {r[0] for r in rows}
+PROOF_WAIT = 1.0  # seconds open() waits for the listener to hear its first notification
+_DEAF = (
+    "the listening connection never heard a notification sent through the store's own "
+    "connections (is listen_url, or the URL, going through PgBouncer in transaction mode, "
+    "or to another server?); waiters poll meanwhile: give listen_url a direct connection "
+    "to the same database, or set listen=off"
+)
 
 
 class PostgresStore(Store):
@@ -100,6 +71,10 @@ class PostgresStore(Store):
         self._load: list[int] = []
         self._listener: asyncio.Task[None] | None = None
         self._lconn: psycopg.AsyncConnection[Any] | None = None
+        # the listener has heard one of its own notifications on its current connection
+        self._proven = False
+        self._proof = asyncio.Event()  # set when it is
+        self._database: str | None = None  # the database the writers reach (at open)
         self._token = uuid.uuid4().hex
         # this process's listener checks its link with notifications to itself alone
         self._ping_channel = f"mainspring_ping_{self._token[:16]}"
@@ -128,135 +103,13 @@ class PostgresStore(Store):
             raise _connect_error(exc, self.settings) from exc
 
     def _migrate(self) -> None:
-        """Create or upgrade the schema, once, however many processes start together."""
-        s = self.settings
-        scripts = migrations("postgres")
-        latest = scripts[-1][0]
-        conn = self._connect(prepare=False)
-        try:
-            _check_server_version(s, conn.info.server_version)
-        except StoreError:
-            conn.close()
-            raise
-        user, db = s.user, s.dbname
-        need = f"USAGE and CREATE on schema {s.schema}"
-        grant = f"GRANT USAGE, CREATE ON SCHEMA {_ident(s.schema)} TO {{user}};"
-        try:
-            with conn.transaction():
-                before = self.clock.now()
-                row = conn.execute(
-                    "SELECT current_user, current_database(), pg_is_in_recovery(),"
-                    " current_setting('transaction_read_only'),"
-                    " extract(epoch FROM clock_timestamp())::float8"
-                ).fetchone()
-                after = self.clock.now()
-                read_only = None  # why the server takes no writes, if it takes none
-                if row:
-                    self._check_clock(float(row[4]), before, after)
-                    user, db = row[0], row[1]
-                    if row[2] or row[3] == "on":
-                        read_only = "a standby" if row[2] else "default_transaction_read_only"
-                if read_only is None:
-                    conn.execute(
-                        "SELECT pg_advisory_xact_lock(hashtext(%s))",
-                        (f"mainspring migrate {s.schema}",),
-                    )
-                if (
-                    conn.execute(
-                        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (s.schema,)
-                    ).fetchone()
-                    is None
-                ):
-                    if read_only is not None:
-                        raise _read_only_refusal(s, db, read_only, "does not exist yet")
-                    need = f"CREATE on database {db}"
-                    grant = f"GRANT CREATE ON DATABASE {_ident(db)} TO {{user}};"
-                    conn.execute(f"CREATE SCHEMA {_ident(s.schema)}")
-                    need = f"USAGE and CREATE on schema {s.schema}"
-                    grant = f"GRANT USAGE, CREATE ON SCHEMA {_ident(s.schema)} TO {{user}};"
-                conn.execute(f"SET LOCAL search_path TO {_ident(s.schema)}")
-                tables = _tables(conn, s.schema)
-                current = 0
-                if tables:
-                    current = self._check_existing(conn, tables, latest)
-                if read_only is not None and current < latest:
-                    # reading a current schema on a replica is fine; migrating is not
-                    state = f"is at version {current}, this code needs {latest}"
-                    raise _read_only_refusal(s, db, read_only, state)
-                for version, _name, script in scripts:
-                    if version > current:
-                        conn.execute(script)
-                        for key, value in (("schema", SCHEMA_MARK), ("version", str(version))):
-                            conn.execute(self._sql["set_meta"], {"key": key, "value": value})
-        except psycopg.errors.InsufficientPrivilege as exc:
-            raise StoreError(
-                f"role {user!r} lacks {need} in database {db!r} ({_line(exc)}); as the "
-                f"database owner run: {grant.format(user=_ident(user))}"
-            ) from exc
-        except psycopg.Error as exc:
-            raise StoreError(
-                f"cannot prepare the Mainspring schema {s.schema!r} on "
-                f"{_hosts(s)}/{s.dbname}: {_line(exc)}"
-            ) from exc
-        finally:
-            conn.close()
-
-    def _check_clock(self, server: float, before: float, after: float) -> None:
-        """Warn if this machine's clock is off the database server's by over
-        :data:`CLOCK_SKEW_WARNING` seconds: leases, timers and deadlines are times one
-        machine writes and others read (a test's own clock is not checked)."""
-        if type(self.clock) is not Clock or after - before > 1.0:  # no fair reading
-            return
-        skew = (before + after) / 2 - server
-        if abs(skew) > CLOCK_SKEW_WARNING:
-            log.warning(
-                "this machine's clock is %.1f s %s that of PostgreSQL at %s: workers on "
-                "other machines read the leases, timers and deadlines written here, so "
-                "keep every machine's clock in sync (NTP); a lease can look expired %.1f s "
-                "early (its activity may then run twice) and a timer fire %.1f s off",
-                abs(skew),
-                "ahead of" if skew > 0 else "behind",
-                _hosts(self.settings),
-                abs(skew),
-                abs(skew),
-            )
-
-    def _check_existing(self, conn: Conn, tables: set[str], latest: int) -> int:
-        """The version of an existing schema; refuse one that is not ours or is newer."""
-        return existing_version(
-            f"schema {self.settings.schema!r} of {self.settings.dbname!r}",
-            tables,
-            lambda: dict(conn.execute("SELECT key, value FROM mainspring_meta").fetchall()),
-            latest,
-            "Use another schema (?schema=… in the URL) or database",
+        """Create or upgrade the schema (see :func:`._pg_schema.migrate`)."""
+        self._database = migrate(
+            lambda: self._connect(prepare=False), self.settings, self._sql["set_meta"], self.clock
         )
 
     def _inspect(self) -> SchemaInfo:
-        s = self.settings
-        latest = schema_version()
-        conn = self._connect(prepare=False)
-        try:
-            _check_server_version(s, conn.info.server_version)
-            with conn.transaction():
-                conn.execute("SET TRANSACTION READ ONLY")
-                if (
-                    conn.execute(
-                        "SELECT 1 FROM pg_namespace WHERE nspname = %s", (s.schema,)
-                    ).fetchone()
-                    is None
-                ):
-                    return SchemaInfo(current=0, latest=latest, exists=False)
-                conn.execute(f"SET LOCAL search_path TO {_ident(s.schema)}")
-                tables = _tables(conn, s.schema)
-                current = self._check_existing(conn, tables, latest) if tables else 0
-                return SchemaInfo(current=current, latest=latest, exists=True)
-        except psycopg.Error as exc:
-            raise StoreError(
-                f"cannot read the Mainspring schema {s.schema!r} on "
-                f"{_hosts(s)}/{s.dbname}: {_line(exc)}"
-            ) from exc
-        finally:
-            conn.close()
+        return inspect(lambda: self._connect(prepare=False), self.settings)
 
     async def inspect_schema(self) -> SchemaInfo:
         """The schema's version, read-only: a missing schema is reported, not created."""
@@ -294,6 +147,11 @@ class PostgresStore(Store):
         self._watchdog.start()
         if self._lconn is not None:
             self._listener = asyncio.create_task(self._listen())
+            # live from the start where it works (a round trip); where it cannot hear
+            # (PgBouncer in transaction mode), waiters poll: open does not wait on it
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PROOF_WAIT):
+                    await self._proof.wait()
 
     async def close(self) -> None:
         """Finish queued transactions and disconnect."""
@@ -389,7 +247,12 @@ class PostgresStore(Store):
         """Whether other processes' changes reach this process's waiters: while the
         listener is connected and running (see :meth:`Wakeups.live_wakeups`)."""
         listener = self._listener
-        return self._lconn is not None and listener is not None and not listener.done()
+        return (
+            self._proven
+            and self._lconn is not None
+            and listener is not None
+            and not listener.done()
+        )
 
     async def _listen_connect(self) -> psycopg.AsyncConnection[Any]:
         assert self.settings.listen_conninfo is not None
@@ -408,8 +271,18 @@ class PostgresStore(Store):
                 # nothing to turn off.
                 with contextlib.suppress(psycopg.errors.UndefinedObject):
                     await conn.execute("SET idle_session_timeout = 0")
+            cur = await conn.execute("SELECT current_database()")
+            row = await cur.fetchone()
+            if self._database is not None and row is not None and row[0] != self._database:
+                raise StoreError(
+                    f"listen_url reaches database {row[0]!r}, but the store's URL reaches "
+                    f"{self._database!r}: notifications stay within one database, so the "
+                    "listener would hear none; point listen_url at the same database"
+                )
             await conn.execute(f"LISTEN {_ident(self._channel)}")
             await conn.execute(f"LISTEN {_ident(self._ping_channel)}")
+            self._proven = False  # until it hears its own first notification
+            self._proof.clear()
         except BaseException:
             with contextlib.suppress(psycopg.Error):
                 await conn.close()
@@ -468,25 +341,30 @@ class PostgresStore(Store):
         """Dispatch ``conn``'s notifications until it fails or goes silent.
 
         A link that stops carrying data (a NAT or load balancer dropped it, a failover
-        without a reset) raises nothing, so every :data:`LISTEN_PING` seconds this sends
-        itself a notification, on a channel of its own, through a writer. It raises if
-        one committed :data:`LISTEN_PING` seconds ago or more has not arrived, or if
-        one has not even committed after three times that.
+        without a reset) raises nothing, so this sends itself a notification, on a
+        channel of its own, through a writer: at once, then every :data:`LISTEN_PING`
+        seconds. It raises if one committed :data:`LISTEN_PING` seconds ago or more has
+        not arrived, or if one has not even committed after three times that. Until the
+        first arrives, waiters poll (:attr:`live_wakeups`): a listener that can hear
+        nothing (through PgBouncer in transaction mode, say) never keeps them waiting.
         """
-        ping: asyncio.Task[float | None] | None = None
-        sent = 0.0
+        ping: asyncio.Task[float | None] | None = asyncio.create_task(self._ping())
+        sent = time.monotonic()
         heard = False
         try:
             while True:
                 async for n in conn.notifies(timeout=LISTEN_PING):
                     if n.channel == self._ping_channel:
-                        heard = True
+                        heard = self._proven = True
+                        self._proof.set()
                     else:
                         self._heard(n.payload)
                 now = time.monotonic()
                 if ping is not None and not heard:
                     committed = ping.result() if ping.done() else None
                     if committed is not None and now - committed >= LISTEN_PING:
+                        if not self._proven:
+                            raise StoreError(_DEAF)
                         raise StoreError("the listening connection stopped carrying notifications")
                     if not ping.done() and now - sent >= 3 * LISTEN_PING:
                         raise StoreError("the listener's check of its connection never committed")
