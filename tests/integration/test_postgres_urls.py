@@ -1,14 +1,20 @@
 """The forms of PostgreSQL URL that libpq takes reach a real server: a socket directory
 (``postgresql:///db?host=/dir``, as Cloud SQL's proxy and local servers serve) and a
-list of hosts tried in turn (a failover pair)."""
+list of hosts tried in turn (a failover pair); and a worker serving a URL that carries
+its passwords as parameters logs it without them."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from datetime import timedelta as td
+from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -120,3 +126,44 @@ async def test_prepare_threshold_0_prepares_every_statement_that_can_be(pg_url: 
         )
     finally:
         await client.close()
+
+
+def test_a_worker_logs_its_url_without_the_passwords_given_as_parameters(pg_url: str) -> None:
+    # trust auth ignores the passwords, so the worker connects and logs what it serves
+    listen = f"{pg_url}?password=ms-secret-3&sslpassword=ms-secret-4"
+    url = (
+        f"{pg_url}?password=ms-secret-1&sslpassword=ms-secret-2&listen_url={quote(listen, safe='')}"
+    )
+    agent = Path(__file__).parents[1] / "acceptance" / "cli_agent.py"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mainspring", "worker", str(agent), "--db", url],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    guard = threading.Timer(60, proc.kill)  # a worker that never logs fails, not hangs
+    guard.start()
+    log: list[str] = []
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            log.append(line)
+            if "serving task queue" in line:  # the worker's own line, after the CLI's
+                break
+        proc.send_signal(signal.SIGTERM)
+        log.extend(proc.stderr)  # the rest, up to its exit
+        assert proc.wait() == 0, "".join(log)
+    finally:
+        guard.cancel()
+        proc.kill()
+        proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    text = "".join(log)
+    shown = (
+        f"(db {pg_url}?password=***&sslpassword=***&listen_url={pg_url}"
+        "%3Fpassword%3D***%26sslpassword%3D***)"
+    )
+    assert shown in text, text
+    assert "ms-secret" not in text, text

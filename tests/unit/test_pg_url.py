@@ -78,12 +78,50 @@ def test_libpq_defaults_are_added_unless_the_url_sets_them() -> None:
         ("postgresql://app@db/a?lock_wait=inf", "lock_wait='inf' in the URL: use seconds"),
         ("postgresql://app@db/a?lock_wait=nan", "lock_wait='nan' in the URL"),
         ("postgresql://app@db/a?lock_wait=0.0001", "from 0.001 to 86400"),
+        # PostgreSQL refuses CREATE SCHEMA for these: refused here, not at migrate
+        ("postgresql://app@db/a?schema=pg_foo", "schema='pg_foo' in the URL starts with pg_"),
+        ("postgresql://app@db/a?schema=pg_temp", "reserves for its own schemas"),
+        # a parameter given twice: libpq and Python would silently take the last one
+        ("postgresql://app@db/a?schema=a&schema=b", "schema is given twice in the URL; give"),
+        ("postgresql://app@db/a?pool_size=2&pool_size=3", "pool_size is given twice"),
+        ("postgresql://app@db/a?password=hunter2&pass%77ord=x", "password is given twice"),
+        ("postgresql://app@db/a?sslmode=require&sslmode=disable", "sslmode is given twice"),
+        ("postgresql://app@db/a?ssl=true&sslmode=disable", "(ssl=true is libpq's sslmode"),
+        (
+            "postgresql://app@db/a?listen_url=postgresql%3A%2F%2Fh%2Fa%3Fuser%3Dx%26user%3Dy",
+            "listen_url: user is given twice",
+        ),
+        ("postgresql://app:hunter2@db/a?password=x", "password is given twice in the URL (before"),
+        ("postgresql://app@db/a?user=bob", "user is given twice in the URL (before its ?, and"),
+        ("postgresql://app@db/a?host=db2", "host is given twice"),
+        ("postgresql://app@db:5433/a?port=5434", "port is given twice"),
+        ("postgresql://app@db/a?dbname=b", "dbname is given twice"),
+        # an empty value is refused, not taken for the default
+        ("postgresql://app@db/a?schema=", "schema is empty in the URL; give it a value"),
+        ("postgresql://app@db/a?schema", "schema is empty in the URL"),
+        ("postgresql://app@db/a?pool_size=", "pool_size is empty in the URL"),
+        ("postgresql://app@db/a?lock_wait=", "lock_wait is empty in the URL"),
+        ("postgresql://app@db/a?prepare_threshold=", "prepare_threshold is empty"),
+        ("postgresql://app@db/a?listen_url=", "listen_url is empty in the URL"),
+        ("postgresql://app@db/a?listen=", "listen is empty in the URL"),
+        # numbers as Python reads them but nobody writes them
+        ("postgresql://app@db/a?pool_size=%D9%A3", "pool_size='\u0663' in the URL: use a"),
+        ("postgresql://app@db/a?pool_size=1_0", "pool_size='1_0' in the URL: use a whole"),
+        ("postgresql://app@db/a?pool_size=%203", "pool_size=' 3' in the URL"),
+        ("postgresql://app@db/a?lock_wait=1e2", "lock_wait='1e2' in the URL: use seconds"),
+        ("postgresql://app@db/a?prepare_threshold=-1", "use a whole number (0 or more) or off"),
+        ("postgresql://app@db/a?pool_size=" + "9" * 5000, "… (5,000 characters) in the URL"),
+        # what urlsplit would read otherwise than libpq does, and might show a password of
+        ("postgresql://app:hun#ter2@db/a", "it holds '#'; write it as %23"),
+        ("postgresql://app:hun?ter2@db/a", "a '?' comes before its '@'; write ? in a password"),
+        ("postgresql://app@db/a?password=hunter2%zz", "not followed by two hex digits"),
     ],
 )
 def test_what_libpq_could_not_use_is_one_clear_error(url: str, says: str) -> None:
     with pytest.raises(StoreError, match=None) as err:
         parse_postgres_url(url)
     assert says in str(err.value) and "hunter2" not in str(err.value)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 300
 
 
 def test_the_listen_url_is_read_as_the_main_one_is_and_its_errors_name_its_host() -> None:
@@ -115,6 +153,65 @@ def test_passwords_stay_out_of_logs_reprs_and_connection_errors() -> None:
     assert "p%40ss" not in repr(s) and "p@ss" not in repr(s)
     err = _connect_error(RuntimeError('timeout expired for "app:p@ss/word@db"'), s)
     assert "p@ss/word" not in str(err) and "***" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://app@db:5432/agents?password=qspw",
+            "postgresql://app@db:5432/agents?password=***",
+        ),
+        (
+            "postgresql://app@db/a?sslpassword=qspw&sslmode=require&PassWord=qspw",
+            "postgresql://app@db/a?sslpassword=***&sslmode=require&PassWord=***",
+        ),
+        ("postgresql://app@db/a?pass%77ord=qspw", "postgresql://app@db/a?pass%77ord=***"),
+        (  # a listen_url's password, in its user part and in its query
+            "postgresql://app@db/a?schema=s&listen_url="
+            + quote("postgresql://app:qspw@direct/a?password=qspw&sslpassword=qspw", safe=""),
+            "postgresql://app@db/a?schema=s&listen_url=postgresql://app:***@direct/a"
+            "%3Fpassword%3D***%26sslpassword%3D***",
+        ),
+        (  # a listen_url written unencoded
+            "postgresql://app@db/a?listen_url=postgresql://direct/a?password=qspw",
+            "postgresql://app@db/a?listen_url=postgresql://direct/a%3Fpassword%3D***",
+        ),
+        (  # a libpq key=value string (taken for a SQLite file name, but shown)
+            "host=db password=qspw sslpassword = 'qs pw' dbname=a",
+            "host=db password=*** sslpassword = *** dbname=a",
+        ),
+        ("postgresql://app:qs#pw@db/a", "(a URL that cannot be read)"),
+        ("postgresql://app:qs?pw@db/a", "(a URL that cannot be read)"),
+        ("mainspring.db", "mainspring.db"),
+    ],
+)
+def test_every_password_in_a_shown_url_is_hidden(url: str, shown: str) -> None:
+    assert redacted(url) == shown
+
+
+def test_a_password_given_as_a_parameter_stays_out_of_connection_errors() -> None:
+    inner = "postgresql://app@direct/a?password=lq%2Bpw"
+    s = parse_postgres_url(f"postgresql://app@db/a?password=qs%40pw&listen_url={quote(inner)}")
+    for form in ("qs@pw", "qs%40pw"):
+        err = _connect_error(RuntimeError(f"timeout expired ({form})"), s)
+        assert form not in str(err) and "(***)" in str(err)
+    assert s.listener is not None
+    assert "lq+pw" not in str(_connect_error(RuntimeError("lq+pw refused"), s.listener))
+
+
+def test_the_query_is_read_as_libpq_reads_it_a_plus_is_a_plus() -> None:
+    assert libpq("postgresql://app@db/a?password=a+b&application_name=x+y")["password"] == "a+b"
+    assert libpq("postgresql://app@db/a?application_name=x+y")["application_name"] == "x+y"
+
+
+def test_settings_given_once_either_way_are_taken() -> None:
+    # the socket form: no host before the ?, so ?host= is its only host
+    assert libpq("postgresql://:5433/a?host=/run/pg&user=app")["host"] == "/run/pg"
+    assert libpq("postgresql://app@/a?host=/run/pg&port=5433")["port"] == "5433"
+    assert libpq("postgresql://db/?dbname=a&user=app")["dbname"] == "a"
+    assert libpq("postgresql://db/a?ssl=true")["sslmode"] == "require"
+    assert parse_postgres_url("postgresql://db/a?lock_wait=.5").lock_wait == 0.5
 
 
 def test_a_malformed_url_s_error_does_not_show_its_password() -> None:
