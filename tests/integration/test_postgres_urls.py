@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 
 from mainspring import Client, Worker, WorkflowAlreadyStartedError, activity, workflow
+from mainspring.errors import StoreError, StoreUnavailableError
 from tests import _pg
 
 pytestmark = pytest.mark.skipif(not _pg.enabled(), reason=_pg.report_header())
@@ -167,3 +168,24 @@ def test_a_worker_logs_its_url_without_the_passwords_given_as_parameters(pg_url:
     )
     assert shown in text, text
     assert "ms-secret" not in text, text
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("options=-c%20statement_timeout%3Dabc", 'invalid value for parameter "statement_timeout"'),
+        ("options=-c%20bogus_setting%3D1", 'unrecognized configuration parameter "bogus_setting"'),
+        ("connect_timeout=abc", "bad value for connect_timeout"),
+        ("keepalives_idle=xyz", 'for connection option "keepalives_idle"'),
+    ],
+)
+async def test_a_wrong_setting_is_named_as_such_not_as_an_unreachable_server(
+    pg_url: str, query: str, named: str
+) -> None:
+    # the word "timeout" in a setting's name once made it "cannot reach PostgreSQL"
+    with pytest.raises(StoreError) as info:
+        await Client.connect(f"{pg_url}?{query}")
+    assert not isinstance(info.value, StoreUnavailableError)  # retrying will not help
+    msg = str(info.value)
+    assert msg.startswith("a connection setting in the URL is wrong") and named in msg, msg
+    assert "cannot reach" not in msg and "\n" not in msg

@@ -289,6 +289,17 @@ def _hosts(s: PgSettings) -> str:
     )
 
 
+# what the server says of a bad options=-c setting, and libpq of a bad parameter
+_BAD_SETTING = (
+    "invalid value for parameter",
+    "unrecognized configuration parameter",
+    "for connection option",
+    "invalid connection option",
+    "invalid sslmode value",
+    "bad value for",  # psycopg reads connect_timeout itself
+)
+
+
 def _connect_error(exc: BaseException, s: PgSettings) -> StoreError:
     """Translate a failed connection into one line saying what to do."""
     why = scrub(_line(exc), s.conninfo)
@@ -319,6 +330,11 @@ def _connect_error(exc: BaseException, s: PgSettings) -> StoreError:
         return StoreError(
             f"{where} does not accept user {s.user!r} from this host ({why}); "
             "add a pg_hba.conf entry for it"
+        )
+    if any(w in low for w in _BAD_SETTING):  # before "timeout": a setting may name one
+        return StoreError(
+            f"a connection setting in the URL is wrong ({why}); fix it: the connection "
+            "parameters, or the server settings in options=-c…"
         )
     if any(w in low for w in ("refused", "resolve", "timeout", "unreachable", "no route")):
         return StoreUnavailableError(
