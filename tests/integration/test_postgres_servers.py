@@ -407,3 +407,28 @@ async def test_a_result_waiter_retries_only_an_unreachable_database(pg_url: str)
             await asyncio.wait_for(handle.result(), 10)
     finally:
         await client.close()
+
+
+async def test_a_dropped_connection_is_reported_once_not_also_by_psycopg(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    store = PostgresStore(pg_url + "?listen=off&pool_size=1")
+    await store.open()
+    try:
+        await store.start_workflow(workflow_id="w0", workflow_type="T", task_queue="q", input="[]")
+        db = pg_url.rsplit("/", 1)[1]
+        pids = [p for (p,) in admin_sql(_pg.admin_url(), _BACKENDS, (db,))]
+        admin_sql(
+            _pg.admin_url(), "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid", (pids,)
+        )
+        while set(pids) & {p for (p,) in admin_sql(_pg.admin_url(), _BACKENDS, (db,))}:
+            await asyncio.sleep(0.01)  # until the server has ended them
+        await store.start_workflow(workflow_id="w1", workflow_type="T", task_queue="q", input="[]")
+    finally:
+        await store.close()
+    ours = [r for r in caplog.records if r.name == "mainspring.store"]
+    assert any("connection lost" in r.getMessage() for r in ours), caplog.text
+    assert "error ignored terminating" not in caplog.text

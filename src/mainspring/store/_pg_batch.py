@@ -26,6 +26,7 @@ from psycopg import pq
 
 from ..errors import StoreError, StoreUnavailableError
 from ._group_commit import _Op
+from ._pg_logs import adopt
 from ._pg_statements import READ_FUSIONS, batch_read, fuse, multi_row_inserts, split_batch_read
 from ._pg_url import PgSettings, _line
 from ._tx import Reads
@@ -295,6 +296,7 @@ class _Link:
             self._delay = min(max(self._delay * 2, 0.05), 2.0)
             self._next_try = time.monotonic() + self._delay
             raise
+        adopt(conn)  # its lost pipelines are reported by the store, once
         with self._lock:
             self.conn = conn
             try:
