@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ..errors import NotAMainspringDatabaseError, StoreClosedError, StoreError
 from ._group_commit import outcome
@@ -98,8 +98,22 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
         path = path[1:]
     if not path:
         raise StoreError(f"the SQLite URL {url!r} names no file; use sqlite:///path/to/file.db")
-    opts = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    opts: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in SQLITE_PARAMETERS:
+            raise StoreError(
+                f"unknown parameter {key[:40]!r} in the SQLite URL; the one it takes is "
+                "synchronous (full, normal or extra)"
+            )
+        if key in opts:
+            raise StoreError(f"{key} is given twice in the SQLite URL; give it once")
+        if not value:
+            raise StoreError(f"{key} is empty in the SQLite URL; give it a value or leave it out")
+        opts[key] = value
     return path, opts
+
+
+SQLITE_PARAMETERS = frozenset({"synchronous"})
 
 
 _IN_CHUNK = 500  # keys per IN (…) list, well under SQLite's parameter limit
