@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -29,8 +30,27 @@ out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
 
 
+def not_empty(envvar: str | None = None) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback refusing an empty (or all-blank) value with a usage error, whether
+    given on the command line or as ``envvar`` set to nothing (which click would
+    otherwise take for unset, silently falling back to the default)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        source = ctx.get_parameter_source(param.name or "")
+        from_default = source is click.core.ParameterSource.DEFAULT
+        if envvar and from_default and not os.environ.get(envvar, "x").strip():
+            raise click.BadParameter(f"{envvar} is set but empty; set it to a value or unset it")
+        if isinstance(value, str) and not value.strip():
+            what = "the database URL" if param.name == "db" else "the value"
+            raise click.BadParameter(f"{what} is empty; give a non-empty one or leave it out")
+        return value
+
+    return check
+
+
 def db_option(fn: F) -> F:
-    """``--db URL``, falling back to ``MAINSPRING_DB``, then ``sqlite:///mainspring.db``."""
+    """``--db URL``, falling back to ``MAINSPRING_DB``, then ``sqlite:///mainspring.db``;
+    an empty URL, or ``MAINSPRING_DB`` set to nothing, is a usage error."""
     return click.option(
         "--db",
         "db",
@@ -39,6 +59,7 @@ def db_option(fn: F) -> F:
         default=DEFAULT_URL,
         show_default=True,
         metavar="URL",
+        callback=not_empty(DB_ENVVAR),
         help="Database URL: sqlite:///path.db, sqlite:////abs/path.db or postgresql://…",
     )(fn)
 
@@ -76,19 +97,51 @@ async def connect(db: str) -> AsyncIterator[Client]:
         await client.close()
 
 
+def _shown(raw: str, limit: int = 40) -> str:
+    """``raw`` quoted, cut to about ``limit`` characters so an error stays one line."""
+    return repr(raw) if len(raw) <= limit else repr(raw[:limit]) + f"… ({len(raw):,} characters)"
+
+
 def parse_json_args(values: tuple[str, ...], what: str = "--arg") -> list[Any]:
-    """Decode each ``--arg`` value as JSON: ``'"text"'``, ``42``, ``'{"k": 1}'``."""
+    """Decode each ``--arg`` value as JSON: ``'"text"'``, ``42``, ``'{"k": 1}'``.
+
+    A value that is not JSON, nests too deeply, or holds a number too long for Python
+    to read is a usage error (``click.BadParameter``) naming the problem.
+    """
     parsed: list[Any] = []
     for raw in values:
         try:
             parsed.append(json.loads(raw))
         except json.JSONDecodeError as exc:
             raise click.BadParameter(
-                f"{raw!r} is not valid JSON ({exc.msg}); a string needs JSON quotes, "
+                f"{_shown(raw)} is not valid JSON ({exc.msg}); a string needs JSON quotes, "
                 """e.g. --arg '"some text"'""",
                 param_hint=what,
             ) from None
+        except RecursionError:
+            raise click.BadParameter(
+                f"{_shown(raw)} nests arrays or objects too deeply to decode; pass a flatter value",
+                param_hint=what,
+            ) from None
+        except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+            raise click.BadParameter(
+                f"{_shown(raw)} cannot be decoded ({str(exc).split(':')[0]}); "
+                "pass a long number as a JSON string instead",
+                param_hint=what,
+            ) from None
     return parsed
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds from ``min`` to ``max``: NaN and infinities are refused."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return number
 
 
 MAX_DURATION = 100 * 365.25 * 86400.0

@@ -14,13 +14,15 @@ from typing import Any
 
 import click
 
-from ._cli_common import connect, db_option, fail, run
+from ._cli_common import Seconds, connect, db_option, fail, not_empty, run
 from .activity import ActivityDefinition
 from .store._redact import redacted
-from .worker import Worker
+from .worker import MAX_CACHED_WORKFLOWS, MAX_CONCURRENCY, MAX_WORKER_TIMEOUT, Worker
 from .workflow import WorkflowDefinition
 
 log = logging.getLogger("mainspring.cli")
+
+MAX_SECONDS = MAX_WORKER_TIMEOUT.total_seconds()
 
 
 def load_module(target: str) -> ModuleType:
@@ -76,34 +78,35 @@ def collect(module: ModuleType) -> tuple[list[type], list[Callable[..., Any]]]:
     "-q",
     envvar="MAINSPRING_TASK_QUEUE",
     show_envvar=True,
+    callback=not_empty("MAINSPRING_TASK_QUEUE"),
     help="The queue to poll (default: the module's TASK_QUEUE, else 'default').",
 )
 @click.option(
     "--max-concurrent-activities",
     default=100,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_CONCURRENCY),
     help="Activity attempts run at once.",
 )
 @click.option(
     "--max-concurrent-workflow-tasks",
     default=100,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_CONCURRENCY),
     help="Workflow tasks processed at once.",
 )
 @click.option(
     "--max-cached-workflows",
     default=1000,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_CACHED_WORKFLOWS),
     help="Runs kept in memory between steps.",
 )
 @click.option(
     "--sticky-timeout",
     default=0.2,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=Seconds(min=0, max=MAX_SECONDS),
     help="Seconds a ready workflow task is left to the worker that keeps its run in "
     "memory before this one takes it (and replays the run's history).",
 )
@@ -111,7 +114,7 @@ def collect(module: ModuleType) -> tuple[list[type], list[Callable[..., Any]]]:
     "--graceful-shutdown-timeout",
     default=10.0,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=Seconds(min=0, max=MAX_SECONDS),
     help="Seconds running activities get to finish on SIGTERM/SIGINT.",
 )
 @click.option(
@@ -151,7 +154,8 @@ def worker(
     workflows, activities = collect(mod)
     if not workflows and not activities:
         fail(f"{module!r} defines no @workflow.defn classes and no @activity.defn functions")
-    queue = task_queue or str(getattr(mod, "TASK_QUEUE", None) or "default")
+    default_queue = str(getattr(mod, "TASK_QUEUE", None) or "default")
+    queue = default_queue if task_queue is None else task_queue
 
     async def serve() -> None:
         async with connect(db) as client:

@@ -10,12 +10,15 @@ from rich.table import Table
 from rich.text import Text
 
 from ._cli_common import (
+    Seconds,
     connect,
     db_option,
     decode_payload,
     description_dict,
+    err,
     fmt_time,
     json_option,
+    not_empty,
     out,
     parse_json_args,
     print_json,
@@ -23,6 +26,7 @@ from ._cli_common import (
     status_text,
 )
 from .client import MAX_LIST_LIMIT
+from .errors import MainspringError, WorkflowAlreadyStartedError
 from .history import Event, EventType, histories_to_json
 
 ARG_HELP = "An argument as JSON (repeat for several), e.g. --arg '\"text\"' --arg 3."
@@ -59,13 +63,19 @@ def start(
 
     async def go() -> tuple[str, str | None]:
         async with connect(db) as client:
-            handle = await client.start_workflow(
-                workflow_type,
-                *values,
-                id=workflow_id,
-                task_queue=task_queue,
-                id_conflict_policy="use_existing" if use_existing else "fail",
-            )
+            try:
+                handle = await client.start_workflow(
+                    workflow_type,
+                    *values,
+                    id=workflow_id,
+                    task_queue=task_queue,
+                    id_conflict_policy="use_existing" if use_existing else "fail",
+                )
+            except WorkflowAlreadyStartedError as exc:  # its advice is Python's; give ours
+                raise MainspringError(
+                    f"workflow {exc.workflow_id!r} is already running (run {exc.run_id}); "
+                    "pass --use-existing to attach to it, or choose another --id"
+                ) from None
             return handle.id, handle.run_id
 
     wid, run_id = run(go())
@@ -101,6 +111,9 @@ def list_(
             )
 
     runs = run(go())
+    if len(runs) == limit:  # on stderr, so that --json output stays clean
+        runs_ = "run" if limit == 1 else f"{limit:,} runs"
+        err.print(f"showing the newest {runs_}; --limit N shows more", soft_wrap=True)
     if as_json:
         print_json([description_dict(d) for d in runs])
         return
@@ -123,7 +136,7 @@ def list_(
 
 @workflow_group.command("describe")
 @click.argument("workflow_id", metavar="ID")
-@click.option("--run-id", help="A specific run (default: the latest).")
+@click.option("--run-id", callback=not_empty(), help="A specific run (default: the latest).")
 @json_option
 @db_option
 def describe(workflow_id: str, run_id: str | None, as_json: bool, db: str) -> None:
@@ -198,7 +211,7 @@ def event_summary(e: Event) -> str:
 
 @workflow_group.command("history")
 @click.argument("workflow_id", metavar="ID")
-@click.option("--run-id", help="A specific run (default: the latest).")
+@click.option("--run-id", callback=not_empty(), help="A specific run (default: the latest).")
 @click.option(
     "--json",
     "as_json",
@@ -256,7 +269,7 @@ def signal(workflow_id: str, name: str, args: tuple[str, ...], db: str) -> None:
     "--timeout",
     default=10.0,
     show_default=True,
-    type=click.FloatRange(min=0.1),
+    type=Seconds(min=0.1),
     help="Seconds to wait for a worker to answer.",
 )
 @db_option
@@ -277,7 +290,7 @@ def query(workflow_id: str, name: str, args: tuple[str, ...], timeout: float, db
 @click.argument("workflow_id", metavar="ID")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=Seconds(min=0),
     default=None,
     help="Seconds to wait (default: until it closes).",
 )

@@ -21,6 +21,7 @@ from ._cli_common import (
     fail,
     fmt_time,
     json_option,
+    not_empty,
     out,
     parse_duration,
     print_json,
@@ -164,6 +165,7 @@ def prune(older_than: float, dry_run: bool, as_json: bool, db: str) -> None:
     show_envvar=True,
     default=None,
     metavar="URL",
+    callback=not_empty("MAINSPRING_DB"),
     help="Database URL (default: a temporary SQLite file).",
 )
 def demo(workflows: int, kill_after: int, db: str | None) -> None:

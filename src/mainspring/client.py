@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal
 
+from ._durations import seconds as _seconds
 from ._names import check_name
 from ._trouble import report
 from .converter import DEFAULT_MAX_PAYLOAD_SIZE, PayloadConverter, type_hints_of
@@ -314,7 +315,8 @@ class Client:
     ) -> list[WorkflowDescription]:
         """Runs, newest first, optionally filtered by status and workflow type: at most
         ``limit`` of them (a whole number from 0 to :data:`MAX_LIST_LIMIT`, else
-        ``ValueError``)."""
+        ``ValueError``). ``status`` is a :class:`WorkflowStatus` or its name in any case
+        (``"running"``), else ``ValueError`` listing the valid ones."""
         if (
             isinstance(limit, bool)
             or not isinstance(limit, int)
@@ -323,11 +325,16 @@ class Client:
             raise ValueError(
                 f"limit must be a whole number from 0 to {MAX_LIST_LIMIT:,}, not {limit!r}"
             )
-        st = (
-            WorkflowStatus(status.upper() if isinstance(status, str) else status).value
-            if (status is not None)
-            else None
-        )
+        st: str | None = None
+        if status is not None:
+            try:
+                st = WorkflowStatus(status.upper() if isinstance(status, str) else status).value
+            except ValueError:
+                valid = ", ".join(repr(s.value.lower()) for s in WorkflowStatus)
+                raise ValueError(
+                    f"status must be one of {valid} (any case), a WorkflowStatus, or None; "
+                    f"not {status!r}"
+                ) from None
         if workflow_type is not None:
             check_name(workflow_type, "workflow type")
         records = await self.store.list_runs(status=st, workflow_type=workflow_type, limit=limit)
@@ -344,8 +351,8 @@ class Client:
         least :data:`MIN_RETENTION` (a minute), else ``ValueError``. Safe to run from
         several processes at once, and to run again after a failure part way.
         """
-        seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
-        if not seconds >= MIN_RETENTION:  # also refuses NaN
+        seconds = _seconds("older_than", older_than)
+        if seconds < MIN_RETENTION:
             raise ValueError(
                 f"older_than must be at least {MIN_RETENTION:g} seconds, not {older_than!r}: "
                 "a client may still be reading the result of a run that closed just now"
@@ -380,11 +387,15 @@ class WorkflowHandle:
     async def result(self, *, timeout: timedelta | float | None = None) -> Any:
         """Wait for the run to close; return its result.
 
+        ``timeout`` is a ``timedelta`` or a number of seconds, finite and not negative
+        (``0`` asks whether it has closed), or ``None`` to wait until it closes.
+
         Raises:
             WorkflowFailureError: it failed, was cancelled or terminated (``cause`` says why).
             WorkflowResultTimeoutError: ``timeout`` passed first; the run goes on.
+            ValueError, TypeError: ``timeout`` is NaN, infinite, negative or not a number.
         """
-        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+        seconds = None if timeout is None else _seconds("timeout", timeout)
         loop = asyncio.get_running_loop()
         deadline = None if seconds is None else loop.time() + seconds
         store = self.client.store
@@ -461,13 +472,16 @@ class WorkflowHandle:
     ) -> Any:
         """Ask a worker to run a query handler against the run's current state.
 
+        ``timeout`` is a ``timedelta`` or a number of seconds, finite and not negative.
+
         Raises:
             QueryTimeoutError: no worker answered within ``timeout``.
             QueryFailedError: the handler raised or does not exist.
+            ValueError, TypeError: ``timeout`` is NaN, infinite, negative or not a number.
         """
+        seconds = _seconds("timeout", timeout)
         name, ret = _handler_name(query, "query", args)
         payload = self.client.converter.encode_args(args, what=f"arguments of query {name!r}")
-        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
         store = self.client.store
         qid, run_id = await store.submit_query(self.id, self.run_id, name, payload, seconds)
         loop = asyncio.get_running_loop()

@@ -75,6 +75,11 @@ class PayloadConverter:
                 f"cannot serialize the {what}: {exc}. Use JSON values, dataclasses, "
                 "pydantic models, datetimes, UUIDs or Enums"
             ) from exc
+        except RecursionError:
+            raise PayloadError(
+                f"cannot serialize the {what}: it nests lists, dicts or objects too "
+                "deeply; pass a flatter value"
+            ) from None
         size = len(text.encode("utf-8"))
         if size > self.max_payload_size:
             raise PayloadTooLargeError(
@@ -88,24 +93,38 @@ class PayloadConverter:
         return self.encode(list(args), what=what)
 
     def decode(self, text: str | None, type_hint: Any = None) -> Any:
-        """Decode JSON text to a value of ``type_hint`` (``None``/``Any``: plain JSON)."""
+        """Decode JSON text to a value of ``type_hint`` (``None``/``Any``: plain JSON).
+
+        Raises:
+            PayloadError: ``text`` is not JSON, or nests too deeply to decode.
+        """
         if text is None:
             return None
-        try:
-            raw = json.loads(text)
-        except ValueError as exc:
-            raise PayloadError(f"payload is not valid JSON: {exc}") from exc
-        return from_jsonable(raw, type_hint)
+        return from_jsonable(_loads(text), type_hint)
 
     def decode_args(self, text: str, type_hints: Sequence[Any]) -> list[Any]:
-        """Decode a list of arguments, each to the matching type hint when one is known."""
-        raw = json.loads(text)
+        """Decode a list of arguments, each to the matching type hint when one is known.
+
+        Raises:
+            PayloadError: ``text`` is not a JSON list, or nests too deeply to decode.
+        """
+        raw = _loads(text)
         if not isinstance(raw, list):
             raise PayloadError("arguments payload is not a JSON list")
         return [
             from_jsonable(v, type_hints[i] if i < len(type_hints) else None)
             for i, v in enumerate(raw)
         ]
+
+
+def _loads(text: str) -> Any:
+    """``json.loads(text)``, any failure a :class:`PayloadError`."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:  # not JSON, or an integer too long to read
+        raise PayloadError(f"payload is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise PayloadError("payload nests lists or objects too deeply to decode") from None
 
 
 def from_jsonable(value: Any, hint: Any) -> Any:

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ._activity_runner import ActivityRunner
+from ._durations import seconds
 from ._names import check_name
 from ._trouble import report
 from ._workflow_runner import WorkflowRunner
@@ -30,6 +31,9 @@ log = logging.getLogger("mainspring.worker")
 
 
 ACTIVITY_STICKINESS = 10  # attempts lean to their scheduler for this many sticky timeouts
+MAX_CONCURRENCY = 10_000  # the most activity attempts or workflow tasks run at once
+MAX_CACHED_WORKFLOWS = 1_000_000  # the most runs one worker keeps in memory
+MAX_WORKER_TIMEOUT = timedelta(days=7)  # the longest any of the Worker's durations may be
 
 
 class Worker:
@@ -45,10 +49,13 @@ class Worker:
         task_queue: The queue to poll.
         workflows: ``@workflow.defn`` classes.
         activities: ``@activity.defn`` functions.
-        max_concurrent_activities: Activity attempts run at once.
-        max_concurrent_workflow_tasks: Workflow tasks processed at once.
-        max_cached_workflows: Runs kept in memory between steps; evicted runs are
-            replayed from history when they next wake.
+        max_concurrent_activities: Activity attempts run at once (1 to
+            :data:`MAX_CONCURRENCY`).
+        max_concurrent_workflow_tasks: Workflow tasks processed at once (1 to
+            :data:`MAX_CONCURRENCY`).
+        max_cached_workflows: Runs kept in memory between steps (1 to
+            :data:`MAX_CACHED_WORKFLOWS`); evicted runs are replayed from history when
+            they next wake.
         deadlock_timeout: How long workflow code may hold the thread in one step before
             the step fails as a deadlock.
         graceful_shutdown_timeout: How long running activities get to finish on shutdown.
@@ -67,6 +74,15 @@ class Worker:
         identity: This worker's name in leases; defaults to ``host:pid:random``.
         activity_executor: The thread pool of sync activities (default: one sized to
             ``max_concurrent_activities``).
+
+    Every duration is a ``timedelta`` or a number of seconds, finite and at most
+    :data:`MAX_WORKER_TIMEOUT`; ``deadlock_timeout``, ``poll_interval`` and
+    ``workflow_task_timeout`` must be more than zero, the others may be zero.
+
+    Raises:
+        WorkerError: an argument is out of range (the message names it).
+        TypeError: a count is not an ``int``, or a duration neither a ``timedelta``
+            nor a number.
     """
 
     def __init__(
@@ -79,11 +95,11 @@ class Worker:
         max_concurrent_activities: int = 100,
         max_concurrent_workflow_tasks: int = 100,
         max_cached_workflows: int = 1000,
-        deadlock_timeout: timedelta = timedelta(seconds=2),
-        graceful_shutdown_timeout: timedelta = timedelta(seconds=10),
-        poll_interval: timedelta = timedelta(seconds=1),
-        workflow_task_timeout: timedelta = timedelta(seconds=10),
-        sticky_timeout: timedelta = timedelta(milliseconds=200),
+        deadlock_timeout: timedelta | float = timedelta(seconds=2),
+        graceful_shutdown_timeout: timedelta | float = timedelta(seconds=10),
+        poll_interval: timedelta | float = timedelta(seconds=1),
+        workflow_task_timeout: timedelta | float = timedelta(seconds=10),
+        sticky_timeout: timedelta | float = timedelta(milliseconds=200),
         identity: str | None = None,
         activity_executor: ThreadPoolExecutor | None = None,
     ) -> None:
@@ -95,23 +111,25 @@ class Worker:
             raise WorkerError(str(exc)) from None
         if not workflows and not activities:
             raise WorkerError("a worker needs at least one workflow or activity")
-        for name, value in (
-            ("max_concurrent_activities", max_concurrent_activities),
-            ("max_concurrent_workflow_tasks", max_concurrent_workflow_tasks),
-            ("max_cached_workflows", max_cached_workflows),
+        for name, value, most in (
+            ("max_concurrent_activities", max_concurrent_activities, MAX_CONCURRENCY),
+            ("max_concurrent_workflow_tasks", max_concurrent_workflow_tasks, MAX_CONCURRENCY),
+            ("max_cached_workflows", max_cached_workflows, MAX_CACHED_WORKFLOWS),
         ):
-            if value < 1:
-                raise WorkerError(f"{name} must be at least 1")
-        if sticky_timeout < timedelta(0):
-            raise WorkerError("sticky_timeout must not be negative; timedelta(0) turns it off")
+            _check_count(name, value, most)
+        deadlock = _seconds("deadlock_timeout", deadlock_timeout)
+        lease = _seconds("workflow_task_timeout", workflow_task_timeout)
+        poll = _seconds("poll_interval", poll_interval)
+        grace = _seconds("graceful_shutdown_timeout", graceful_shutdown_timeout, zero=True)
+        sticky = _seconds("sticky_timeout", sticky_timeout, zero=True)
         self.client = client
         self.task_queue = task_queue
         self.identity = identity or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._workflows = _register_workflows(workflows)
         self._activities = _register_activities(activities)
-        self._grace = graceful_shutdown_timeout.total_seconds()
-        self._poll = poll_interval.total_seconds()
-        self._sticky = sticky_timeout.total_seconds()
+        self._grace = grace
+        self._poll = poll
+        self._sticky = sticky
         self._own_executor = activity_executor is None
         self._executor = activity_executor or ThreadPoolExecutor(
             max_workers=max_concurrent_activities, thread_name_prefix="mainspring-activity"
@@ -141,9 +159,9 @@ class Worker:
             owner=self.identity,
             max_concurrent=max_concurrent_workflow_tasks,
             max_cached=max_cached_workflows,
-            deadlock_timeout=deadlock_timeout.total_seconds(),
+            deadlock_timeout=deadlock,
             poll_interval=self._poll,
-            task_lease=workflow_task_timeout.total_seconds(),
+            task_lease=lease,
             sticky_wait=self._sticky,
             reserve_activity_slots=self._activity.reserve,
             dispatch_activity=self._activity.dispatch,
@@ -266,6 +284,22 @@ class Worker:
         tb: TracebackType | None,
     ) -> None:
         await self.shutdown()
+
+
+def _check_count(name: str, value: object, most: int) -> None:
+    """Refuse a count that is not an ``int`` from 1 to ``most``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not 1 <= value <= most:
+        raise WorkerError(f"{name} must be from 1 to {most:,}, not {value:,}")
+
+
+def _seconds(name: str, value: object, *, zero: bool = False) -> float:
+    """``value`` in seconds, checked (:func:`._durations.seconds`): at most
+    :data:`MAX_WORKER_TIMEOUT`, and more than zero (or zero too, with ``zero``)."""
+    return seconds(
+        name, value, zero=zero, most=MAX_WORKER_TIMEOUT.total_seconds(), error=WorkerError
+    )
 
 
 def _register_workflows(classes: Sequence[type]) -> dict[str, WorkflowDefinition]:

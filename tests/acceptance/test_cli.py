@@ -50,6 +50,16 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+def usage_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """Assert the process failed with a usage error (exit 2, no traceback); return the
+    line saying what is wrong."""
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
 @pytest.fixture(scope="module")
 def db(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('cli') / 'cli.db'}"
@@ -400,3 +410,94 @@ def test_db_prune_refuses_a_missing_unit_or_a_retention_under_a_minute(tmp_path:
         cli("db", "prune", "--older-than", "30s", db=db, check=False)
     )
     assert not (tmp_path / "p.db").exists()  # refused before anything was opened
+
+
+def test_an_empty_database_url_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    start = ["workflow", "start", "X", "--id", "e1", "-q", "q"]
+    assert "the database URL is empty" in usage_error(cli(*start, "--db", "", check=False))
+    assert "the database URL is empty" in usage_error(cli(*start, "--db", " ", check=False))
+    for command in (["workflow", "list"], ["db", "status"], ["demo"]):
+        line = usage_error(cli(*command, db="", check=False))
+        assert "MAINSPRING_DB is set but empty" in line, command
+    assert list(tmp_path.iterdir()) == []  # no ./mainspring.db
+    cli("db", "migrate")  # MAINSPRING_DB unset: the default still applies
+    assert (tmp_path / "mainspring.db").exists()
+
+
+def test_an_argument_too_deep_or_too_long_to_decode_is_a_usage_error(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    deep = "[" * 3000 + "]" * 3000
+    line = usage_error(cli("workflow", "signal", "w", "s", "--arg", deep, db=db, check=False))
+    assert "nests arrays or objects too deeply" in line and len(line) < 300
+    long = "9" * 5000
+    line = usage_error(
+        cli("workflow", "start", "W", "--id", "w", "-q", "q", "--arg", long, db=db, check=False)
+    )
+    assert "4300 digits" in line and "as a JSON string" in line
+    assert not (tmp_path / "a.db").exists()
+
+
+def test_worker_options_out_of_range_are_usage_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    # refused while parsing, before the module (which does not exist) is imported
+    for option, value, message in [
+        ("--sticky-timeout", "nan", "'nan' is not a finite number of seconds"),
+        ("--sticky-timeout", "inf", "not in the range 0<=x<=604800"),
+        ("--graceful-shutdown-timeout", "nan", "'nan' is not a finite number of seconds"),
+        ("--graceful-shutdown-timeout", "-inf", "not in the range"),
+        ("--max-concurrent-activities", "9" * 23, "not in the range 1<=x<=10000"),
+        ("--max-concurrent-workflow-tasks", "10001", "not in the range 1<=x<=10000"),
+        ("--max-cached-workflows", "1000001", "not in the range 1<=x<=1000000"),
+        ("--task-queue", "", "is empty"),
+    ]:
+        line = usage_error(cli("worker", "no_such_module_xyz", option, value, check=False))
+        assert option in line and message in line, (option, value, line)
+    monkeypatch.setenv("MAINSPRING_TASK_QUEUE", "")
+    line = usage_error(cli("worker", "no_such_module_xyz", check=False))
+    assert "MAINSPRING_TASK_QUEUE is set but empty" in line
+
+
+def test_bad_timeouts_and_empty_run_ids_are_usage_errors(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    for value in ("nan", "inf", "-1"):
+        for command in (["result", "w"], ["query", "w", "status"]):
+            line = usage_error(cli("workflow", *command, "--timeout", value, db=db, check=False))
+            assert "--timeout" in line, (command, value)
+    for command in ("describe", "history"):
+        line = usage_error(cli("workflow", command, "w", "--run-id", "", db=db, check=False))
+        assert "--run-id" in line and "is empty" in line
+    assert not (tmp_path / "t.db").exists()
+
+
+def test_a_damaged_schema_version_is_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.db"
+    db = f"sqlite:///{path}"
+    cli("db", "migrate", db=db)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE mainspring_meta SET value = 'abc' WHERE key = 'version'")
+    conn.close()
+    for command in ("status", "migrate"):
+        line = one_line_error(cli("db", command, db=db, check=False))
+        assert "schema version 'abc'" in line and "not a whole number" in line, command
+
+
+def test_starting_an_open_id_names_the_cli_flag(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    start = ["workflow", "start", "W", "--id", "w", "-q", "q"]
+    cli(*start, db=db)
+    line = one_line_error(cli(*start, db=db, check=False))
+    assert "already running" in line and "pass --use-existing" in line
+    assert "id_conflict_policy" not in line
+
+
+def test_list_says_on_stderr_when_it_may_have_left_runs_out(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'l.db'}"
+    for wid in ("a", "b"):
+        cli("workflow", "start", "W", "--id", wid, "-q", "q", db=db)
+    full = cli("workflow", "list", "--limit", "2", "--json", db=db)
+    assert [r["workflow_id"] for r in json.loads(full.stdout)] == ["b", "a"]
+    assert full.stderr.strip() == "showing the newest 2 runs; --limit N shows more"
+    assert "showing the newest run;" in cli("workflow", "list", "--limit", "1", db=db).stderr
+    assert cli("workflow", "list", "--limit", "3", db=db).stderr == ""

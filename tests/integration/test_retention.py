@@ -202,6 +202,8 @@ async def test_a_retention_shorter_than_a_minute_is_refused(
         workflow_id="w", workflow_type="W", task_queue="q", input="[]"
     )
     await client.store.terminate("w", None, "test")
-    with pytest.raises(ValueError, match="at least 60 seconds"):
+    with pytest.raises(
+        ValueError, match=r"older_than must (be at least 60 seconds|be a finite|not be negative)"
+    ):
         await client.prune_closed_runs(older_than)
     assert len(await client.store.list_runs()) == 1

@@ -209,3 +209,38 @@ async def test_waiters_in_another_process_wake_when_their_run_closes(
         busy = False
         await worker_side.close()
         await waiter.close()
+
+
+async def test_an_empty_url_is_refused_not_taken_for_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAINSPRING_DB", raising=False)
+    for url in ("", "  "):
+        with pytest.raises(StoreError, match="the database URL is empty"):
+            await Client.connect(url)
+    monkeypatch.setenv("MAINSPRING_DB", "")
+    with pytest.raises(StoreError, match="MAINSPRING_DB is set to nothing"):
+        await Client.connect()
+    with pytest.raises(TypeError, match="must be a string, not PosixPath"):
+        await Client.connect(tmp_path / "x.db")  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []  # no ./mainspring.db was made
+    monkeypatch.delenv("MAINSPRING_DB")
+    client = await Client.connect()  # unset: the default still applies
+    await client.close()
+    assert (tmp_path / "mainspring.db").exists()
+
+
+async def test_a_damaged_schema_version_is_a_one_line_store_error(sqlite_url: str) -> None:
+    client = await Client.connect(sqlite_url)
+    await client.close()
+    path = sqlite_url.removeprefix("sqlite:///")
+    for damaged in ("abc", "-1", ""):
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE mainspring_meta SET value = ? WHERE key = 'version'", (damaged,))
+        conn.close()
+        with pytest.raises(StoreError, match="which is not a whole number: the database is dam"):
+            await Client.connect(sqlite_url)
+        store = SQLiteStore(sqlite_url)
+        with pytest.raises(StoreError, match=f"records schema version {damaged!r}"):
+            await store.inspect_schema()

@@ -65,6 +65,56 @@ def test_registration_errors() -> None:
         Worker(client, task_queue="q", workflows=[agents.Hello], max_concurrent_activities=0)
 
 
+@pytest.mark.parametrize(
+    ("argument", "value", "error", "message"),
+    [
+        ("poll_interval", td(0), WorkerError, "poll_interval must be more than 0 s, not 0 s"),
+        ("poll_interval", -1.0, WorkerError, "poll_interval must be more than 0 s"),
+        ("deadlock_timeout", td(0), WorkerError, "deadlock_timeout must be more than 0 s"),
+        ("workflow_task_timeout", 0, WorkerError, "workflow_task_timeout must be more than 0"),
+        ("sticky_timeout", float("nan"), WorkerError, "sticky_timeout must be a finite"),
+        ("graceful_shutdown_timeout", float("inf"), WorkerError, "must be a finite"),
+        ("graceful_shutdown_timeout", -0.5, WorkerError, "must not be negative"),
+        ("poll_interval", td(days=8), WorkerError, "poll_interval must be at most 7 days"),
+        pytest.param(
+            "sticky_timeout", 10**400, WorkerError, "sticky_timeout must be a finite", id="huge"
+        ),
+        ("poll_interval", "1", TypeError, "poll_interval must be a timedelta or a number"),
+        ("deadlock_timeout", True, TypeError, "not bool"),
+        pytest.param(
+            "max_concurrent_activities", 10**23, WorkerError, "from 1 to 10,000, not 1", id="big"
+        ),
+        ("max_concurrent_workflow_tasks", 10_001, WorkerError, "from 1 to 10,000"),
+        ("max_cached_workflows", 10**7, WorkerError, "from 1 to 1,000,000"),
+        ("max_cached_workflows", 2.5, TypeError, "max_cached_workflows must be an int"),
+    ],
+)
+def test_argument_checks(argument: str, value: object, error: type, message: str) -> None:
+    client = Client.__new__(Client)
+    with pytest.raises(error, match=message):
+        Worker(client, task_queue="q", workflows=[agents.Hello], **{argument: value})
+
+
+async def test_durations_may_be_given_in_seconds(client: Client) -> None:
+    w = Worker(
+        client,
+        task_queue=TQ,
+        workflows=[agents.Hello],
+        activities=[agents.echo, agents.sync_upper],
+        poll_interval=0.05,
+        deadlock_timeout=1,
+        workflow_task_timeout=5.0,
+        sticky_timeout=0,
+        graceful_shutdown_timeout=2,
+    )
+    assert (w._poll, w._sticky, w._grace) == (0.05, 0.0, 2.0)
+    async with w:
+        out = await client.execute_workflow(
+            agents.Hello.run, "seconds", id=f"s-{uuid.uuid4().hex}", task_queue=TQ
+        )
+    assert out == "HELLO SECONDS"
+
+
 def test_workflow_definition_errors() -> None:
     with pytest.raises(TypeError, match=r"@workflow\.run"):
 

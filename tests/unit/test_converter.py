@@ -116,3 +116,27 @@ def test_a_lone_surrogate_counts_as_its_escape_against_the_size_limit() -> None:
     assert c.encode("\ud800") == '"\\ud800"'  # 8 bytes
     with pytest.raises(PayloadTooLargeError, match="is 14 bytes"):
         c.encode("\ud800\ud800")
+
+
+def _nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_too_deep_a_value_is_a_payload_error_not_a_recursion_error() -> None:
+    with pytest.raises(PayloadError, match="nests lists, dicts or objects too deeply"):
+        conv.encode_args([_nested(5000)])
+    deep = "[" * 5000 + "]" * 5000
+    with pytest.raises(PayloadError, match="too deeply to decode"):
+        conv.decode(deep, None)
+    with pytest.raises(PayloadError, match="too deeply to decode"):
+        conv.decode_args(f"[{deep}]", [])
+
+
+def test_arguments_that_are_not_json_are_a_payload_error() -> None:
+    with pytest.raises(PayloadError, match="not valid JSON"):
+        conv.decode_args("[1,", [])
+    with pytest.raises(PayloadError, match="4300 digits"):
+        conv.decode_args("[" + "9" * 5000 + "]", [])

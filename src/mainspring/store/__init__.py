@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 
 from ..errors import StoreError
+from ._redact import redacted
 from .base import Clock, Store
 from .records import RunRecord, WorkflowStatus
 
@@ -18,8 +20,32 @@ def store_from_url(url: str | None = None, *, clock: Clock | None = None) -> Sto
 
     ``sqlite:///path.db`` (relative), ``sqlite:////abs/path.db``, ``memory://`` (an
     in-memory SQLite database for tests) and ``postgresql://user@host/db``.
+
+    Raises:
+        StoreError: the URL (or ``MAINSPRING_DB``, when set) is empty or unknown.
+        TypeError: ``url`` is not a string.
     """
-    url = url or os.environ.get("MAINSPRING_DB") or DEFAULT_URL
+    if url is None:
+        url = os.environ.get("MAINSPRING_DB")
+        if url is None:
+            url = DEFAULT_URL
+        elif not url.strip():
+            raise StoreError(
+                "the database URL is empty: MAINSPRING_DB is set to nothing; "
+                "set it to a URL such as sqlite:///mainspring.db, or unset it"
+            )
+    elif not isinstance(url, str):
+        raise TypeError(f"the database URL must be a string, not {type(url).__name__}")
+    elif not url.strip():
+        raise StoreError(
+            "the database URL is empty; pass one such as sqlite:///mainspring.db, "
+            "or None for MAINSPRING_DB (else sqlite:///mainspring.db)"
+        )
+    if "://" not in url and _CONNINFO.search(url):
+        raise StoreError(
+            f"{redacted(url)!r} is a libpq key=value string; Mainspring takes a URL: "
+            "postgresql://user:password@host:5432/db (a path is a SQLite file)"
+        )
     scheme = url.split(":", 1)[0].lower() if "://" in url else "sqlite"
     if scheme in ("sqlite", "memory") or url == ":memory:":
         from .sqlite import SQLiteStore
@@ -35,5 +61,10 @@ def store_from_url(url: str | None = None, *, clock: Clock | None = None) -> Sto
         store: Store = PostgresStore(url, clock)
         return store
     raise StoreError(
-        f"unknown database URL {url!r}: use sqlite:///path.db, memory:// or postgresql://…"
+        f"unknown database URL {redacted(url)!r}: use sqlite:///path.db, memory:// or "
+        "postgresql://…"
     )
+
+
+# a libpq key=value connection string, which would otherwise be taken for a file name
+_CONNINFO = re.compile(r"(?:^|\s)(?:host|hostaddr|port|dbname|user|password|sslmode)\s*=")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from importlib import resources
 
-from ..errors import NotAMainspringDatabaseError, SchemaVersionError
+from ..errors import NotAMainspringDatabaseError, SchemaVersionError, StoreError
 
 SCHEMA_MARK = "mainspring"  # the value of the "schema" key in mainspring_meta
 
@@ -31,8 +31,9 @@ def existing_version(
     """The schema version of the database ``where`` holding ``tables`` (0 if none).
 
     Raises :class:`NotAMainspringDatabaseError` if the tables are not Mainspring's
-    (``instead`` says what to point at instead) and :class:`SchemaVersionError` if
-    the version is newer than ``latest``; either way nothing has been changed.
+    (``instead`` says what to point at instead), :class:`SchemaVersionError` if the
+    version is newer than ``latest``, and :class:`StoreError` if the recorded version
+    is not a whole number (a damaged database); in each case nothing has been changed.
     """
     if not tables:
         return 0
@@ -44,7 +45,14 @@ def existing_version(
     meta = read_meta()
     if meta.get("schema") != SCHEMA_MARK:
         raise NotAMainspringDatabaseError(f"{where} is not Mainspring's (no schema mark)")
-    current = int(meta.get("version", "0"))
+    recorded = str(meta.get("version", "0"))
+    if not (recorded.isascii() and recorded.isdigit()):
+        raise StoreError(
+            f"{where} records schema version {recorded[:40]!r} in mainspring_meta, "
+            "which is not a whole number: the database is damaged; restore it from a "
+            "backup, or set the version right. Nothing was changed"
+        )
+    current = int(recorded)
     if current > latest:
         raise SchemaVersionError(
             f"{where} has schema version {current}, newer than this Mainspring's "
