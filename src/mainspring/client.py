@@ -249,7 +249,15 @@ class Client:
         deadline = loop.time() + START_RETRY_WINDOW
         delay = 0.1
 
+        maybe = error.maybe_saved  # whether any attempt may have committed
+
         def unknown(why: str) -> StoreUnavailableError:
+            if not maybe:  # every attempt was refused or never sent: nothing was saved
+                return StoreUnavailableError(
+                    f"workflow {workflow_id!r} was not started: {why} ({error}); nothing "
+                    "was saved, so starting it again is safe",
+                    maybe_saved=False,
+                )
             return StoreUnavailableError(
                 f"workflow {workflow_id!r} may or may not have started: {why} ({error}); "
                 'start it again with id_conflict_policy="use_existing", or look for it '
@@ -262,6 +270,8 @@ class Client:
             if left <= 0:
                 raise unknown(
                     f"the database gave no answer within {START_RETRY_WINDOW:g} s"
+                    if maybe
+                    else f"for {START_RETRY_WINDOW:g} s the database could not take it"
                 ) from error
             await asyncio.sleep(min(delay, left))
             delay = min(delay * 2, 2.0)
@@ -277,6 +287,7 @@ class Client:
                 )
             except StoreUnavailableError as exc:
                 error = exc
+                maybe = maybe or exc.maybe_saved
             except StoreClosedError as exc:  # the client was closed meanwhile
                 raise unknown("the client was closed before the database answered") from exc
 

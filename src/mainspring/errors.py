@@ -255,7 +255,16 @@ class StoreError(MainspringError):
 
 class StoreUnavailableError(StoreError):
     """The database could not be reached, or the connection to it was lost, or it takes
-    no writes just now: the same operation may succeed later."""
+    no writes just now: the same operation may succeed later.
+
+    :attr:`maybe_saved` is ``False`` when the operation surely changed nothing (it was
+    never sent, or the database refused it), ``True`` when it may have been committed
+    (the answer to its commit was lost).
+    """
+
+    def __init__(self, message: str | None = None, *, maybe_saved: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_saved = maybe_saved
 
 
 class StoreClosedError(StoreError):

@@ -432,3 +432,37 @@ async def test_a_dropped_connection_is_reported_once_not_also_by_psycopg(
     ours = [r for r in caplog.records if r.name == "mainspring.store"]
     assert any("connection lost" in r.getMessage() for r in ours), caplog.text
     assert "error ignored terminating" not in caplog.text
+
+
+async def test_a_start_a_read_only_database_refused_says_it_did_not_happen(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The database refused every attempt (read-only): the start surely did not happen,
+    # so the error must not send the user looking for a run that "may" exist.
+    from mainspring import Client
+    from mainspring import client as client_module
+    from mainspring.errors import StoreUnavailableError
+
+    monkeypatch.setattr(client_module, "START_RETRY_WINDOW", 0.5)  # 30 s in production
+    client = await Client.connect(pg_url)
+    try:
+        name = pg_url.rsplit("/", 1)[1]
+        admin_sql(_pg.admin_url(), f"ALTER DATABASE {name} SET default_transaction_read_only = on")
+        admin_sql(  # every session ends; new ones are read-only
+            _pg.admin_url(),
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (name,),
+        )
+        with pytest.raises(StoreUnavailableError) as info:
+            await client.start_workflow("T", id="ro", task_queue="q")
+        msg = str(info.value)
+        assert msg.startswith("workflow 'ro' was not started:"), msg
+        assert "nothing was saved" in msg and "may or may not" not in msg, msg
+        assert info.value.maybe_saved is False
+    finally:
+        admin_sql(
+            _pg.admin_url(),
+            f"ALTER DATABASE {pg_url.rsplit('/', 1)[1]} RESET default_transaction_read_only",
+        )
+        await client.close()
+    assert admin_sql(pg_url, "SELECT count(*) FROM mainspring.mainspring_runs") == [(0,)]

@@ -391,7 +391,7 @@ class Batches:
         while groups:
             ops = groups.pop(0)
             if self.closing and self._gone:
-                _fail(ops, StoreUnavailableError(_CLOSED_UNANSWERED), None)
+                _fail(ops, StoreUnavailableError(_CLOSED_UNANSWERED, maybe_saved=False), None)
                 continue
             try:
                 with link.attempt() as conn:
@@ -411,7 +411,8 @@ class Batches:
                                 if exc.ambiguous
                                 else ""
                             )
-                            + "; retry (stale retries are no-ops)"
+                            + "; retry (stale retries are no-ops)",
+                            maybe_saved=exc.ambiguous,
                         ),
                         exc.__cause__,
                     )
@@ -583,7 +584,8 @@ def _op_error(exc: Exception) -> Exception:
     if exc.sqlstate == _READ_ONLY:
         err: StoreError = StoreUnavailableError(
             "the database is read-only (a standby, or default_transaction_read_only is on), "
-            "so nothing was saved; the writer reconnects: point the URL at the primary"
+            "so nothing was saved; the writer reconnects: point the URL at the primary",
+            maybe_saved=False,
         )
     else:
         err = StoreError(f"database error: {_line(exc)}")

@@ -324,7 +324,8 @@ def _connect_error(exc: BaseException, s: PgSettings) -> StoreError:
         return StoreUnavailableError(
             f"{where} takes no more connections ({why}); each Mainspring process opens "
             "up to pool_size writer connections and one listener: raise max_connections "
-            "or the role's CONNECTION LIMIT, lower pool_size in the URL, or pool with PgBouncer"
+            "or the role's CONNECTION LIMIT, lower pool_size in the URL, or pool with PgBouncer",
+            maybe_saved=False,
         )
     if "pg_hba.conf" in low:
         return StoreError(
@@ -339,6 +340,7 @@ def _connect_error(exc: BaseException, s: PgSettings) -> StoreError:
     if any(w in low for w in ("refused", "resolve", "timeout", "unreachable", "no route")):
         return StoreUnavailableError(
             f"cannot reach {where} ({why}); check that the server is running "
-            "and the host and port in the URL"
+            "and the host and port in the URL",
+            maybe_saved=False,
         )
-    return StoreUnavailableError(f"cannot connect to {where}: {why}")
+    return StoreUnavailableError(f"cannot connect to {where}: {why}", maybe_saved=False)
