@@ -18,7 +18,9 @@ from ._names import check_name
 from ._trouble import report
 from .converter import DEFAULT_MAX_PAYLOAD_SIZE, PayloadConverter, type_hints_of
 from .errors import (
+    MAX_FAILURE_MESSAGE,
     Failure,
+    PayloadTooLargeError,
     QueryFailedError,
     QueryTimeoutError,
     StoreClosedError,
@@ -532,7 +534,16 @@ class WorkflowHandle:
         await self.client.store.request_cancel(self.id, self.run_id)
 
     async def terminate(self, reason: str = "") -> None:
-        """Close the run now, without running any more workflow code."""
+        """Close the run now, without running any more workflow code.
+
+        ``reason`` is recorded in its history: at most :data:`MAX_FAILURE_MESSAGE`
+        characters, else :class:`~mainspring.PayloadTooLargeError`.
+        """
+        if len(reason) > MAX_FAILURE_MESSAGE:
+            raise PayloadTooLargeError(
+                f"the reason is {len(reason):,} characters long; the limit is "
+                f"{MAX_FAILURE_MESSAGE:,}: keep it short, and store the details elsewhere"
+            )
         await self.client.store.terminate(self.id, self.run_id, reason)
 
     async def fetch_history(self) -> list[Event]:

@@ -9,6 +9,7 @@ JSON, never as a bare string.
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -296,9 +297,36 @@ def error_to_failure(exc: BaseException) -> Failure:
     return _to_failure(exc, depth=0)
 
 
+# A failure is recorded in history (and in the run's row when it ends the run), so its
+# text is kept to a size that history can afford: the head of a message, the head and
+# the tail of a stack (its last frames say where it was raised).
+MAX_FAILURE_MESSAGE = 16 * 1024  # characters
+MAX_FAILURE_STACK = 32 * 1024  # characters
+
+
+def _cut_text(text: str, limit: int, *, keep_tail: bool = False) -> str:
+    """``text`` if at most ``limit`` characters, else its head (and tail) around a note
+    saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    if keep_tail:
+        half = limit // 2
+        return f"{text[:half]}\n… [{len(text) - 2 * half:,} characters cut] …\n{text[-half:]}"
+    return f"{text[:limit]}… [{len(text) - limit:,} more characters cut]"
+
+
 def _to_failure(exc: BaseException, depth: int) -> Failure:
     if isinstance(exc, FailureError) and exc.failure is not None:
         return exc.failure  # rebuilt from history: keep the original record
+    failure = _record(exc, depth)
+    message = _cut_text(failure.message, MAX_FAILURE_MESSAGE)
+    stack = _cut_text(failure.stack, MAX_FAILURE_STACK, keep_tail=True)
+    if message is failure.message and stack is failure.stack:
+        return failure
+    return dataclasses.replace(failure, message=message, stack=stack)
+
+
+def _record(exc: BaseException, depth: int) -> Failure:
     stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, chain=False))
     cause_exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     cause = None

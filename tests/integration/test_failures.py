@@ -23,12 +23,14 @@ from mainspring import (
     Worker,
     WorkflowAlreadyStartedError,
     WorkflowClosedError,
+    WorkflowFailureError,
     WorkflowNotFoundError,
     WorkflowStatus,
     activity,
     workflow,
 )
 from mainspring import client as client_module
+from mainspring.retry import RetryPolicy
 from mainspring.runtime.commands import CompleteWorkflow
 from mainspring.store._tx import Tx
 from mainspring.store.records import WorkflowTaskCompletion
@@ -437,3 +439,54 @@ async def test_unknown_activity_type_fails_with_registered_list(client: Client) 
     assert failure["type"] == "ActivityNotRegistered"
     assert "'always_fails'" in failure["message"] and "echo" in failure["message"]
     assert key not in agents.calls  # the body never ran
+
+
+@activity.defn(retry_policy=RetryPolicy(maximum_attempts=1))
+async def fails_at_length(size: int) -> None:
+    raise RuntimeError("e" * size)
+
+
+@workflow.defn
+class CallsFailsAtLength:
+    @workflow.run
+    async def run(self, size: int) -> None:
+        await workflow.execute_activity(fails_at_length, size)
+
+
+async def test_a_huge_error_message_is_recorded_cut_to_size(client: Client) -> None:
+    # A 5 MB exception message once became a 10 MB event (message and stack), another
+    # as the workflow's failure and a copy in the run's row.
+    from mainspring.errors import MAX_FAILURE_MESSAGE, MAX_FAILURE_STACK
+
+    async with make_worker(client, workflows=[CallsFailsAtLength], activities=[fails_at_length]):
+        h = await client.start_workflow(
+            CallsFailsAtLength.run, 5_000_000, id=uid("huge-error"), task_queue=TQ
+        )
+        with pytest.raises(WorkflowFailureError) as info:
+            await h.result()
+    history = await h.fetch_history()
+    failed = [e for e in history if e.event_type is EventType.ACTIVITY_TASK_FAILED]
+    [event] = failed
+    recorded = event.attributes["failure"]
+    assert recorded["message"].startswith("e" * 1000)
+    assert recorded["message"].endswith(
+        f"… [{5_000_000 - MAX_FAILURE_MESSAGE:,} more characters cut]"
+    )
+    assert len(recorded["stack"]) < MAX_FAILURE_STACK + 100
+    assert "characters cut" in recorded["stack"] and "fails_at_length" in recorded["stack"]
+    activity_error = info.value.cause
+    assert isinstance(activity_error, ActivityError)
+    assert "more characters cut" in str(activity_error.__cause__)  # the RuntimeError, cut
+    total = sum(len(str(e.attributes)) for e in history)
+    assert total < 200_000, total  # the whole history, not 20 MB
+
+
+async def test_a_terminate_reason_too_long_is_refused_and_changes_nothing(
+    client: Client,
+) -> None:
+    h = await client.start_workflow(agents.Approval.run, 60.0, id=uid("reason"), task_queue=TQ)
+    with pytest.raises(PayloadTooLargeError, match="the reason is 3,000,000 characters long"):
+        await h.terminate("r" * 3_000_000)
+    assert (await h.describe()).status is WorkflowStatus.RUNNING
+    await h.terminate("x" * 16 * 1024)  # at the limit: fine
+    assert (await h.describe()).status is WorkflowStatus.TERMINATED
