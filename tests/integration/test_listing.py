@@ -65,6 +65,10 @@ async def test_every_filter_lists_exactly_its_runs_newest_first(
             made.append((wid, wtype, end))
             clock.t += 1 + i  # distinct creation times
     made.reverse()  # newest first
+    listed = await s.list_runs(limit=100)
+    assert len(listed) == len(made)
+    assert all(r.input == "" and r.result is None for r in listed)  # not read to list
+    assert (await s.describe(made[-1][0])).input == "[]"  # describe reads them
 
     for status, wtype, limit in itertools.product([None, *ENDS], [None, *TYPES], [1, 3, 100]):
         expected = [

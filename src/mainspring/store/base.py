@@ -139,7 +139,9 @@ class Store(ActivityOps):
     async def list_runs(
         self, *, status: str | None = None, workflow_type: str | None = None, limit: int = 100
     ) -> list[RunRecord]:
-        """Runs, newest first."""
+        """Runs, newest first, without their input and result (``input`` is ``""``,
+        ``result`` ``None``: a listing of large payloads would read megabytes each;
+        :meth:`describe` reads them)."""
         return await self._run(
             lambda tx: _tx.list_runs(tx, status, workflow_type, limit), readonly=True
         )

@@ -43,17 +43,18 @@ ORDER BY status = 'RUNNING' DESC, created_at DESC LIMIT 1;
 -- Listing has a query per filter, each with the index it needs spelled out in its WHERE
 -- clause (so that even a generic plan can use it). Open runs are found by the partial
 -- index of open runs; closed runs by status or type by indexes of closed runs only, which
--- a step of an open run never has to update. (SQLite's planner, without statistics,
+-- a step of an open run never has to update. A listing reads no run's input or result
+-- (they may be megabytes each): describe reads them. (SQLite's planner, without statistics,
 -- would rather read every run in created_at order than use a partial index: the
 -- filtered queries name theirs with INDEXED BY.)
-SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
+SELECT run_id, workflow_id, workflow_type, task_queue, status, '' AS input, NULL AS result, failure,
     created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
     wft_fence, wft_attempt, wft_failure, cancel_requested, wft_sticky
 FROM mainspring_runs
 ORDER BY created_at DESC LIMIT :limit;
 
 -- name: list_open_runs
-SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
+SELECT run_id, workflow_id, workflow_type, task_queue, status, '' AS input, NULL AS result, failure,
     created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
     wft_fence, wft_attempt, wft_failure, cancel_requested, wft_sticky
 FROM mainspring_runs INDEXED BY mainspring_runs_open
@@ -62,7 +63,7 @@ WHERE status = 'RUNNING'
 ORDER BY created_at DESC LIMIT :limit;
 
 -- name: list_closed_runs
-SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
+SELECT run_id, workflow_id, workflow_type, task_queue, status, '' AS input, NULL AS result, failure,
     created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
     wft_fence, wft_attempt, wft_failure, cancel_requested, wft_sticky
 FROM mainspring_runs INDEXED BY mainspring_runs_closed_status
@@ -71,14 +72,14 @@ WHERE status <> 'RUNNING' AND status = :status
 ORDER BY created_at DESC LIMIT :limit;
 
 -- name: list_runs_of_type
-SELECT * FROM (SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
+SELECT * FROM (SELECT run_id, workflow_id, workflow_type, task_queue, status, '' AS input, NULL AS result, failure,
         created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
         wft_fence, wft_attempt, wft_failure, cancel_requested, wft_sticky
     FROM mainspring_runs INDEXED BY mainspring_runs_open
     WHERE status = 'RUNNING' AND workflow_type = :workflow_type
     ORDER BY created_at DESC LIMIT :limit) AS open_runs
 UNION ALL
-SELECT * FROM (SELECT run_id, workflow_id, workflow_type, task_queue, status, input, result, failure,
+SELECT * FROM (SELECT run_id, workflow_id, workflow_type, task_queue, status, '' AS input, NULL AS result, failure,
         created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
         wft_fence, wft_attempt, wft_failure, cancel_requested, wft_sticky
     FROM mainspring_runs INDEXED BY mainspring_runs_closed_type
