@@ -244,3 +244,21 @@ async def test_a_damaged_schema_version_is_a_one_line_store_error(sqlite_url: st
         store = SQLiteStore(sqlite_url)
         with pytest.raises(StoreError, match=f"records schema version {damaged!r}"):
             await store.inspect_schema()
+
+
+async def test_mainspring_tables_without_their_meta_table_are_called_damaged(
+    sqlite_url: str,
+) -> None:
+    # once reported as "tables that are not Mainspring's (mainspring_activities, …)"
+    client = await Client.connect(sqlite_url)
+    await client.close()
+    path = sqlite_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE mainspring_meta")
+    conn.close()
+    for attempt in (Client.connect(sqlite_url), SQLiteStore(sqlite_url).inspect_schema()):
+        with pytest.raises(StoreError, match="holds Mainspring's tables but not mainspring_meta"):
+            await attempt
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM mainspring_runs").fetchone() == (0,)
+    conn.close()

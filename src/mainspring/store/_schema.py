@@ -37,6 +37,12 @@ def existing_version(
     """
     if not tables:
         return 0
+    if "mainspring_meta" not in tables and "mainspring_runs" in tables:
+        raise StoreError(
+            f"{where} holds Mainspring's tables but not mainspring_meta, which records "
+            "the schema's version: the database is damaged; restore it from a backup. "
+            "Nothing was changed"
+        )
     if "mainspring_meta" not in tables:
         raise NotAMainspringDatabaseError(
             f"{where} holds tables that are not Mainspring's "
