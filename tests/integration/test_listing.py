@@ -104,10 +104,15 @@ PLANS = [
     ("list_closed_runs", "mainspring_runs_closed_status"),
     ("list_runs_of_type", "mainspring_runs_closed_type"),
 ]
+# SQLite lists open runs by an index of their own, in time order (it costs its steps
+# nothing there; PostgreSQL would add an entry to it at every step)
+SQLITE_PLANS = [
+    (q, "mainspring_runs_open_by_time" if q == "list_open_runs" else i) for q, i in PLANS
+]
 PARAMS = {"status": "FAILED", "workflow_type": "Rare", "limit": 20}
 
 
-@pytest.mark.parametrize(("query", "index"), PLANS)
+@pytest.mark.parametrize(("query", "index"), SQLITE_PLANS)
 def test_listing_reads_an_index_on_sqlite(sqlite_url: str, query: str, index: str) -> None:
     asyncio.run(_migrate(sqlite_url))
     with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:

@@ -18,6 +18,7 @@ def _as_version_1(url: str) -> None:
     statements = [
         "DROP INDEX {s}mainspring_runs_closed_status",
         "DROP INDEX {s}mainspring_runs_closed_type",
+        "DROP INDEX IF EXISTS {s}mainspring_runs_open_by_time",  # SQLite only
         "DROP INDEX {s}mainspring_activities_deadline",
         "ALTER TABLE {s}mainspring_runs DROP COLUMN wft_sticky",
         "ALTER TABLE {s}mainspring_activities DROP COLUMN sticky",

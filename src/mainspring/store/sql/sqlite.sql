@@ -57,7 +57,7 @@ ORDER BY created_at DESC LIMIT :limit;
 SELECT run_id, workflow_id, workflow_type, task_queue, status, '' AS input, NULL AS result, failure,
     created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
     wft_fence, wft_attempt, wft_failure, cancel_requested, wft_sticky
-FROM mainspring_runs INDEXED BY mainspring_runs_open
+FROM mainspring_runs INDEXED BY mainspring_runs_open_by_time
 WHERE status = 'RUNNING'
   AND (:workflow_type IS NULL OR workflow_type = :workflow_type)
 ORDER BY created_at DESC LIMIT :limit;
@@ -75,7 +75,7 @@ ORDER BY created_at DESC LIMIT :limit;
 SELECT * FROM (SELECT run_id, workflow_id, workflow_type, task_queue, status, '' AS input, NULL AS result, failure,
         created_at, closed_at, next_event_id, wft_ready_at, wft_lease_owner, wft_lease_until,
         wft_fence, wft_attempt, wft_failure, cancel_requested, wft_sticky
-    FROM mainspring_runs INDEXED BY mainspring_runs_open
+    FROM mainspring_runs INDEXED BY mainspring_runs_open_by_time
     WHERE status = 'RUNNING' AND workflow_type = :workflow_type
     ORDER BY created_at DESC LIMIT :limit) AS open_runs
 UNION ALL
