@@ -139,7 +139,7 @@ def _multi_row(insert: str, n: int) -> tuple[str, tuple[str, ...]]:
 
 def _split_taken_run(rows: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
     """``take_activity_with_run``'s row as ``[take_activity's rows, the run's rows]``."""
-    if not rows:  # no run (runs are never deleted, so: no such activity either)
+    if not rows:  # no run (never started, or pruned when closed): no such activity either
         return [[], []]
     *run, taken, attempt, cancel = rows[0]  # the run's columns, then the taken attempt's
     return [[(attempt, cancel)] if taken else [], [tuple(run)]]
