@@ -106,7 +106,7 @@ def status(as_json: bool, db: str) -> None:
     callback=parse_duration,
     required=True,
     metavar="DURATION",
-    help="Delete runs that closed longer ago than this: e.g. 30d, 12h, 2w (at least 1m).",
+    help="Delete runs that closed longer ago than this: e.g. 30d, 12h, 2w (at least 1h).",
 )
 @click.option("--dry-run", is_flag=True, help="Count the runs it would delete; delete nothing.")
 @json_option
@@ -118,7 +118,11 @@ def prune(older_than: float, dry_run: bool, as_json: bool, db: str) -> None:
     meanwhile; safe to run from cron on any machine, and to run again if interrupted.
     """
     if older_than < MIN_RETENTION:
-        fail(f"--older-than must be at least 1m ({MIN_RETENTION:g} seconds)")
+        fail(
+            f"--older-than must be at least 1h ({MIN_RETENTION:g} seconds): a start re-sent "
+            "after a lost answer, or a client about to read a result, may still need a run "
+            "that closed more recently"
+        )
     closed_before = datetime.now(UTC) - timedelta(seconds=older_than)
 
     async def go() -> int:

@@ -47,9 +47,13 @@ RESULT_RECHECK = 2.0
 LIVE_RECHECK = 30.0
 # seconds start_workflow() keeps re-sending a start whose outcome it could not learn
 START_RETRY_WINDOW = 30.0
-# Runs closed more recently than this are never pruned: a start re-sent after a lost
-# answer (START_RETRY_WINDOW) and a client about to read a result may still need them.
-MIN_RETENTION = 60.0
+# Runs closed more recently than this are never pruned. A start re-sent after a lost
+# answer finds its run by id; were the run pruned meanwhile, it would start it again.
+# A re-send can arrive a minute or more after the first commit (up to 30 s to learn
+# the answer was lost, START_RETRY_WINDOW of re-sends, a connect timeout on the last),
+# and the pruner's clock may differ from the closing worker's: an hour is far beyond
+# both. A client about to read a result needs the run too.
+MIN_RETENTION = 3600.0
 MAX_LIST_LIMIT = 2**31 - 1  # the most runs one list_workflows call returns
 
 
@@ -361,14 +365,15 @@ class Client:
 
         Open runs are never touched, whatever their age. With ``dry_run``, nothing is
         deleted and the return value is how many would be. ``older_than`` must be at
-        least :data:`MIN_RETENTION` (a minute), else ``ValueError``. Safe to run from
+        least :data:`MIN_RETENTION` (an hour), else ``ValueError``. Safe to run from
         several processes at once, and to run again after a failure part way.
         """
         seconds = _seconds("older_than", older_than)
         if seconds < MIN_RETENTION:
             raise ValueError(
-                f"older_than must be at least {MIN_RETENTION:g} seconds, not {older_than!r}: "
-                "a client may still be reading the result of a run that closed just now"
+                f"older_than must be at least {MIN_RETENTION:g} seconds (an hour), not "
+                f"{older_than!r}: a start re-sent after a lost answer, or a client about "
+                "to read a result, may still need a run that closed more recently"
             )
         cutoff = self.store.clock.now() - seconds
         if dry_run:
@@ -406,6 +411,8 @@ class WorkflowHandle:
         Raises:
             WorkflowFailureError: it failed, was cancelled or terminated (``cause`` says why).
             WorkflowResultTimeoutError: ``timeout`` passed first; the run goes on.
+            WorkflowNotFoundError: no such run, or it closed over an hour ago and has
+                been pruned since (:meth:`Client.prune_closed_runs`).
             ValueError, TypeError: ``timeout`` is NaN, infinite, negative or not a number.
         """
         seconds = None if timeout is None else _seconds("timeout", timeout)

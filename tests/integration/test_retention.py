@@ -194,8 +194,8 @@ async def test_a_late_report_from_an_activity_of_a_pruned_run_is_refused(
     assert await s.list_runs() == []
 
 
-@pytest.mark.parametrize("older_than", [0, 59.9, td(seconds=30), -HOUR, math.nan])
-async def test_a_retention_shorter_than_a_minute_is_refused(
+@pytest.mark.parametrize("older_than", [0, 59.9, td(minutes=59), 3599.9, -HOUR, math.nan])
+async def test_a_retention_shorter_than_an_hour_is_refused(
     client: Client, older_than: float | td
 ) -> None:
     await client.store.start_workflow(
@@ -203,7 +203,37 @@ async def test_a_retention_shorter_than_a_minute_is_refused(
     )
     await client.store.terminate("w", None, "test")
     with pytest.raises(
-        ValueError, match=r"older_than must (be at least 60 seconds|be a finite|not be negative)"
+        ValueError, match=r"older_than must (be at least 3600 seconds|be a finite|not be negative)"
     ):
         await client.prune_closed_runs(older_than)
     assert len(await client.store.list_runs()) == 1
+
+
+async def test_a_start_re_sent_minutes_later_still_finds_its_run_under_the_least_retention(
+    clocked: tuple[Client, ManualClock],
+) -> None:
+    # A start whose answer was lost is sent again and finds its run by id; had the run
+    # been pruned meanwhile, the re-send would start it a second time. A re-send may
+    # arrive a minute or more after the first commit (and clocks differ): the least
+    # retention allowed must leave the run there that long.
+    from mainspring import client as client_module
+
+    client, clock = clocked
+    s = client.store
+    run_id, started = await s.start_workflow(
+        workflow_id="pay", workflow_type="W", task_queue="q", input="[]", run_id="r-pay"
+    )
+    assert started
+    await s.terminate("pay", None, "done quickly")
+    clock.t += 5 * 60  # a straggling re-send, on a machine whose clock runs ahead
+    assert await client.prune_closed_runs(client_module.MIN_RETENTION) == 0
+    again = await s.start_workflow(
+        workflow_id="pay",
+        workflow_type="W",
+        task_queue="q",
+        input="[]",
+        run_id="r-pay",
+        resent=True,
+    )
+    assert again == (run_id, True)  # the first send started it: the same answer
+    assert [r.run_id for r in await s.list_runs()] == [run_id]
