@@ -70,3 +70,26 @@ async def test_a_version_1_database_is_upgraded_and_its_runs_finish(db_url: str)
             assert await asyncio.wait_for(queued.result(), 30) == "HELLO OLD"
     finally:
         await client.close()
+
+
+async def test_a_version_4_sqlite_file_gains_the_index_its_listing_names(sqlite_url: str) -> None:
+    # Version 4 shipped without the index of open runs by time that SQLite's listing of
+    # open runs names (INDEXED BY): version 5 adds it, so such a file lists them again.
+    client = await Client.connect(sqlite_url)
+    await client.start_workflow(Approval.run, 3600.0, id="open", task_queue="q")
+    await client.close()
+    conn = sqlite3.connect(parse_sqlite_url(sqlite_url)[0])
+    with conn:
+        conn.execute("DROP INDEX mainspring_runs_open_by_time")
+        conn.execute("UPDATE mainspring_meta SET value = '4' WHERE key = 'version'")
+    conn.close()
+    client = await Client.connect(sqlite_url)
+    try:
+        assert (await client.store.schema_status())[0] >= 5
+        [run] = await client.list_workflows(status="running")
+        assert run.workflow_id == "open"
+        assert [r.workflow_id for r in await client.list_workflows(workflow_type="Approval")] == [
+            "open"
+        ]
+    finally:
+        await client.close()

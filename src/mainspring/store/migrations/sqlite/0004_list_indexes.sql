@@ -5,7 +5,3 @@ CREATE INDEX IF NOT EXISTS mainspring_runs_closed_status ON mainspring_runs (sta
     WHERE status <> 'RUNNING';
 CREATE INDEX IF NOT EXISTS mainspring_runs_closed_type ON mainspring_runs (workflow_type, created_at)
     WHERE status <> 'RUNNING';
--- Open runs newest first, for listing them (SQLite updates an index only when a column
--- it holds changes: a step of an open run leaves this one alone).
-CREATE INDEX IF NOT EXISTS mainspring_runs_open_by_time ON mainspring_runs (created_at)
-    WHERE status = 'RUNNING';
