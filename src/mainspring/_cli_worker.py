@@ -14,8 +14,9 @@ from typing import Any
 
 import click
 
-from ._cli_common import Seconds, connect, db_option, fail, not_empty, run
+from ._cli_common import Seconds, connect, db_option, fail, not_empty, parse_duration, run
 from .activity import ActivityDefinition
+from .client import MIN_RETENTION
 from .store._redact import redacted
 from .worker import MAX_CACHED_WORKFLOWS, MAX_CONCURRENCY, MAX_WORKER_TIMEOUT, Worker
 from .workflow import WorkflowDefinition
@@ -118,6 +119,14 @@ def collect(module: ModuleType) -> tuple[list[type], list[Callable[..., Any]]]:
     help="Seconds running activities get to finish on SIGTERM/SIGINT.",
 )
 @click.option(
+    "--retention",
+    default=None,
+    metavar="DURATION",
+    callback=lambda ctx, param, value: None if value is None else parse_duration(ctx, param, value),
+    help="Also delete runs that closed longer ago than this (30d, 12h…; at least 1h), "
+    "at start and then hourly. Default: keep every run.",
+)
+@click.option(
     "--log-level",
     default="INFO",
     show_default=True,
@@ -132,6 +141,7 @@ def worker(
     max_cached_workflows: int,
     sticky_timeout: float,
     graceful_shutdown_timeout: float,
+    retention: float | None,
     log_level: str,
     db: str,
 ) -> None:
@@ -154,6 +164,8 @@ def worker(
     workflows, activities = collect(mod)
     if not workflows and not activities:
         fail(f"{module!r} defines no @workflow.defn classes and no @activity.defn functions")
+    if retention is not None and retention < MIN_RETENTION:
+        fail(f"--retention must be at least 1h ({MIN_RETENTION:g} seconds)")
     default_queue = str(getattr(mod, "TASK_QUEUE", None) or "default")
     queue = default_queue if task_queue is None else task_queue
 
@@ -169,6 +181,7 @@ def worker(
                 max_cached_workflows=max_cached_workflows,
                 sticky_timeout=timedelta(seconds=sticky_timeout),
                 graceful_shutdown_timeout=timedelta(seconds=graceful_shutdown_timeout),
+                retention=retention,
             )
             log.info(
                 "serving %s on task queue %r (db %s): workflows [%s], activities [%s]",

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
 import socket
 import uuid
@@ -21,6 +22,7 @@ from ._names import check_name
 from ._trouble import report
 from ._workflow_runner import WorkflowRunner
 from .activity import ActivityDefinition
+from .client import MIN_RETENTION
 from .errors import InvalidNameError, WorkerError
 from .workflow import WorkflowDefinition
 
@@ -34,6 +36,7 @@ ACTIVITY_STICKINESS = 10  # attempts lean to their scheduler for this many stick
 MAX_CONCURRENCY = 10_000  # the most activity attempts or workflow tasks run at once
 MAX_CACHED_WORKFLOWS = 1_000_000  # the most runs one worker keeps in memory
 MAX_WORKER_TIMEOUT = timedelta(days=7)  # the longest any of the Worker's durations may be
+PRUNE_EVERY = 3600.0  # seconds between a worker's prunes, when it has a retention
 
 
 class Worker:
@@ -71,6 +74,11 @@ class Worker:
             activity attempts other workers scheduled are claimed after this worker's
             own, unless they have waited ten times this long (oldest first, so none
             starves).
+        retention: If given, this worker deletes the runs that closed longer ago than
+            this, with their histories (:meth:`Client.prune_closed_runs`): when it starts,
+            then about every :data:`PRUNE_EVERY` seconds. At least an hour. Several
+            workers may all do it; none deletes a run twice. ``None`` (the default)
+            keeps every run until pruned some other way.
         identity: This worker's name in leases; defaults to ``host:pid:random``.
         activity_executor: The thread pool of sync activities (default: one sized to
             ``max_concurrent_activities``).
@@ -100,6 +108,7 @@ class Worker:
         poll_interval: timedelta | float = timedelta(seconds=1),
         workflow_task_timeout: timedelta | float = timedelta(seconds=10),
         sticky_timeout: timedelta | float = timedelta(milliseconds=200),
+        retention: timedelta | float | None = None,
         identity: str | None = None,
         activity_executor: ThreadPoolExecutor | None = None,
     ) -> None:
@@ -122,6 +131,11 @@ class Worker:
         poll = _seconds("poll_interval", poll_interval)
         grace = _seconds("graceful_shutdown_timeout", graceful_shutdown_timeout, zero=True)
         sticky = _seconds("sticky_timeout", sticky_timeout, zero=True)
+        keep = None if retention is None else seconds("retention", retention, error=WorkerError)
+        if keep is not None and keep < MIN_RETENTION:
+            raise WorkerError(
+                f"retention must be at least an hour ({MIN_RETENTION:g} s), not {keep:g} s"
+            )
         self.client = client
         self.task_queue = task_queue
         self.identity = identity or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -130,6 +144,8 @@ class Worker:
         self._grace = grace
         self._poll = poll
         self._sticky = sticky
+        self._retention = keep
+        self._stop_wake = asyncio.Event()  # set when shutting down: sleepers stop
         self._own_executor = activity_executor is None
         self._executor = activity_executor or ThreadPoolExecutor(
             max_workers=max_concurrent_activities, thread_name_prefix="mainspring-activity"
@@ -196,6 +212,8 @@ class Worker:
         if self._activities:
             self._tasks.append(asyncio.create_task(self._activity.poll()))
         self._tasks.append(asyncio.create_task(self._maintain()))
+        if self._retention is not None:
+            self._tasks.append(asyncio.create_task(self._prune(self._retention)))
         log.info(
             "worker %s serving task queue %r: %d workflow(s), %d activity(ies)",
             self.identity,
@@ -222,6 +240,20 @@ class Worker:
                 # a retry backoff, a sticky wait or a lease ran out: wake whose work it is
                 store.notify(self.task_queue, wake.kind)
 
+    async def _prune(self, retention: float) -> None:
+        """Delete runs closed longer ago than ``retention``, now and about every
+        :data:`PRUNE_EVERY` seconds (with jitter, so workers started together spread out)."""
+        while not self._workflow.stopping:
+            try:
+                n = await self.client.prune_closed_runs(retention)
+                if n:
+                    log.info("pruned %d run(s) closed over %g s ago", n, retention)
+            except Exception as exc:  # noqa: BLE001 - reported; tried again next time
+                report(log, "pruning closed runs", exc, "trying again later")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PRUNE_EVERY * random.uniform(0.9, 1.1)):
+                    await self._stop_wake.wait()
+
     async def shutdown(self) -> None:
         """Stop taking work, let running work finish (up to the grace period), stop."""
         if not self._started or self._stopped.is_set():
@@ -232,6 +264,7 @@ class Worker:
         self._activity.stopping = True
         self.client.store.notify()
         self._timer_wake.set()
+        self._stop_wake.set()
         self._workflow.wake()
         self._activity.wake()
         # other workers take its runs' next steps from now on (unless the database is

@@ -501,3 +501,43 @@ def test_list_says_on_stderr_when_it_may_have_left_runs_out(tmp_path: Path) -> N
     assert full.stderr.strip() == "showing the newest 2 runs; --limit N shows more"
     assert "showing the newest run;" in cli("workflow", "list", "--limit", "1", db=db).stderr
     assert cli("workflow", "list", "--limit", "3", db=db).stderr == ""
+
+
+def test_a_worker_given_a_retention_prunes_old_closed_runs(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+
+    async def seed() -> None:
+        clock = ManualClock()
+        clock.t -= 2 * 3600  # two hours ago
+        async with await Client.connect(db, clock=clock) as client:
+            for wid in ("old-1", "old-2"):
+                await client.store.start_workflow(
+                    workflow_id=wid, workflow_type="W", task_queue="q", input="[]"
+                )
+                await client.store.terminate(wid, None, "test")
+
+    asyncio.run(seed())
+    assert "at least 1h" in one_line_error(
+        cli("worker", str(AGENT), "--retention", "30m", db=db, check=False)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mainspring", "worker", str(AGENT), "--db", db, "--retention", "1h"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    log: list[str] = []
+    try:
+        for line in proc.stderr:  # it prunes as it starts, and says so
+            log.append(line)
+            if "pruned 2 run(s) closed over 3600 s ago" in line:
+                break
+        else:
+            raise AssertionError("the worker exited without pruning:\n" + "".join(log))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        proc.stderr.close()
+    assert json.loads(cli("workflow", "list", "--json", db=db).stdout) == []

@@ -237,3 +237,38 @@ async def test_a_start_re_sent_minutes_later_still_finds_its_run_under_the_least
     )
     assert again == (run_id, True)  # the first send started it: the same answer
     assert [r.run_id for r in await s.list_runs()] == [run_id]
+
+
+async def test_a_worker_with_a_retention_prunes_when_it_starts(
+    clocked: tuple[Client, ManualClock],
+) -> None:
+    client, clock = clocked
+    s = client.store
+    for wid in ["a", "b"]:
+        await s.start_workflow(workflow_id=wid, workflow_type="W", task_queue="q", input="[]")
+        await s.terminate(wid, None, "test")
+    await s.start_workflow(workflow_id="open", workflow_type="W", task_queue="q", input="[]")
+    clock.t += 2 * HOUR
+    await s.start_workflow(workflow_id="recent", workflow_type="W", task_queue="q", input="[]")
+    await s.terminate("recent", None, "test")
+    async with Worker(
+        client,
+        task_queue=TQ,
+        workflows=ALL_WORKFLOWS,
+        retention=td(hours=1),
+        graceful_shutdown_timeout=0,
+    ):
+        for _ in range(1000):  # the worker's first prune runs as it starts; 10 s at most
+            left = sorted(r.workflow_id for r in await s.list_runs())
+            if left == ["open", "recent"]:
+                break
+            await asyncio.sleep(0.01)
+    assert left == ["open", "recent"]
+
+
+@pytest.mark.parametrize("retention", [59 * 60, td(minutes=30), 0])
+def test_a_worker_retention_under_an_hour_is_refused(client: Client, retention: object) -> None:
+    from mainspring import WorkerError
+
+    with pytest.raises(WorkerError, match="retention must be at least an hour"):
+        Worker(client, task_queue=TQ, workflows=ALL_WORKFLOWS, retention=retention)  # type: ignore[arg-type]
