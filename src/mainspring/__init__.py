@@ -8,7 +8,7 @@ failing calls, sleeps and waits for humans, and resumes from its last recorded e
 from __future__ import annotations
 
 from . import activity, workflow
-from .client import Client, WorkflowDescription, WorkflowHandle
+from .client import Client
 from .errors import (
     ActivityError,
     ApplicationError,
@@ -36,6 +36,7 @@ from .errors import (
     WorkflowNotFoundError,
     WorkflowResultTimeoutError,
 )
+from .handle import WorkflowDescription, WorkflowHandle
 from .history import Event, EventType
 from .retry import RetryPolicy
 from .store import WorkflowStatus

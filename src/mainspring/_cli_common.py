@@ -16,8 +16,9 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from .client import Client, WorkflowDescription
+from .client import Client
 from .errors import Failure, MainspringError
+from .handle import WorkflowDescription
 from .store import DEFAULT_URL
 
 T = TypeVar("T")

@@ -29,7 +29,7 @@ from mainspring import (
     activity,
     workflow,
 )
-from mainspring import client as client_module
+from mainspring import handle as handle_module
 from mainspring.retry import RetryPolicy
 from mainspring.runtime.commands import CompleteWorkflow
 from mainspring.store._tx import Tx
@@ -209,7 +209,7 @@ async def test_a_waiting_query_fails_as_soon_as_its_run_closes(
     """The run closing wakes its waiting queries: one asked in the closing process and
     one asked through another store (another process's, on PostgreSQL a NOTIFY). Their
     periodic recheck is put an hour away, so only the wake-up can end them."""
-    monkeypatch.setattr(client_module, "QUERY_RECHECK", 3600.0)
+    monkeypatch.setattr(handle_module, "QUERY_RECHECK", 3600.0)
     closer, other = await Client.connect(db_url), await Client.connect(db_url)
     try:
         h = await closer.start_workflow(agents.Approval.run, 60.0, id=uid("qc"), task_queue=TQ)

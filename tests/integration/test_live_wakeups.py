@@ -14,7 +14,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import pytest
 
 from mainspring import Client, QueryFailedError, StoreError, WorkflowFailureError
-from mainspring import client as client_module
+from mainspring import handle as handle_module
 from mainspring.store.base import Store
 from mainspring.store.sqlite import SQLiteStore
 from tests import _pg
@@ -70,7 +70,7 @@ async def test_a_result_waiter_reads_again_only_when_woken(
     """With wake-ups live, a waiter on a long run does not poll: it reads once, then
     sleeps until the run closes in another process, which wakes it at once."""
     waiter, closer = two_processes
-    monkeypatch.setattr(client_module, "RESULT_RECHECK", POLL)
+    monkeypatch.setattr(handle_module, "RESULT_RECHECK", POLL)
     assert waiter.store.live_wakeups
     reads = count_describes(waiter.store, monkeypatch)
     h = await closer.start_workflow(agents.Approval.run, 3600.0, id=uid(), task_queue="none")
@@ -89,7 +89,7 @@ async def test_a_query_waiter_reads_again_only_when_woken(
 ) -> None:
     """The same for a query waiting for a worker: its run closing ends it at once."""
     waiter, closer = two_processes
-    monkeypatch.setattr(client_module, "QUERY_RECHECK", POLL)
+    monkeypatch.setattr(handle_module, "QUERY_RECHECK", POLL)
     reads = 0
     real = waiter.store.query_result
 
@@ -117,8 +117,8 @@ async def test_a_write_whose_acknowledgement_is_lost_wakes_this_process(
     """A commit that landed but raised (its acknowledgement lost) wakes no one by name:
     the caller's process must not miss it. On PostgreSQL its NOTIFY names this
     process's own commit, which this process skips; so every waiter here looks again."""
-    monkeypatch.setattr(client_module, "RESULT_RECHECK", 3600.0)
-    monkeypatch.setattr(client_module, "LIVE_RECHECK", 3600.0)
+    monkeypatch.setattr(handle_module, "RESULT_RECHECK", 3600.0)
+    monkeypatch.setattr(handle_module, "LIVE_RECHECK", 3600.0)
     client = await Client.connect(db_url)
     try:
         h = await client.start_workflow(agents.Approval.run, 3600.0, id=uid(), task_queue="none")
@@ -148,8 +148,8 @@ async def test_sqlite_watcher_sees_changes_made_before_its_first_look(
     """The watcher takes the file's version when the store opens, not at its first look
     a watch interval later: a run closed by another process in between still wakes
     its waiter."""
-    monkeypatch.setattr(client_module, "RESULT_RECHECK", 3600.0)
-    monkeypatch.setattr(client_module, "LIVE_RECHECK", 3600.0)
+    monkeypatch.setattr(handle_module, "RESULT_RECHECK", 3600.0)
+    monkeypatch.setattr(handle_module, "LIVE_RECHECK", 3600.0)
     closer = await Client.connect(sqlite_url)
     h = await closer.start_workflow(agents.Approval.run, 3600.0, id=uid(), task_queue="none")
     store = SQLiteStore(sqlite_url, watch_interval=1.0)  # its first look: 1 s after opening
@@ -172,8 +172,8 @@ async def test_a_cancelled_write_that_commits_wakes_this_process(
 ) -> None:
     """A caller cancelled while its write waits for the commit does not stop the write.
     The waiters of its process hear of it all the same, once it has committed."""
-    monkeypatch.setattr(client_module, "RESULT_RECHECK", 3600.0)
-    monkeypatch.setattr(client_module, "LIVE_RECHECK", 3600.0)
+    monkeypatch.setattr(handle_module, "RESULT_RECHECK", 3600.0)
+    monkeypatch.setattr(handle_module, "LIVE_RECHECK", 3600.0)
     client = await Client.connect(db_url)
     try:
         h = await client.start_workflow(agents.Approval.run, 3600.0, id=uid(), task_queue="none")
@@ -208,7 +208,7 @@ async def test_waiters_poll_while_the_sqlite_watcher_cannot_see_the_file(
 ) -> None:
     """While the watcher's reads of the file fail it cannot tell other processes'
     changes: it wakes every waiter, they poll until it sees again, then sleep."""
-    monkeypatch.setattr(client_module, "RESULT_RECHECK", POLL)
+    monkeypatch.setattr(handle_module, "RESULT_RECHECK", POLL)
     path = sqlite_url.removeprefix("sqlite:///")
 
     def connect(self: SQLiteStore) -> tuple[sqlite3.Connection, int] | None:
@@ -288,7 +288,7 @@ async def test_waiters_poll_while_the_listener_is_down_and_stop_once_it_is_back(
     """A notification sent while the listener is away is lost: the waiter must poll
     then. Here the listener's role is locked out and its connection cut, so it stays
     down until the role may log in again; then the waiter stops polling."""
-    monkeypatch.setattr(client_module, "RESULT_RECHECK", POLL)
+    monkeypatch.setattr(handle_module, "RESULT_RECHECK", POLL)
     with _pg.fresh_database() as url:
         parts = urlsplit(url)
         where = f"{parts.hostname}:{parts.port or 5432}"
@@ -336,8 +336,8 @@ async def test_a_process_that_does_not_listen_still_tells_the_others(
 ) -> None:
     """``listen=off`` turns off a process's listener, not its notifications: a waiter in
     a listening process hears of a run it closed at once."""
-    monkeypatch.setattr(client_module, "RESULT_RECHECK", 3600.0)
-    monkeypatch.setattr(client_module, "LIVE_RECHECK", 3600.0)
+    monkeypatch.setattr(handle_module, "RESULT_RECHECK", 3600.0)
+    monkeypatch.setattr(handle_module, "LIVE_RECHECK", 3600.0)
     with _pg.fresh_database() as url:
         waiter, closer = await Client.connect(url), await Client.connect(url + "?listen=off")
         try:
@@ -408,7 +408,7 @@ async def test_a_listener_whose_link_goes_silent_is_found_out(
     from mainspring.store import postgres
 
     monkeypatch.setattr(postgres, "LISTEN_PING", 0.2)
-    monkeypatch.setattr(client_module, "RESULT_RECHECK", POLL)
+    monkeypatch.setattr(handle_module, "RESULT_RECHECK", POLL)
     link = SilentLink()
     with _pg.fresh_database() as url:
         parts = urlsplit(url)
@@ -448,7 +448,7 @@ async def test_a_listener_that_dies_of_a_bug_leaves_waiters_polling_and_closes_c
 ) -> None:
     """A listener that dies of an unexpected error says so, stops counting as live and
     wakes every waiter, which polls from then on; closing the store still works."""
-    monkeypatch.setattr(client_module, "RESULT_RECHECK", POLL)
+    monkeypatch.setattr(handle_module, "RESULT_RECHECK", POLL)
     with _pg.fresh_database() as url:
         waiter, closer = await Client.connect(url), await Client.connect(url)
         try:

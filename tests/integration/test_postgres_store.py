@@ -681,7 +681,7 @@ async def test_the_steps_of_a_batch_read_in_one_statement_each_its_own_rows(
     store: PostgresStore, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mainspring.retry import RetryPolicy
-    from mainspring.store import _pg_batch
+    from mainspring.store import _pg_batch, _pg_tx
     from mainspring.store._tx import step_reads
 
     runs = []
@@ -713,14 +713,14 @@ async def test_the_steps_of_a_batch_read_in_one_statement_each_its_own_rows(
         runs.append((run_id, task.fence))
     runs.sort()
     together: list[int] = []
-    real = _pg_batch.batch_read
+    real = _pg_tx.batch_read
 
     def spy(reads: Any) -> Any:
         found = real(reads)
         together.append(found[0] if found else 0)
         return found
 
-    monkeypatch.setattr(_pg_batch, "batch_read", spy)
+    monkeypatch.setattr(_pg_tx, "batch_read", spy)
     careful: list[object] = []
     real_careful = _pg_batch.Batches._careful
 

@@ -180,9 +180,9 @@ async def test_waiters_in_another_process_wake_when_their_run_closes(
     # do). The waiting side's watcher reads which of its waited-for runs closed and
     # wakes those, even while its own process keeps committing (so that it cannot tell
     # its own changes from the other's); their periodic recheck is an hour away here.
-    from mainspring import client as client_module
+    from mainspring import handle as handle_module
 
-    monkeypatch.setattr(client_module, "RESULT_RECHECK", 3600.0)
+    monkeypatch.setattr(handle_module, "RESULT_RECHECK", 3600.0)
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     waiter, worker_side = await Client.connect(url), await Client.connect(url)
     busy = True
