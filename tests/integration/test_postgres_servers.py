@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from mainspring.errors import StoreError, WorkflowFailureError
-from mainspring.store import Clock
 from mainspring.store.postgres import PostgresStore
 from tests import _pg
 from tests.integration.test_postgres_store import admin_sql
@@ -124,33 +123,6 @@ async def test_a_role_out_of_connections_says_what_to_raise_or_lower(pg_url: str
     finally:
         admin_sql(pg_url, f"DROP OWNED BY {role}")
         admin_sql(pg_url, f"DROP ROLE {role}")
-
-
-@pytest.mark.parametrize(("offset", "says"), [(5.0, "5.0 s ahead of"), (-3.0, "3.0 s behind")])
-async def test_a_machine_whose_clock_is_off_the_server_s_is_warned_at_start(
-    pg_url: str,
-    caplog: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
-    offset: float,
-    says: str,
-) -> None:
-    real = Clock.now
-    monkeypatch.setattr(Clock, "now", lambda self: real(self) + offset)  # this "machine"
-    store = PostgresStore(pg_url)
-    await store.open()
-    await store.close()
-    [warning] = [r for r in caplog.records if "clock" in r.getMessage()]
-    assert warning.levelname == "WARNING" and says in warning.getMessage()
-    assert "NTP" in warning.getMessage()
-
-
-async def test_a_machine_in_step_with_the_server_is_not_warned(
-    pg_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    store = PostgresStore(pg_url)
-    await store.open()
-    await store.close()
-    assert not [r for r in caplog.records if "clock" in r.getMessage()]
 
 
 async def test_a_writer_whose_link_goes_silent_cuts_it_and_carries_on(

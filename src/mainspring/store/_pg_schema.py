@@ -8,12 +8,14 @@ Runs on one short-lived connection (``connect``), in a thread, before the store 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 
 from ..errors import StoreError
+from ._pg_clock import ServerClock
 from ._pg_url import PgSettings, _hosts, _ident, _line
 from ._schema import SCHEMA_MARK, existing_version, migrations
 from ._store_core import Clock
@@ -23,7 +25,6 @@ Conn = psycopg.Connection[Any]
 
 log = logging.getLogger("mainspring.store")
 
-CLOCK_SKEW_WARNING = 1.0  # seconds between this machine's clock and the server's
 OLDEST_SERVER = 120000  # PostgreSQL 12: the oldest release this code is written for
 
 
@@ -49,6 +50,7 @@ def migrate(connect: Callable[[], Conn], s: PgSettings, set_meta: str, clock: Cl
     Refuses, with one line saying what to do: a server too old, a read-only server
     whose schema is missing or behind, a schema that is not Mainspring's or is newer,
     and a role without the rights it needs (naming them and the SQL that grants them).
+    A :class:`ServerClock` takes its first reading of the server's clock here.
     """
     scripts = migrations("postgres")
     latest = scripts[-1][0]
@@ -61,16 +63,18 @@ def migrate(connect: Callable[[], Conn], s: PgSettings, set_meta: str, clock: Cl
     user, db = s.user, s.dbname
     try:
         with conn.transaction():
-            before = clock.now()
+            machine = clock.machine if isinstance(clock, ServerClock) else time.time
+            before = machine()
             row = conn.execute(
                 "SELECT current_user, current_database(), pg_is_in_recovery(),"
                 " current_setting('transaction_read_only'),"
                 " extract(epoch FROM clock_timestamp())::float8"
             ).fetchone()
-            after = clock.now()
+            after = machine()
             read_only = None  # why the server takes no writes, if it takes none
             if row:
-                _check_clock(s, clock, float(row[4]), before, after)
+                if isinstance(clock, ServerClock):  # the first reading of the server's
+                    clock.adopt(float(row[4]), before, after)
                 user, db = row[0], row[1]
                 if row[2] or row[3] == "on":
                     read_only = "a standby" if row[2] else "default_transaction_read_only"
@@ -179,27 +183,6 @@ def _privilege_error(conn: Conn, s: PgSettings, user: str, db: str, why: str) ->
         f"INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {who}; and run "
         "`mainspring db migrate` as their owner whenever a new Mainspring needs a migration"
     )
-
-
-def _check_clock(s: PgSettings, clock: Clock, server: float, before: float, after: float) -> None:
-    """Warn if this machine's clock is off the database server's by over
-    :data:`CLOCK_SKEW_WARNING` seconds: leases, timers and deadlines are times one
-    machine writes and others read (a test's own clock is not checked)."""
-    if type(clock) is not Clock or after - before > 1.0:  # no fair reading
-        return
-    skew = (before + after) / 2 - server
-    if abs(skew) > CLOCK_SKEW_WARNING:
-        log.warning(
-            "this machine's clock is %.1f s %s that of PostgreSQL at %s: workers on "
-            "other machines read the leases, timers and deadlines written here, so "
-            "keep every machine's clock in sync (NTP); a lease can look expired %.1f s "
-            "early (its activity may then run twice) and a timer fire %.1f s off",
-            abs(skew),
-            "ahead of" if skew > 0 else "behind",
-            _hosts(s),
-            abs(skew),
-            abs(skew),
-        )
 
 
 def _check_existing(conn: Conn, s: PgSettings, tables: set[str], latest: int) -> int:

@@ -24,12 +24,14 @@ import psycopg
 
 from .._trouble import report
 from ..errors import StoreClosedError, StoreError
+from . import _pg_clock
 from ._group_commit import GroupCommitThread, outcome
 from ._pg_batch import Batches, _Link
+from ._pg_clock import ServerClock
 from ._pg_schema import check_server_version as _check_server_version  # noqa: F401 (tests)
 from ._pg_schema import inspect, migrate, schema_version
 from ._pg_statements import qualified
-from ._pg_url import PgSettings, _connect_error, _ident, _line, parse_postgres_url
+from ._pg_url import PgSettings, _connect_error, _hosts, _ident, _line, parse_postgres_url
 from ._tx import Reads, Tx
 from .base import Clock, Store
 from .records import SchemaInfo
@@ -64,8 +66,13 @@ class PostgresStore(Store):
     """A :class:`Store` on a PostgreSQL database shared by any number of processes."""
 
     def __init__(self, url: str, clock: Clock | None = None) -> None:
+        """``clock``: leave it out (or pass a plain :class:`Clock`) to keep time by the
+        server's clock (:mod:`._pg_clock`); a clock of a test's own is used as it is."""
+        settings = parse_postgres_url(url)
+        if clock is None or type(clock) is Clock:
+            clock = ServerClock(f"{_hosts(settings)}/{settings.dbname}")
         super().__init__(url, clock)
-        self.settings = parse_postgres_url(url)
+        self.settings = settings
         self._sql = qualified(load_queries("postgres"), _ident(self.settings.schema))
         self._writers: list[GroupCommitThread] = []
         self._load: list[int] = []
@@ -82,6 +89,7 @@ class PostgresStore(Store):
         self._batches = Batches(self.settings, self._sql, self._token)
         self._watchdog: threading.Thread | None = None
         self._watchdog_stop = threading.Event()
+        self._timekeeper: asyncio.Task[None] | None = None
 
     @property
     def commits(self) -> int:
@@ -145,6 +153,8 @@ class PostgresStore(Store):
             daemon=True,
         )
         self._watchdog.start()
+        if isinstance(self.clock, ServerClock):
+            self._timekeeper = asyncio.create_task(self._keep_time(self.clock))
         if self._lconn is not None:
             self._listener = asyncio.create_task(self._listen())
             # live from the start where it works (a round trip); where it cannot hear
@@ -155,6 +165,11 @@ class PostgresStore(Store):
 
     async def close(self) -> None:
         """Finish queued transactions and disconnect."""
+        if self._timekeeper is not None:
+            self._timekeeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timekeeper
+            self._timekeeper = None
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):  # logged if it died
@@ -386,6 +401,18 @@ class PostgresStore(Store):
         except Exception:  # noqa: BLE001 - a failed check is retried next round
             return None
         return time.monotonic()
+
+    async def _keep_time(self, clock: ServerClock) -> None:
+        """Read the server's clock every :data:`~._pg_clock.CLOCK_SYNC` seconds, or
+        :data:`~._pg_clock.CLOCK_RETRY` after a reading that failed or was too slow to
+        use (the first was made at open)."""
+        ok = clock.uncertainty is not None
+        while True:
+            await asyncio.sleep(_pg_clock.CLOCK_SYNC if ok else _pg_clock.CLOCK_RETRY)
+            try:
+                ok = await self._run(clock.read, readonly=True, lazy=True)
+            except StoreError:  # unreachable for now: read again soon
+                ok = False
 
     def _heard(self, payload: str) -> None:
         """Another process committed: wake whom its notification names."""

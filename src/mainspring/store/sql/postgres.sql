@@ -7,6 +7,10 @@
 -- that its listening connection still carries data.
 SELECT pg_notify(%(channel)s, %(payload)s);
 
+-- name: server_time
+-- (PostgreSQL only) The server's clock, which every process's "now" follows.
+SELECT extract(epoch FROM clock_timestamp())::float8;
+
 -- name: get_meta
 SELECT value FROM mainspring_meta WHERE key = %(key)s;
 
