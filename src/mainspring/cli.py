@@ -53,6 +53,13 @@ def db_group() -> None:
     """Create, migrate and inspect the database schema."""
 
 
+# a schema newer than this code that was made to work with it (else it was refused)
+_NEWER = (
+    "newer than this Mainspring's {latest}, which it was made to work with; "
+    "upgrade Mainspring on this machine too"
+)
+
+
 @db_group.command("migrate")
 @json_option
 @db_option
@@ -66,6 +73,8 @@ def migrate(as_json: bool, db: str) -> None:
     current, latest = run(go())
     if as_json:
         print_json({"current": current, "latest": latest})
+    elif current > latest:
+        out.print(f"schema version {current}: {_NEWER.format(latest=latest)}", soft_wrap=True)
     else:
         out.print(f"schema is at version {current} (latest {latest}): up to date")
 
@@ -93,6 +102,9 @@ def status(as_json: bool, db: str) -> None:
             f"no Mainspring schema in this {where} (latest schema version {info.latest}); "
             "`mainspring db migrate` creates it"
         )
+    elif info.current > info.latest:
+        newer = _NEWER.format(latest=info.latest)
+        out.print(f"current schema version {info.current}: {newer}", soft_wrap=True)
     else:
         pending = info.latest - info.current
         state = "up to date" if not pending else f"{pending} migration(s) pending"

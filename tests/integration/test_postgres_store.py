@@ -78,7 +78,11 @@ async def test_migrating_twice_is_idempotent(pg_url: str) -> None:
         assert await s.schema_status() == (schema_version(), schema_version())
         await s.close()
     rows = admin_sql(pg_url, "SELECT key, value FROM mainspring.mainspring_meta ORDER BY key")
-    assert rows == [("schema", "mainspring"), ("version", str(schema_version()))]
+    assert rows == [
+        ("compatible", "3"),
+        ("schema", "mainspring"),
+        ("version", str(schema_version())),
+    ]
 
 
 OPEN_AND_CLOSE = """
@@ -99,14 +103,17 @@ def test_ten_processes_opening_at_once_migrate_once(pg_url: str) -> None:
     for p in procs:
         _, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
-    # both meta rows were written by one transaction, never rewritten
+    # the meta rows were written by one transaction, never rewritten
     assert admin_sql(
         pg_url, "SELECT count(DISTINCT xmin::text), count(*) FROM mainspring.mainspring_meta"
-    ) == [(1, 2)]
+    ) == [(1, 3)]
 
 
 async def test_newer_schema_is_refused(store: PostgresStore, pg_url: str) -> None:
-    admin_sql(pg_url, "UPDATE mainspring.mainspring_meta SET value = '99' WHERE key = 'version'")
+    admin_sql(
+        pg_url,
+        "UPDATE mainspring.mainspring_meta SET value = '99' WHERE key IN ('version', 'compatible')",
+    )
     with pytest.raises(SchemaVersionError, match="newer than this Mainspring"):
         await PostgresStore(pg_url).open()
     assert admin_sql(

@@ -70,6 +70,7 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     await client.close()
     conn = sqlite3.connect(tmp_path / "future.db")
     conn.execute("UPDATE mainspring_meta SET value = '999' WHERE key = 'version'")
+    conn.execute("UPDATE mainspring_meta SET value = '999' WHERE key = 'compatible'")
     conn.commit()
     conn.close()
     with pytest.raises(SchemaVersionError, match="newer than this Mainspring"):

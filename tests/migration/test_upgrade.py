@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 
-from mainspring import Client, Worker
+import pytest
+
+from mainspring import Client, SchemaVersionError, Worker
 from mainspring.history import EventType
 from mainspring.store import store_from_url
 from mainspring.store.sqlite import parse_sqlite_url
+from tests.acceptance.test_cli import cli
 from tests.integration.agents import Approval, Hello, echo, sync_upper
 
 
@@ -93,3 +96,82 @@ async def test_a_version_4_sqlite_file_gains_the_index_its_listing_names(sqlite_
         ]
     finally:
         await client.close()
+
+
+def _set_meta(url: str, **values: str) -> None:
+    """Write keys of mainspring_meta as a newer Mainspring's migration would."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(parse_sqlite_url(url)[0])
+        with conn:
+            for key, value in values.items():
+                conn.execute("UPDATE mainspring_meta SET value = ? WHERE key = ?", (value, key))
+        conn.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as pg:
+            for key, value in values.items():
+                pg.execute(
+                    "UPDATE mainspring.mainspring_meta SET value = %s WHERE key = %s", (value, key)
+                )
+
+
+async def test_a_migration_records_which_code_may_still_run_on_the_database(
+    db_url: str,
+) -> None:
+    client = await Client.connect(db_url)
+    try:
+        _current, latest = await client.store.schema_status()
+        meta = await client.store._run(  # type: ignore[attr-defined]
+            lambda tx: {k: tx.q("get_meta", {"key": k})[0][0] for k in ("version", "compatible")},
+            readonly=True,
+        )
+    finally:
+        await client.close()
+    # versions 4 and 5 only add indexes: code of version 3 runs on them as before
+    assert meta == {"version": str(latest), "compatible": "3"}
+
+
+async def test_a_newer_schema_made_to_work_with_this_code_is_used_during_a_rolling_upgrade(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await Client.connect(db_url)
+    latest = (await client.store.schema_status())[1]
+    await client.close()
+    # a newer release's migration, which said code of this version may still run on it
+    _set_meta(db_url, version=str(latest + 1), compatible=str(latest))
+    info = await store_from_url(db_url).inspect_schema()
+    assert (info.current, info.latest) == (latest + 1, latest)
+    client = await Client.connect(db_url)  # a worker of the older release restarts
+    try:
+        assert await client.store.schema_status() == (latest + 1, latest)
+        async with Worker(client, task_queue="q", workflows=[Hello], activities=[echo, sync_upper]):
+            assert await client.execute_workflow(Hello.run, "old", id="h", task_queue="q") == (
+                "HELLO OLD"
+            )
+    finally:
+        await client.close()
+    said = f"newer than this Mainspring's {latest}, and was made to work with it"
+    assert f"has schema version {latest + 1}, {said}" in caplog.text
+    for command in ("status", "migrate"):  # nothing is migrated back or rewritten
+        out = cli("db", command, db=db_url).stdout
+        assert f"schema version {latest + 1}: newer than this Mainspring's {latest}," in out
+        assert "upgrade Mainspring on this machine too" in out
+    assert (await store_from_url(db_url).inspect_schema()).current == latest + 1
+
+
+async def test_a_newer_schema_that_needs_newer_code_is_refused_naming_the_version(
+    db_url: str,
+) -> None:
+    client = await Client.connect(db_url)
+    latest = (await client.store.schema_status())[1]
+    await client.close()
+    _set_meta(db_url, version=str(latest + 2), compatible=str(latest + 1))
+    with pytest.raises(SchemaVersionError) as info:
+        await Client.connect(db_url)
+    assert (
+        f"has schema version {latest + 2}, newer than this Mainspring's {latest} (it needs "
+        f"a Mainspring of schema version {latest + 1} or newer); upgrade Mainspring"
+    ) in str(info.value)
+    with pytest.raises(SchemaVersionError):
+        await store_from_url(db_url).inspect_schema()

@@ -17,7 +17,7 @@ import psycopg
 from ..errors import StoreError
 from ._pg_clock import ServerClock
 from ._pg_url import PgSettings, _hosts, _ident, _line
-from ._schema import SCHEMA_MARK, existing_version, migrations
+from ._schema import SCHEMA_MARK, compatible_from, existing_version, migrations
 from ._store_core import Clock
 from .records import SchemaInfo
 
@@ -100,7 +100,11 @@ def migrate(connect: Callable[[], Conn], s: PgSettings, set_meta: str, clock: Cl
             for version, _name, script in scripts:
                 if version > current:
                     conn.execute(script)
-                    for key, value in (("schema", SCHEMA_MARK), ("version", str(version))):
+                    for key, value in (
+                        ("schema", SCHEMA_MARK),
+                        ("version", str(version)),
+                        ("compatible", str(compatible_from(scripts, version))),
+                    ):
                         conn.execute(set_meta, {"key": key, "value": value})
         return str(db)
     except psycopg.errors.InsufficientPrivilege as exc:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable
 from importlib import resources
 
 from ..errors import NotAMainspringDatabaseError, SchemaVersionError, StoreError
 
 SCHEMA_MARK = "mainspring"  # the value of the "schema" key in mainspring_meta
+
+log = logging.getLogger("mainspring.store")
+
+# A migration script whose change code of an earlier schema version can still run on
+# (an index, a table or a nullable column that earlier code neither reads nor needs
+# written) says so in a line "-- compatible: N": code of schema version N or newer may
+# then use a database this script has upgraded. Without the line, only code of the
+# script's own version or newer may.
+_COMPATIBLE = re.compile(r"^-- compatible: (\d+)[ \t]*$", re.MULTILINE)
 
 
 def migrations(dialect: str) -> list[tuple[int, str, str]]:
@@ -21,6 +32,19 @@ def migrations(dialect: str) -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
+def compatible_from(scripts: list[tuple[int, str, str]], version: int) -> int:
+    """The oldest schema version whose code may run on a database that ``scripts`` (as
+    :func:`migrations` returns them) brought to ``version``: the most any applied
+    script requires (see ``_COMPATIBLE``)."""
+    oldest = 0
+    for v, _name, sql in scripts:
+        if v > version:
+            break
+        said = _COMPATIBLE.search(sql)
+        oldest = max(oldest, min(int(said.group(1)), v) if said else v)
+    return oldest
+
+
 def existing_version(
     where: str,
     tables: set[str],
@@ -30,10 +54,16 @@ def existing_version(
 ) -> int:
     """The schema version of the database ``where`` holding ``tables`` (0 if none).
 
+    A version newer than ``latest`` is returned (with a warning in the log) if the
+    migrations that made it recorded that code of ``latest`` may still run on it (the
+    "compatible" key): during a rolling upgrade, workers of the previous release go on
+    while the new release's start one by one.
+
     Raises :class:`NotAMainspringDatabaseError` if the tables are not Mainspring's
     (``instead`` says what to point at instead), :class:`SchemaVersionError` if the
-    version is newer than ``latest``, and :class:`StoreError` if the recorded version
-    is not a whole number (a damaged database); in each case nothing has been changed.
+    version is newer than ``latest`` and not compatible with it, and
+    :class:`StoreError` if the recorded version is not a whole number (a damaged
+    database); in each case nothing has been changed.
     """
     if not tables:
         return 0
@@ -60,9 +90,22 @@ def existing_version(
         )
     current = int(recorded)
     if current > latest:
+        said = str(meta.get("compatible", ""))
+        needs = int(said) if said.isascii() and said.isdigit() else current
+        if needs <= latest:
+            log.warning(
+                "%s has schema version %d, newer than this Mainspring's %d, and was made "
+                "to work with it; running on it, but upgrade Mainspring "
+                "(pip install -U mainspring) on this machine too",
+                where,
+                current,
+                latest,
+            )
+            return current
+        needed = f" (it needs a Mainspring of schema version {needs} or newer)"
         raise SchemaVersionError(
-            f"{where} has schema version {current}, newer than this Mainspring's "
-            f"{latest}; upgrade Mainspring (pip install -U mainspring) to open it. "
-            "Nothing was changed"
+            f"{where} has schema version {current}, newer than this Mainspring's {latest}"
+            f"{needed if needs < current else ''}; upgrade Mainspring "
+            "(pip install -U mainspring) to open it. Nothing was changed"
         )
     return current

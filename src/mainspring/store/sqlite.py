@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ..errors import NotAMainspringDatabaseError, StoreClosedError, StoreError
 from ._group_commit import outcome
-from ._schema import SCHEMA_MARK, existing_version, migrations
+from ._schema import SCHEMA_MARK, compatible_from, existing_version, migrations
 from ._sqlite_runner import LoopCommitter
 from ._tx import Reads, Tx
 from .base import Clock, Store
@@ -189,16 +189,16 @@ class SQLiteStore(Store):
                     continue
                 for stmt in _statements(script):
                     conn.execute(stmt)
-                conn.execute(
-                    "INSERT INTO mainspring_meta (key, value) VALUES ('schema', ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (SCHEMA_MARK,),
-                )
-                conn.execute(
-                    "INSERT INTO mainspring_meta (key, value) VALUES ('version', ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (str(version),),
-                )
+                for key, value in (
+                    ("schema", SCHEMA_MARK),
+                    ("version", str(version)),
+                    ("compatible", str(compatible_from(scripts, version))),
+                ):
+                    conn.execute(
+                        "INSERT INTO mainspring_meta (key, value) VALUES (?, ?) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        (key, value),
+                    )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
