@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import os
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import click
 
@@ -135,13 +135,15 @@ def prune(older_than: float, dry_run: bool, as_json: bool, db: str) -> None:
             "after a lost answer, or a client about to read a result, may still need a run "
             "that closed more recently"
         )
-    closed_before = datetime.now(UTC) - timedelta(seconds=older_than)
 
-    async def go() -> int:
+    async def go() -> tuple[int, datetime]:
         async with connect(db) as client:
-            return await client.prune_closed_runs(older_than, dry_run=dry_run)
+            # by the store's clock, as the prune's cutoff (on PostgreSQL, the server's)
+            cutoff = client.store.clock.now() - older_than
+            count = await client.prune_closed_runs(older_than, dry_run=dry_run)
+            return count, datetime.fromtimestamp(cutoff, UTC)
 
-    count = run(go())
+    count, closed_before = run(go())
     if as_json:
         print_json(
             {

@@ -74,7 +74,12 @@ class Client:
         """Open the store at ``url`` (default: ``MAINSPRING_DB``, else ``sqlite:///mainspring.db``).
 
         The schema is created or migrated on first use; a database that is not
-        Mainspring's, or is newer than this code, is refused with a clear error.
+        Mainspring's, or is newer than this code (and not made to work with it), is
+        refused with a clear error.
+
+        ``clock`` (a :class:`~mainspring.store.Clock` subclass) replaces the store's
+        clock, to control time in tests. Without it, SQLite reads this machine's clock
+        and PostgreSQL keeps time by the server's (see ``docs/postgres.md``).
         """
         store = store_from_url(url, clock=clock)
         await store.open()

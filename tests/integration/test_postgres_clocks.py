@@ -5,6 +5,7 @@ hour off. Each "machine" here is a process whose ``time.time`` is moved."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import subprocess
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta as td
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -212,14 +214,25 @@ async def test_a_worker_whose_clock_is_an_hour_ahead_leaves_other_workers_leases
     assert [r for r in runs if r.startswith("hold")] == [f"hold {os.getpid()}"]
 
 
-class _Shifted:
-    """A stand-in for the time module whose ``time()`` reads a clock moved by ``shift``."""
+class Moved:
+    """Stands in for one of ``_pg_clock``'s clocks, read ``shift`` seconds off."""
 
-    def __init__(self) -> None:
-        self.shift = 0.0
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str, shift: float = 0.0) -> None:
+        self.shift = shift
+        real = getattr(_pg_clock, name)
+        monkeypatch.setattr(_pg_clock, name, lambda: real() + self.shift)
 
-    def time(self) -> float:
-        return time.time() + self.shift
+
+async def _until(ok: Any, what: str) -> None:
+    """Wait (30 s at most) until ``ok()``, which the store's next reading brings about."""
+    deadline = time.monotonic() + 30
+    while not ok():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.02)
+
+
+def _right(store: PostgresStore) -> bool:
+    return abs(store.clock.now() - time.time()) < 0.5  # this machine's clock is right
 
 
 @pytest.mark.parametrize(("offset", "says"), [(5.0, "5.0 s ahead of"), (-3.0, "3.0 s behind")])
@@ -230,13 +243,11 @@ async def test_a_machine_whose_clock_is_off_the_servers_is_warned_at_start(
     offset: float,
     says: str,
 ) -> None:
-    shifted = _Shifted()
-    shifted.shift = offset
-    monkeypatch.setattr(_pg_clock, "time", shifted)
+    Moved(monkeypatch, "_wall", offset)
     store = PostgresStore(pg_url)
     await store.open()
     try:
-        assert abs(store.clock.now() - time.time()) < 0.5  # the server's time all the same
+        assert _right(store)  # the server's time all the same
     finally:
         await store.close()
     [warning] = [r for r in caplog.records if "clock" in r.getMessage()]
@@ -253,25 +264,96 @@ async def test_a_machine_in_step_with_the_server_is_not_warned(
     assert not [r for r in caplog.records if "clock" in r.getMessage()]
 
 
-async def test_a_clock_set_while_running_is_corrected_at_the_next_reading(
+async def test_setting_the_machines_clock_while_running_does_not_move_the_time(
     pg_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    shifted = _Shifted()
-    monkeypatch.setattr(_pg_clock, "time", shifted)
+    wall = Moved(monkeypatch, "_wall", -HOUR)  # an hour behind: warned at start
     monkeypatch.setattr(_pg_clock, "CLOCK_SYNC", 0.05)
     store = PostgresStore(pg_url)
     await store.open()
     try:
-        assert abs(store.clock.now() - time.time()) < 0.5
-        caplog.set_level(logging.WARNING, "mainspring.store")
-        shifted.shift = -HOUR  # someone sets this machine's clock an hour back
-        deadline = time.monotonic() + 30
-        while abs(store.clock.now() - time.time()) > 0.5:  # the next reading fixes it
-            assert time.monotonic() < deadline, "the store kept reading the moved clock"
-            await asyncio.sleep(0.02)
+        assert _right(store)
+        wall.shift = 0.0  # someone sets it right while the worker runs
+        assert _right(store)  # at once: no lease, timer or deadline sees a jump
+        said = "this machine's clock was set 3600.0 s forward; Mainspring keeps time"
+        await _until(lambda: said in caplog.text, "the next reading never noticed")
+        assert _right(store)
     finally:
         await store.close()
-    assert "this machine's clock jumped 3600.0 s back" in caplog.text
+
+
+async def test_the_servers_clock_moving_is_followed_at_the_next_reading(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # moving this process's steady clock is, to it, the server's clock moving back
+    steady = Moved(monkeypatch, "_steady")
+    monkeypatch.setattr(_pg_clock, "CLOCK_SYNC", 0.05)
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        assert _right(store)
+        caplog.set_level(logging.WARNING, "mainspring.store")
+        steady.shift = HOUR
+        await _until(lambda: _right(store), "the store kept the old reading")
+    finally:
+        await store.close()
+    assert "the clock of PostgreSQL at 127.0.0.1:5432/" in caplog.text
+    assert "moved 3600.0 s back (a failover to a server whose clock differs?)" in caplog.text
+
+
+async def test_open_reads_again_until_a_reading_is_usable_and_says_when_none_is(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "mainspring.store")
+    monkeypatch.setattr(_pg_clock, "FAIR_READING", -1.0)  # no reading is quick enough
+    monkeypatch.setattr(_pg_clock, "CLOCK_RETRY", 0.05)
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        clock = store.clock
+        assert isinstance(clock, _pg_clock.ServerClock)
+        # the migration's reading and four more, all before open returned
+        assert clock.uncertainty is None and clock.unread == _pg_clock.UNREAD_WARNING
+        assert "could not read the clock of PostgreSQL at 127.0.0.1:5432/" in caplog.text
+        assert "5 times in a row (the reading took" in caplog.text
+        monkeypatch.setattr(_pg_clock, "FAIR_READING", 1.0)
+        await _until(lambda: clock.uncertainty is not None, "no later reading was used")
+        assert "read the clock of PostgreSQL at 127.0.0.1:5432/" in caplog.text
+    finally:
+        await store.close()
+
+
+PRUNE_ON_A_MACHINE_AN_HOUR_BEHIND = """
+    import datetime, sys, time
+    real = time.time
+    time.time = lambda: real() - 3600
+
+    class MachineTime(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.datetime.fromtimestamp(time.time(), tz)
+
+    datetime.datetime = MachineTime  # this machine's clock, however it is read
+    from mainspring.cli import main
+    sys.argv = ["mainspring", "db", "prune", "--older-than", "1h", "--dry-run", "--json"]
+    main()
+"""
+
+
+def test_db_prune_reports_the_cutoff_it_used_by_the_servers_clock(pg_url: str) -> None:
+    from datetime import datetime
+
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "MAINSPRING_DB": pg_url}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(PRUNE_ON_A_MACHINE_AN_HOUR_BEHIND)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    cutoff = datetime.fromisoformat(json.loads(done.stdout)["closed_before"]).timestamp()
+    assert abs(cutoff - (time.time() - HOUR)) < 30  # not two hours ago
 
 
 async def test_a_clock_of_the_callers_own_is_used_as_it_is(pg_url: str) -> None:

@@ -5,9 +5,10 @@ another compares with its own "now". On many machines those would agree only as 
 as the machines' clocks do: a worker whose clock runs an hour ahead would see every
 other worker's lease as expired (running its activity a second time) and fire every
 timer an hour early. So on PostgreSQL each process reads the server's clock now and
-then, and its "now" is its own clock moved by the difference: every process then agrees
-with the server, and so with every other, to within a few milliseconds, whatever the
-machines' clocks say.
+then, and its "now" is the server's time at the last reading plus the time elapsed
+since, by a steady clock that setting the machine's time does not move. Every process
+then agrees with the server, and so with every other, to within a few milliseconds,
+whatever the machines' clocks say or are set to meanwhile.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from ._tx import Tx
 
 log = logging.getLogger("mainspring.store")
 
-# seconds between two readings of the server's clock: a clock that NTP does not keep
-# drifts by seconds a day, so this only bounds how long a clock that is set or stepped
-# meanwhile (by hand, by an NTP daemon starting) goes uncorrected
+# seconds between two readings of the server's clock: they follow the slow drift of
+# this machine's steady clock against the server's (seconds a day at worst), and a
+# change of the server's clock (a failover to a server whose clock differs)
 CLOCK_SYNC = 60.0
 # seconds before trying again after a reading that failed or was not fair
 CLOCK_RETRY = 2.0
@@ -32,74 +33,115 @@ CLOCK_RETRY = 2.0
 FAIR_READING = 1.0
 # seconds this machine's clock may differ from the server's before the log says so
 CLOCK_SKEW_WARNING = 1.0
+# unusable readings in a row (failed, or slower than FAIR_READING) before the log says so
+UNREAD_WARNING = 5
+
+
+def _steady() -> float:
+    """Seconds by a clock that setting the time does not move; where the system has
+    one, it counts the time a suspended machine slept too."""
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
+
+
+def _wall() -> float:
+    """This machine's own clock (seconds since the epoch)."""
+    return time.time()
+
+
+def _direction(seconds: float, ahead: str, behind: str) -> str:
+    return f"{abs(seconds):.1f} s {ahead if seconds > 0 else behind}"
 
 
 class ServerClock(Clock):
-    """This machine's wall clock, moved onto the database server's.
+    """The database server's clock, as this process last read it.
 
-    :meth:`now` is ``time.time() + offset``, where ``offset`` is the server's clock
-    minus this machine's, measured by :meth:`read` (at open, then every
-    :data:`CLOCK_SYNC` seconds). Until the first reading the offset is 0.
+    :meth:`now` is ``steady + offset``: ``offset`` is the server's time minus this
+    machine's steady clock, measured by :meth:`read` (at open, then every
+    :data:`CLOCK_SYNC` seconds). Until the first reading, it reads this machine's own
+    clock.
     """
 
     def __init__(self, server: str) -> None:
-        self.offset = 0.0
+        self.offset = _wall() - _steady()
         self.uncertainty: float | None = None  # how far off ``offset`` may be; None: unread
+        self.unread = 0  # unusable readings since the last usable one
+        self._skew: float | None = None  # this machine's clock minus the server's
         self._server = server  # named in log lines
 
     def now(self) -> float:
-        """The server's current time, as this machine last measured it."""
-        return self.machine() + self.offset
-
-    def machine(self) -> float:
-        """This machine's own clock."""
-        return time.time()
+        """The server's current time, as this process last measured it."""
+        return _steady() + self.offset
 
     def read(self, tx: Tx) -> bool:
         """Read the server's clock in ``tx`` and adopt the reading (see :meth:`adopt`)."""
-        before = self.machine()
+        before = _steady()
         rows = tx.q("server_time", {})
-        after = self.machine()
-        return self.adopt(float(rows[0][0]), before, after)
+        after, wall = _steady(), _wall()
+        return self.adopt(float(rows[0][0]), before, after, wall - (after - before) / 2)
 
-    def adopt(self, server: float, before: float, after: float) -> bool:
-        """Take the server's time ``server``, read between this machine's times
-        ``before`` and ``after``. Returns ``False``, changing nothing, if the reading
-        took longer than :data:`FAIR_READING` (or this clock went back meanwhile).
+    def adopt(self, server: float, before: float, after: float, wall: float) -> bool:
+        """Take the server's time ``server``, read between the steady clock's
+        ``before`` and ``after``, when this machine's own clock said ``wall``.
 
-        The offset changes only when the reading is more precise than the one it came
-        from, or disagrees with it by more than both readings' uncertainty (the clock
-        drifted or was set): it does not jitter with the network's noise.
+        Returns ``False``, changing nothing, if the reading took longer than
+        :data:`FAIR_READING`. The offset changes only when the reading is more precise
+        than the one it came from, or disagrees with it by more than both readings'
+        uncertainty (the clocks drifted apart, or the server's was set): it does not
+        jitter with the network's noise. Logs a warning when this machine's clock is
+        over :data:`CLOCK_SKEW_WARNING` off the server's, when it is set by over that
+        much, and when the server's clock moves by over that much.
         """
         span = after - before
         if not 0.0 <= span <= FAIR_READING:
+            self.missed(f"the reading took {span:.3f} s")
             return False
+        if self.unread >= UNREAD_WARNING:
+            log.info("read the clock of PostgreSQL at %s again", self._server)
+        self.unread = 0
         offset, uncertainty = server - (before + after) / 2, span / 2
-        first = self.uncertainty is None
-        change = offset - self.offset
-        if (
-            self.uncertainty is None
-            or uncertainty < self.uncertainty
-            or abs(change) > uncertainty + self.uncertainty
-        ):
+        skew, last_skew = wall - server, self._skew
+        self._skew = skew
+        if self.uncertainty is None:
             self.offset, self.uncertainty = offset, uncertainty
-        else:
+            if abs(skew) > CLOCK_SKEW_WARNING:
+                log.warning(
+                    "this machine's clock is %s that of PostgreSQL at %s; Mainspring "
+                    "keeps its leases, timers and deadlines by the server's clock, so it "
+                    "works on, but fix this machine's clock (NTP) for everything else",
+                    _direction(skew, "ahead of", "behind"),
+                    self._server,
+                )
             return True
-        if first and abs(offset) > CLOCK_SKEW_WARNING:
+        change = offset - self.offset
+        if uncertainty < self.uncertainty or abs(change) > uncertainty + self.uncertainty:
+            self.offset, self.uncertainty = offset, uncertainty
+        if abs(change) > CLOCK_SKEW_WARNING:
             log.warning(
-                "this machine's clock is %.1f s %s that of PostgreSQL at %s; Mainspring "
-                "keeps its leases, timers and deadlines by the server's clock, so it "
-                "works on, but fix this machine's clock (NTP) for everything else",
-                abs(offset),
-                "behind" if offset > 0 else "ahead of",
+                "the clock of PostgreSQL at %s moved %s (a failover to a server whose "
+                "clock differs?); Mainspring follows it",
                 self._server,
+                _direction(change, "forward", "back"),
             )
-        elif not first and abs(change) > CLOCK_SKEW_WARNING:
+        elif last_skew is not None and abs(skew - last_skew) > CLOCK_SKEW_WARNING:
             log.warning(
-                "this machine's clock jumped %.1f s %s against that of PostgreSQL at %s; "
-                "Mainspring follows the server's clock",
-                abs(change),
-                "back" if change > 0 else "forward",
+                "this machine's clock was set %s; Mainspring keeps time by the clock of "
+                "PostgreSQL at %s, so its leases, timers and deadlines are unaffected",
+                _direction(skew - last_skew, "forward", "back"),
                 self._server,
             )
         return True
+
+    def missed(self, why: str) -> None:
+        """Count a reading that failed or was not used; say so after
+        :data:`UNREAD_WARNING` in a row."""
+        self.unread += 1
+        if self.unread == UNREAD_WARNING:
+            log.warning(
+                "could not read the clock of PostgreSQL at %s %d times in a row (%s); "
+                "keeping time by %s until a reading succeeds",
+                self._server,
+                self.unread,
+                why,
+                "the last reading" if self.uncertainty is not None else "this machine's clock",
+            )

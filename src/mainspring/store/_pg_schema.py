@@ -8,13 +8,13 @@ Runs on one short-lived connection (``connect``), in a thread, before the store 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 import psycopg
 
 from ..errors import StoreError
+from . import _pg_clock
 from ._pg_clock import ServerClock
 from ._pg_url import PgSettings, _hosts, _ident, _line
 from ._schema import SCHEMA_MARK, compatible_from, existing_version, migrations
@@ -63,18 +63,17 @@ def migrate(connect: Callable[[], Conn], s: PgSettings, set_meta: str, clock: Cl
     user, db = s.user, s.dbname
     try:
         with conn.transaction():
-            machine = clock.machine if isinstance(clock, ServerClock) else time.time
-            before = machine()
+            before = _pg_clock._steady()
             row = conn.execute(
                 "SELECT current_user, current_database(), pg_is_in_recovery(),"
                 " current_setting('transaction_read_only'),"
                 " extract(epoch FROM clock_timestamp())::float8"
             ).fetchone()
-            after = machine()
+            after, wall = _pg_clock._steady(), _pg_clock._wall()
             read_only = None  # why the server takes no writes, if it takes none
             if row:
                 if isinstance(clock, ServerClock):  # the first reading of the server's
-                    clock.adopt(float(row[4]), before, after)
+                    clock.adopt(float(row[4]), before, after, wall - (after - before) / 2)
                 user, db = row[0], row[1]
                 if row[2] or row[3] == "on":
                     read_only = "a standby" if row[2] else "default_transaction_read_only"

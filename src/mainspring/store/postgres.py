@@ -154,6 +154,7 @@ class PostgresStore(Store):
         )
         self._watchdog.start()
         if isinstance(self.clock, ServerClock):
+            await self._first_readings(self.clock)
             self._timekeeper = asyncio.create_task(self._keep_time(self.clock))
         if self._lconn is not None:
             self._listener = asyncio.create_task(self._listen())
@@ -402,6 +403,21 @@ class PostgresStore(Store):
             return None
         return time.monotonic()
 
+    async def _read_clock(self, clock: ServerClock) -> bool:
+        """One reading of the server's clock; whether it could be used."""
+        try:
+            return await self._run(clock.read, readonly=True, lazy=True)
+        except StoreError as exc:  # unreachable for now: read again soon
+            clock.missed(_line(exc))
+            return False
+
+    async def _first_readings(self, clock: ServerClock) -> None:
+        """Before open returns: read the server's clock again while the reading made at
+        the migration was not usable, up to :data:`~._pg_clock.UNREAD_WARNING` times in
+        all (the last one failing says so in the log)."""
+        while clock.uncertainty is None and 0 < clock.unread < _pg_clock.UNREAD_WARNING:
+            await self._read_clock(clock)
+
     async def _keep_time(self, clock: ServerClock) -> None:
         """Read the server's clock every :data:`~._pg_clock.CLOCK_SYNC` seconds, or
         :data:`~._pg_clock.CLOCK_RETRY` after a reading that failed or was too slow to
@@ -409,10 +425,7 @@ class PostgresStore(Store):
         ok = clock.uncertainty is not None
         while True:
             await asyncio.sleep(_pg_clock.CLOCK_SYNC if ok else _pg_clock.CLOCK_RETRY)
-            try:
-                ok = await self._run(clock.read, readonly=True, lazy=True)
-            except StoreError:  # unreachable for now: read again soon
-                ok = False
+            ok = await self._read_clock(clock)
 
     def _heard(self, payload: str) -> None:
         """Another process committed: wake whom its notification names."""
