@@ -323,6 +323,38 @@ async def test_open_reads_again_until_a_reading_is_usable_and_says_when_none_is(
         await store.close()
 
 
+async def test_a_writer_connecting_anew_reads_the_servers_clock_again_at_once(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steady = Moved(monkeypatch, "_steady")
+    monkeypatch.setattr(_pg_clock, "CLOCK_SYNC", HOUR)  # no reading falls due meanwhile
+    monkeypatch.setattr(_pg_clock, "CLOCK_RETRY", 0.05)
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        clock = store.clock
+        assert isinstance(clock, _pg_clock.ServerClock)
+        await store.schema_status()  # the writer connects: a reading follows
+        await _until(lambda: clock.readings == 2, "no reading followed the first connection")
+        # a failover: the connections break, and the server they reach has another clock
+        steady.shift = HOUR
+        admin = _pg.admin_url()
+        dbname = pg_url.rsplit("/", 1)[1].split("?")[0]
+        import psycopg
+
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (dbname,),
+            )
+        await store.schema_status()  # reconnects
+        await _until(lambda: _right(store), "the new connection's server was not read")
+        assert clock.readings == 3
+    finally:
+        await store.close()
+
+
 PRUNE_ON_A_MACHINE_AN_HOUR_BEHIND = """
     import datetime, sys, time
     real = time.time

@@ -77,6 +77,7 @@ class _Link:
         self.attempt_since: float | None = None  # monotonic start of the attempt running
         self._cut: float | None = None  # the attempt last cut
         self._last: float | None = None  # the attempt last started
+        self.connects = 0  # connections opened so far (a new one may reach another server)
 
     def get(self) -> Conn:
         if self.conn is not None and not (self.conn.closed or self.conn.broken):
@@ -97,6 +98,7 @@ class _Link:
             except OSError:
                 self._sock = None  # no watchdog for this one; keepalives still apply
         self._delay = 0.0
+        self.connects += 1
         return conn
 
     @contextlib.contextmanager

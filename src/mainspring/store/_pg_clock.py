@@ -66,6 +66,7 @@ class ServerClock(Clock):
         self.offset = _wall() - _steady()
         self.uncertainty: float | None = None  # how far off ``offset`` may be; None: unread
         self.unread = 0  # unusable readings since the last usable one
+        self.readings = 0  # usable readings so far
         self._skew: float | None = None  # this machine's clock minus the server's
         self._server = server  # named in log lines
 
@@ -99,6 +100,7 @@ class ServerClock(Clock):
         if self.unread >= UNREAD_WARNING:
             log.info("read the clock of PostgreSQL at %s again", self._server)
         self.unread = 0
+        self.readings += 1
         offset, uncertainty = server - (before + after) / 2, span / 2
         skew, last_skew = wall - server, self._skew
         self._skew = skew

@@ -90,6 +90,7 @@ class PostgresStore(Store):
         self._watchdog: threading.Thread | None = None
         self._watchdog_stop = threading.Event()
         self._timekeeper: asyncio.Task[None] | None = None
+        self._links: list[_Link] = []
 
     @property
     def commits(self) -> int:
@@ -134,7 +135,7 @@ class PostgresStore(Store):
         await asyncio.to_thread(self._migrate)
         if self.settings.listen_conninfo is not None:
             self._lconn = await self._listen_connect()
-        links = [_Link(self._connect) for _ in range(self.settings.pool_size)]
+        links = self._links = [_Link(self._connect) for _ in range(self.settings.pool_size)]
         self._writers = [
             await asyncio.to_thread(
                 GroupCommitThread,
@@ -421,11 +422,23 @@ class PostgresStore(Store):
     async def _keep_time(self, clock: ServerClock) -> None:
         """Read the server's clock every :data:`~._pg_clock.CLOCK_SYNC` seconds, or
         :data:`~._pg_clock.CLOCK_RETRY` after a reading that failed or was too slow to
-        use (the first was made at open)."""
+        use (the first was made at open); and within :data:`~._pg_clock.CLOCK_RETRY`
+        seconds of a writer connecting anew, which may have reached another server
+        (a failover), whose clock may differ."""
         ok = clock.uncertainty is not None
+        connects = self._connects()
         while True:
-            await asyncio.sleep(_pg_clock.CLOCK_SYNC if ok else _pg_clock.CLOCK_RETRY)
+            waited, wait = 0.0, _pg_clock.CLOCK_SYNC if ok else _pg_clock.CLOCK_RETRY
+            while waited < wait and self._connects() == connects:
+                step = min(_pg_clock.CLOCK_RETRY, wait - waited)
+                await asyncio.sleep(step)
+                waited += step
+            connects = self._connects()
             ok = await self._read_clock(clock)
+
+    def _connects(self) -> int:
+        """Connections the writers have opened so far."""
+        return sum(link.connects for link in self._links)
 
     def _heard(self, payload: str) -> None:
         """Another process committed: wake whom its notification names."""
