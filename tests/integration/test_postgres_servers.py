@@ -105,7 +105,12 @@ async def test_a_role_out_of_connections_says_what_to_raise_or_lower(pg_url: str
     try:
         admin_sql(pg_url, f"GRANT CREATE ON DATABASE {db} TO {role}")
         as_role = pg_url.replace("://postgres@", f"://{role}@", 1)
-        s = PostgresStore(as_role + "&listen=off" if "?" in as_role else as_role + "?listen=off")
+        from tests._clock import ManualClock
+
+        url = as_role + "&listen=off" if "?" in as_role else as_role + "?listen=off"
+        # (a clock of the test's own: open then reads no server clock through a writer,
+        # whose connection would be the role's one)
+        s = PostgresStore(url, ManualClock())
         await s.open()  # the migration's connection, closed again
         try:
             import psycopg

@@ -263,3 +263,36 @@ async def test_mainspring_tables_without_their_meta_table_are_called_damaged(
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM mainspring_runs").fetchone() == (0,)
     conn.close()
+
+
+async def test_a_file_in_a_missing_folder_is_named_as_such_not_as_foreign(tmp_path: Path) -> None:
+    path = tmp_path / "no such folder" / "agents.db"
+    with pytest.raises(StoreError) as info:
+        await Client.connect(f"sqlite:///{path}")
+    assert not isinstance(info.value, NotAMainspringDatabaseError)
+    assert str(info.value) == (
+        f"cannot open {path}: unable to open database file (does the folder "
+        f"{path.parent} exist, and may this user write there?)"
+    )
+
+
+async def test_a_file_another_process_keeps_locked_is_reported_as_busy_not_as_foreign(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mainspring.errors import StoreUnavailableError
+    from mainspring.store import sqlite as sqlite_module
+
+    path = tmp_path / "busy.db"
+    await (await Client.connect(f"sqlite:///{path}")).close()
+    monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT", 0.2)  # 60 s in production
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process, in the middle of a write
+    try:
+        with pytest.raises(StoreUnavailableError) as info:
+            await Client.connect(f"sqlite:///{path}")
+        assert f"{path} stayed locked by another process for 0.2 s" in str(info.value)
+        assert info.value.maybe_saved is False
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    await (await Client.connect(f"sqlite:///{path}")).close()  # and opens once it is free

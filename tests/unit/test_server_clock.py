@@ -108,6 +108,23 @@ def test_a_machine_clock_off_is_reported_once_and_the_servers_moving_again(
     ]
 
 
+def test_a_steady_clock_that_missed_a_sleep_is_put_right_without_blaming_the_server(
+    machine: Machine, caplog: pytest.LogCaptureFixture
+) -> None:
+    c = ServerClock("db")
+    c.adopt(server=1000.0, before=500.0, after=500.0, wall=1000.0)
+    machine.steady += 10  # then the machine sleeps 600 s, which the steady clock misses
+    machine.wall += 610
+    assert c.now() == 1010.0  # 600 s behind, until the next reading
+    with caplog.at_level(logging.INFO, "mainspring.store"):
+        c.adopt(server=1610.0, before=510.0, after=510.0, wall=1610.0)
+    assert c.now() == 1610.0
+    assert caplog.messages == [
+        "this machine's steady clock parted from the clock of PostgreSQL at db by 600.0 s "
+        "(did the machine sleep?); put right"
+    ]
+
+
 def test_readings_that_keep_failing_are_reported_once_and_the_recovery(
     machine: Machine, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -118,7 +135,7 @@ def test_readings_that_keep_failing_are_reported_once_and_the_recovery(
         assert c.adopt(server=1000.0, before=500.0, after=500.0, wall=1000.0)
     assert caplog.messages == [
         f"could not read the clock of PostgreSQL at db {UNREAD_WARNING} times in a row "
-        "(cannot reach PostgreSQL); keeping time by this machine's clock until a reading "
-        "succeeds",
+        "(cannot reach PostgreSQL); keeping time by this machine's clock as it stood when "
+        "the store opened until a reading succeeds",
         "read the clock of PostgreSQL at db again",
     ]

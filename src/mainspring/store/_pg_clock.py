@@ -14,6 +14,7 @@ whatever the machines' clocks say or are set to meanwhile.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 from ._store_core import Clock
@@ -37,11 +38,20 @@ CLOCK_SKEW_WARNING = 1.0
 UNREAD_WARNING = 5
 
 
+# A clock that setting the time does not move and that counts the time a suspended
+# machine slept: Linux's CLOCK_BOOTTIME; macOS's CLOCK_MONOTONIC (Python's monotonic()
+# there stops while the machine sleeps). Elsewhere, monotonic(): a sleep it does not
+# count is caught within CLOCK_RETRY seconds of waking (see PostgresStore._keep_time).
+_STEADY_ID = getattr(
+    time,
+    "CLOCK_BOOTTIME",
+    getattr(time, "CLOCK_MONOTONIC", None) if sys.platform == "darwin" else None,
+)
+
+
 def _steady() -> float:
-    """Seconds by a clock that setting the time does not move; where the system has
-    one, it counts the time a suspended machine slept too."""
-    boottime = getattr(time, "CLOCK_BOOTTIME", None)
-    return time.clock_gettime(boottime) if boottime is not None else time.monotonic()
+    """Seconds by a clock that setting the time does not move (see ``_STEADY_ID``)."""
+    return time.clock_gettime(_STEADY_ID) if _STEADY_ID is not None else time.monotonic()
 
 
 def _wall() -> float:
@@ -118,18 +128,28 @@ class ServerClock(Clock):
         change = offset - self.offset
         if uncertainty < self.uncertainty or abs(change) > uncertainty + self.uncertainty:
             self.offset, self.uncertainty = offset, uncertainty
-        if abs(change) > CLOCK_SKEW_WARNING:
+        set_by = 0.0 if last_skew is None else skew - last_skew
+        if abs(change) > CLOCK_SKEW_WARNING and abs(set_by) <= CLOCK_SKEW_WARNING:
+            # this machine's own clock kept pace with the server's: the steady clock
+            # lagged (a sleep it did not count), and the reading put it right
+            log.info(
+                "this machine's steady clock parted from the clock of PostgreSQL at %s by "
+                "%.1f s (did the machine sleep?); put right",
+                self._server,
+                change,
+            )
+        elif abs(change) > CLOCK_SKEW_WARNING:
             log.warning(
                 "the clock of PostgreSQL at %s moved %s (a failover to a server whose "
                 "clock differs?); Mainspring follows it",
                 self._server,
                 _direction(change, "forward", "back"),
             )
-        elif last_skew is not None and abs(skew - last_skew) > CLOCK_SKEW_WARNING:
+        elif abs(set_by) > CLOCK_SKEW_WARNING:
             log.warning(
                 "this machine's clock was set %s; Mainspring keeps time by the clock of "
                 "PostgreSQL at %s, so its leases, timers and deadlines are unaffected",
-                _direction(skew - last_skew, "forward", "back"),
+                _direction(set_by, "forward", "back"),
                 self._server,
             )
         return True
@@ -145,5 +165,7 @@ class ServerClock(Clock):
                 self._server,
                 self.unread,
                 why,
-                "the last reading" if self.uncertainty is not None else "this machine's clock",
+                "the last reading"
+                if self.uncertainty is not None
+                else "this machine's clock as it stood when the store opened",
             )

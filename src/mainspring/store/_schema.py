@@ -14,8 +14,8 @@ SCHEMA_MARK = "mainspring"  # the value of the "schema" key in mainspring_meta
 log = logging.getLogger("mainspring.store")
 
 # A migration script whose change code of an earlier schema version can still run on
-# (an index, a table or a nullable column that earlier code neither reads nor needs
-# written) says so in a line "-- compatible: N": code of schema version N or newer may
+# (an index; a column or table that earlier code neither reads, nor must write, nor must
+# clean up when it prunes) says so in a line "-- compatible: N": code of version N or newer may
 # then use a database this script has upgraded. Without the line, only code of the
 # script's own version or newer may.
 _COMPATIBLE = re.compile(r"^-- compatible: (\d+)[ \t]*$", re.MULTILINE)

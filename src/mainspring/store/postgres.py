@@ -413,9 +413,11 @@ class PostgresStore(Store):
             return False
 
     async def _first_readings(self, clock: ServerClock) -> None:
-        """Before open returns: read the server's clock again while the reading made at
-        the migration was not usable, up to :data:`~._pg_clock.UNREAD_WARNING` times in
-        all (the last one failing says so in the log)."""
+        """Before open returns: read the server's clock through a writer (which connects
+        it), and again while no reading has been usable, up to
+        :data:`~._pg_clock.UNREAD_WARNING` unusable ones in a row (the last one says so
+        in the log)."""
+        await self._read_clock(clock)
         while clock.uncertainty is None and 0 < clock.unread < _pg_clock.UNREAD_WARNING:
             await self._read_clock(clock)
 
@@ -424,15 +426,21 @@ class PostgresStore(Store):
         :data:`~._pg_clock.CLOCK_RETRY` after a reading that failed or was too slow to
         use (the first was made at open); and within :data:`~._pg_clock.CLOCK_RETRY`
         seconds of a writer connecting anew, which may have reached another server
-        (a failover), whose clock may differ."""
+        (a failover) whose clock may differ, or of this machine's clock and its steady
+        clock parting (the clock was set, or the machine slept and the steady clock did
+        not count it)."""
         ok = clock.uncertainty is not None
         connects = self._connects()
         while True:
             waited, wait = 0.0, _pg_clock.CLOCK_SYNC if ok else _pg_clock.CLOCK_RETRY
             while waited < wait and self._connects() == connects:
                 step = min(_pg_clock.CLOCK_RETRY, wait - waited)
+                gap = _pg_clock._wall() - _pg_clock._steady()
                 await asyncio.sleep(step)
                 waited += step
+                parted = _pg_clock._wall() - _pg_clock._steady() - gap
+                if abs(parted) > _pg_clock.CLOCK_SKEW_WARNING:
+                    break
             connects = self._connects()
             ok = await self._read_clock(clock)
 

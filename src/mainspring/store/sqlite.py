@@ -20,7 +20,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from ..errors import NotAMainspringDatabaseError, StoreClosedError, StoreError
+from ..errors import (
+    NotAMainspringDatabaseError,
+    StoreClosedError,
+    StoreError,
+    StoreUnavailableError,
+)
 from ._group_commit import outcome
 from ._schema import SCHEMA_MARK, compatible_from, existing_version, migrations
 from ._sqlite_runner import LoopCommitter
@@ -34,12 +39,32 @@ log = logging.getLogger("mainspring.store")
 T = TypeVar("T")
 
 CHECKPOINT_INTERVAL = 0.5
+# seconds a connection waits for another process's lock on the file before it gives up
+BUSY_TIMEOUT = 60.0
 BUSY_COMMITS = 5  # commits of this process within one watch interval that make it busy
 
 
 def schema_version() -> int:
     """The schema version this code writes."""
     return migrations("sqlite")[-1][0]
+
+
+def _open_error(path: str, exc: sqlite3.OperationalError) -> StoreError:
+    """What keeps ``path`` from opening, other than its not being a database."""
+    why = str(exc)
+    if "locked" in why or "busy" in why:
+        return StoreUnavailableError(
+            f"{path} stayed locked by another process for {BUSY_TIMEOUT:g} s (a long "
+            "migration, or a process stuck mid-write?); try again, or stop that process",
+            maybe_saved=False,
+        )
+    if "unable to open" in why:
+        folder = os.path.dirname(os.path.abspath(path))
+        return StoreError(
+            f"cannot open {path}: {why} (does the folder {folder} exist, and may this user "
+            "write there?)"
+        )
+    return StoreError(f"cannot open {path}: {why}")
 
 
 def _statements(script: str) -> list[str]:
@@ -159,7 +184,7 @@ class SQLiteStore(Store):
         try:
             conn = sqlite3.connect(
                 self.path,
-                timeout=60,
+                timeout=BUSY_TIMEOUT,
                 isolation_level=None,
                 check_same_thread=False,
                 cached_statements=512,
@@ -171,6 +196,8 @@ class SQLiteStore(Store):
                 conn.execute("PRAGMA wal_autocheckpoint=0")
             conn.execute("PRAGMA foreign_keys=OFF")
             self._migrate(conn)
+        except sqlite3.OperationalError as exc:  # the file is there, or could not be
+            raise _open_error(self.path, exc) from exc
         except sqlite3.DatabaseError as exc:
             raise NotAMainspringDatabaseError(
                 f"{self.path} is not a Mainspring database ({exc}); point --db / "
@@ -229,11 +256,13 @@ class SQLiteStore(Store):
         def read() -> int:
             uri = "file:" + quote(os.path.abspath(self.path)) + "?mode=ro"
             try:
-                conn = sqlite3.connect(uri, uri=True, timeout=60)
+                conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT)
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open {self.path} to read it: {exc}") from exc
             try:
                 return self._current_version(conn, latest)
+            except sqlite3.OperationalError as exc:
+                raise _open_error(self.path, exc) from exc
             except sqlite3.DatabaseError as exc:
                 raise NotAMainspringDatabaseError(
                     f"{self.path} is not a Mainspring database ({exc})"
@@ -328,7 +357,7 @@ class SQLiteStore(Store):
         watch, so waiters poll; see :attr:`live_wakeups`)."""
         try:
             conn = sqlite3.connect(
-                self.path, timeout=60, isolation_level=None, check_same_thread=False
+                self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
             )
             return conn, int(conn.execute("PRAGMA data_version").fetchone()[0])
         except sqlite3.Error as exc:
