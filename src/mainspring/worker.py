@@ -23,7 +23,7 @@ from ._trouble import report
 from ._workflow_runner import WorkflowRunner
 from .activity import ActivityDefinition
 from .client import MIN_RETENTION
-from .errors import InvalidNameError, WorkerError
+from .errors import InvalidNameError, SchemaVersionError, WorkerError
 from .workflow import WorkflowDefinition
 
 if TYPE_CHECKING:
@@ -187,6 +187,10 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
         self._started = False
+        # why the worker stopped taking work by itself (the database was migrated past
+        # this code); run() raises it once shut down
+        self.failure: SchemaVersionError | None = None
+        self._failed = asyncio.Event()
 
     async def _try_decide(self, task: Any, result: str) -> bool:
         if not self._workflows:
@@ -225,6 +229,9 @@ class Worker:
     async def _maintain(self) -> None:
         store = self.client.store
         while not self._workflow.stopping:
+            if store.outgrown is not None:
+                self._fail(SchemaVersionError(store.outgrown))
+                return
             try:
                 wake = await store.maintain(self.task_queue, self._sticky)
             except Exception as exc:  # noqa: BLE001 - reported; the loop goes on
@@ -239,6 +246,16 @@ class Worker:
             if wake is not None and store.clock.now() >= wake.at:
                 # a retry backoff, a sticky wait or a lease ran out: wake whose work it is
                 store.notify(self.task_queue, wake.kind)
+
+    def _fail(self, failure: SchemaVersionError) -> None:
+        """Stop taking work for good: :meth:`run` shuts down and raises ``failure``."""
+        self.failure = failure
+        self._workflow.stopping = True
+        self._activity.stopping = True
+        self._workflow.wake()
+        self._activity.wake()
+        self._failed.set()
+        log.error("worker %s stops taking work: %s", self.identity, failure)
 
     async def _prune(self, retention: float) -> None:
         """Delete runs closed longer ago than ``retention``, now and about every
@@ -286,7 +303,11 @@ class Worker:
         log.info("worker %s stopped", self.identity)
 
     async def run(self) -> None:
-        """Serve until SIGTERM or SIGINT (or :meth:`shutdown`), then shut down gracefully."""
+        """Serve until SIGTERM or SIGINT (or :meth:`shutdown`), then shut down gracefully.
+
+        Raises :class:`~mainspring.SchemaVersionError` (after shutting down) if the
+        database was migrated, while it ran, to a schema this code cannot run on.
+        """
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         installed = []
@@ -296,15 +317,16 @@ class Worker:
                 installed.append(sig)
         await self.start()
         try:
-            stopped = asyncio.create_task(self._stopped.wait())
-            asked = asyncio.create_task(stop.wait())
-            await asyncio.wait({stopped, asked}, return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            asked.cancel()
+            waits = [asyncio.create_task(e.wait()) for e in (self._stopped, stop, self._failed)]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)
             await self.shutdown()
+        if self.failure is not None:
+            raise self.failure
 
     async def __aenter__(self) -> Worker:
         await self.start()

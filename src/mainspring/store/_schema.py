@@ -45,6 +45,33 @@ def compatible_from(scripts: list[tuple[int, str, str]], version: int) -> int:
     return oldest
 
 
+def oldest_code(meta: dict[str, str], current: int) -> int:
+    """The oldest code's schema version that may run on a database at ``current`` whose
+    ``mainspring_meta`` holds ``meta``: its "compatible" key, else (missing or not a
+    whole number) ``current`` itself."""
+    said = str(meta.get("compatible", ""))
+    return int(said) if said.isascii() and said.isdigit() else current
+
+
+def outgrown(meta: dict[str, str], latest: int) -> str | None:
+    """Why code of schema version ``latest`` may no longer run on a database it opened,
+    now that its ``mainspring_meta`` holds ``meta`` (None: it still may). For a process
+    that finds the database migrated past it while it runs."""
+    recorded = str(meta.get("version", ""))
+    if not (recorded.isascii() and recorded.isdigit()) or int(recorded) <= latest:
+        return None
+    current = int(recorded)
+    needs = oldest_code(meta, current)
+    if needs <= latest:
+        return None
+    return (
+        f"the database was migrated to schema version {current} while this process ran, "
+        f"and this Mainspring (schema version {latest}) cannot run on it (it needs a "
+        f"Mainspring of schema version {needs} or newer): upgrade Mainspring here and "
+        "start again. Nothing more was written"
+    )
+
+
 def existing_version(
     where: str,
     tables: set[str],
@@ -90,8 +117,7 @@ def existing_version(
         )
     current = int(recorded)
     if current > latest:
-        said = str(meta.get("compatible", ""))
-        needs = int(said) if said.isascii() and said.isdigit() else current
+        needs = oldest_code(meta, current)
         if needs <= latest:
             log.warning(
                 "%s has schema version %d, newer than this Mainspring's %d, and was made "

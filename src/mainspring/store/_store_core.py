@@ -39,6 +39,9 @@ class StoreCore(Wakeups, ABC):
         super().__init__()
         self.url = url
         self.clock = clock or Clock()
+        # why this code may no longer use the database (it was migrated past it while
+        # this process ran); once set, every operation is refused (see Worker)
+        self.outgrown: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from .._trouble import report
-from ..errors import StoreClosedError, StoreError
+from ..errors import SchemaVersionError, StoreClosedError, StoreError
 from . import _pg_clock
 from ._group_commit import GroupCommitThread, outcome
 from ._pg_batch import Batches, _Link
@@ -32,6 +32,7 @@ from ._pg_schema import check_server_version as _check_server_version  # noqa: F
 from ._pg_schema import inspect, migrate, schema_version
 from ._pg_statements import qualified
 from ._pg_url import PgSettings, _connect_error, _hosts, _ident, _line, parse_postgres_url
+from ._schema import outgrown
 from ._tx import Reads, Tx
 from .base import Clock, Store
 from .records import SchemaInfo
@@ -230,6 +231,8 @@ class PostgresStore(Store):
     ) -> T:
         if not self._writers:
             raise StoreClosedError("the store is closed; use Client.connect() to open it")
+        if self.outgrown is not None:
+            raise SchemaVersionError(self.outgrown)
         i = self._pick()
         self._load[i] += 1
         try:
@@ -405,12 +408,23 @@ class PostgresStore(Store):
         return time.monotonic()
 
     async def _read_clock(self, clock: ServerClock) -> bool:
-        """One reading of the server's clock; whether it could be used."""
+        """One reading of the server's clock; whether it could be used. The schema's
+        version is read with it: a database migrated past this code while it runs
+        sets :attr:`outgrown` (and from then on every operation is refused)."""
+
+        def read(tx: Tx) -> tuple[bool, dict[str, str]]:
+            return clock.read(tx), {str(k): str(v) for k, v in tx.q("schema_meta", {})}
+
         try:
-            return await self._run(clock.read, readonly=True, lazy=True)
+            ok, meta = await self._run(read, readonly=True, lazy=True)
         except StoreError as exc:  # unreachable for now: read again soon
             clock.missed(_line(exc))
             return False
+        why = outgrown(meta, schema_version())
+        if why is not None and self.outgrown is None:
+            self.outgrown = why
+            log.error("%s", why)
+        return ok
 
     async def _first_readings(self, clock: ServerClock) -> None:
         """Before open returns: read the server's clock through a writer (which connects
@@ -443,6 +457,8 @@ class PostgresStore(Store):
                     break
             connects = self._connects()
             ok = await self._read_clock(clock)
+            if self.outgrown is not None:
+                return  # nothing more may be read or written
 
     def _connects(self) -> int:
         """Connections the writers have opened so far."""

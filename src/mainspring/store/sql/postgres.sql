@@ -11,6 +11,10 @@ SELECT pg_notify(%(channel)s, %(payload)s);
 -- (PostgreSQL only) The server's clock, which every process's "now" follows.
 SELECT extract(epoch FROM clock_timestamp())::float8;
 
+-- name: schema_meta
+-- (PostgreSQL only) What a running process checks: has the schema moved past it?
+SELECT key, value FROM mainspring_meta WHERE key IN ('version', 'compatible');
+
 -- name: get_meta
 SELECT value FROM mainspring_meta WHERE key = %(key)s;
 

@@ -1,0 +1,106 @@
+"""A PostgreSQL process that finds the database migrated past it while it runs (by a
+newer release that older code cannot run beside) stops writing, and its worker stops."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from mainspring import Client, SchemaVersionError, Worker
+from mainspring.store import _pg_clock
+from mainspring.store.postgres import PostgresStore, schema_version
+from tests import _pg
+from tests.integration.agents import Hello, echo, sync_upper
+
+pytestmark = pytest.mark.skipif(not _pg.enabled(), reason=_pg.report_header())
+
+LATEST = schema_version()
+
+
+@pytest.fixture
+def pg_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setattr(_pg_clock, "CLOCK_SYNC", 0.05)  # the schema is read with the clock
+    with _pg.fresh_database() as url:
+        yield url
+
+
+def _migrate_to(url: str, version: int, compatible: int) -> None:
+    """What a newer release's migration leaves in mainspring_meta."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for key, value in (("version", version), ("compatible", compatible)):
+            conn.execute(
+                "UPDATE mainspring.mainspring_meta SET value = %s WHERE key = %s",
+                (str(value), key),
+            )
+
+
+async def _until(ok: object, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not ok():  # type: ignore[operator]
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.02)
+
+
+async def test_a_store_refuses_every_operation_once_the_schema_has_outgrown_it(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        await store.start_workflow(workflow_id="a", workflow_type="T", task_queue="q", input="[]")
+        _migrate_to(pg_url, LATEST + 1, LATEST + 1)
+        await _until(lambda: store.outgrown is not None, "the migration went unnoticed")
+        with pytest.raises(SchemaVersionError) as info:
+            await store.start_workflow(
+                workflow_id="b", workflow_type="T", task_queue="q", input="[]"
+            )
+    finally:
+        await store.close()
+    assert str(info.value) == (
+        f"the database was migrated to schema version {LATEST + 1} while this process ran, "
+        f"and this Mainspring (schema version {LATEST}) cannot run on it (it needs a "
+        f"Mainspring of schema version {LATEST + 1} or newer): upgrade Mainspring here and "
+        "start again. Nothing more was written"
+    )
+    assert str(info.value) in caplog.text  # logged once, as an error
+    assert [r.levelname for r in caplog.records if "was migrated" in r.getMessage()] == ["ERROR"]
+
+
+async def test_a_migration_made_to_work_with_running_code_leaves_it_running(
+    pg_url: str,
+) -> None:
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        clock = store.clock
+        assert isinstance(clock, _pg_clock.ServerClock)
+        _migrate_to(pg_url, LATEST + 1, LATEST)
+        seen = clock.readings
+        await _until(lambda: clock.readings >= seen + 2, "no reading since")
+        assert store.outgrown is None
+        await store.start_workflow(workflow_id="a", workflow_type="T", task_queue="q", input="[]")
+    finally:
+        await store.close()
+
+
+async def test_a_worker_on_an_outgrown_database_stops_and_says_why(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, "mainspring")
+    async with await Client.connect(pg_url) as client:
+        worker = Worker(client, task_queue="q", workflows=[Hello], activities=[echo, sync_upper])
+        running = asyncio.create_task(worker.run())
+        assert await client.execute_workflow(Hello.run, "x", id="h", task_queue="q") == "HELLO X"
+        _migrate_to(pg_url, LATEST + 2, LATEST + 1)
+        with pytest.raises(SchemaVersionError, match="while this process ran"):
+            await asyncio.wait_for(running, 30)
+    assert worker.failure is not None
+    assert f"stops taking work: the database was migrated to schema version {LATEST + 2}" in (
+        caplog.text
+    )
