@@ -15,7 +15,7 @@ from ._trouble import report
 from ._workflow_code import DeadlockError
 from ._workflow_eager import EagerSteps
 from ._workflow_queries import QueryAnswers
-from .errors import NondeterminismError, error_to_failure
+from .errors import NondeterminismError, SchemaVersionError, error_to_failure
 from .history import COMMAND_EVENTS, Event, EventType
 from .runtime.commands import Command
 from .runtime.instance import WorkflowInstance, WorkflowTaskError
@@ -138,6 +138,8 @@ class WorkflowRunner(EagerSteps, QueryAnswers):
                     await self._process(task)
                 except Exception as exc:  # noqa: BLE001 - becomes a recorded task failure
                     self._evict(task.run_id)
+                    if isinstance(exc, SchemaVersionError) and self.store.outgrown:
+                        return  # nothing can be recorded; the worker says why, once
                     await self._fail(task, exc)
                 except asyncio.CancelledError:
                     self._evict(task.run_id)

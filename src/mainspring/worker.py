@@ -47,6 +47,12 @@ class Worker:
     stops taking work, lets running activities finish for ``graceful_shutdown_timeout``,
     then cancels the rest (they are retried elsewhere).
 
+    On PostgreSQL, if the database is migrated while it runs to a schema this code
+    cannot run on, it stops taking work at once, cancels what runs (nothing more can be
+    recorded) and sets :attr:`failure` (a :class:`~mainspring.SchemaVersionError`):
+    :meth:`run` shuts down and raises it, and so does leaving ``async with`` (when its
+    body raised nothing itself).
+
     Args:
         client: The client whose store this worker serves.
         task_queue: The queue to poll.
@@ -292,8 +298,11 @@ class Worker:
             _, pending = await asyncio.wait(pending, timeout=1.0)
             for t in pending:
                 t.cancel()
-        await self._activity.drain(self._grace)
-        await self._workflow.drain(self._grace)
+        # nothing more can be recorded once the schema has outgrown this code: running
+        # work is cancelled at once rather than finished in vain (it runs again elsewhere)
+        grace = 0.0 if self.failure is not None else self._grace
+        await self._activity.drain(grace)
+        await self._workflow.drain(grace)
         if answered:  # again: steps decided while draining made runs sticky here
             await self._workflow.release_sticky()
         self._workflow.close()
@@ -339,6 +348,8 @@ class Worker:
         tb: TracebackType | None,
     ) -> None:
         await self.shutdown()
+        if exc is None and self.failure is not None:
+            raise self.failure
 
 
 def _check_count(name: str, value: object, most: int) -> None:

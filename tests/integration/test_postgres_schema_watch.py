@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mainspring import Client, SchemaVersionError, Worker
+from mainspring import Client, SchemaVersionError, Worker, activity, workflow
 from mainspring.store import _pg_clock
 from mainspring.store.postgres import PostgresStore, schema_version
 from tests import _pg
@@ -66,7 +66,7 @@ async def test_a_store_refuses_every_operation_once_the_schema_has_outgrown_it(
         f"the database was migrated to schema version {LATEST + 1} while this process ran, "
         f"and this Mainspring (schema version {LATEST}) cannot run on it (it needs a "
         f"Mainspring of schema version {LATEST + 1} or newer): upgrade Mainspring here and "
-        "start again. Nothing more was written"
+        "start again. From now on this process writes nothing"
     )
     assert str(info.value) in caplog.text  # logged once, as an error
     assert [r.levelname for r in caplog.records if "was migrated" in r.getMessage()] == ["ERROR"]
@@ -104,3 +104,62 @@ async def test_a_worker_on_an_outgrown_database_stops_and_says_why(
     assert f"stops taking work: the database was migrated to schema version {LATEST + 2}" in (
         caplog.text
     )
+
+
+async def test_work_already_queued_when_the_reading_sees_it_is_refused_too(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        # the reading, in a writer thread, has seen the migration; the event loop has
+        # not yet heard (store.outgrown is still unset): writers refuse what comes next
+        store._batches.outgrown = "outgrown"
+        assert store.outgrown is None
+        with pytest.raises(SchemaVersionError, match=r"^outgrown$"):
+            await store.start_workflow(
+                workflow_id="late", workflow_type="T", task_queue="q", input="[]"
+            )
+    finally:
+        await store.close()
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM mainspring.mainspring_runs").fetchone() == (0,)
+
+
+_STARTED: dict[str, asyncio.Event] = {}
+
+
+@activity.defn
+async def forever() -> None:
+    _STARTED["forever"].set()
+    await asyncio.Event().wait()
+
+
+@workflow.defn
+class Forever:
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.execute_activity(forever)
+
+
+async def test_an_outgrown_worker_cancels_running_work_at_once_and_async_with_raises(
+    pg_url: str,
+) -> None:
+    _STARTED["forever"] = asyncio.Event()
+    try:
+        async with await Client.connect(pg_url) as client:
+            with pytest.raises(SchemaVersionError, match="while this process ran"):
+                async with Worker(
+                    client,
+                    task_queue="q",
+                    workflows=[Forever],
+                    activities=[forever],
+                    graceful_shutdown_timeout=3600,  # its result could not be recorded
+                ) as worker:
+                    await client.start_workflow(Forever.run, id="f", task_queue="q")
+                    await asyncio.wait_for(_STARTED["forever"].wait(), 30)
+                    _migrate_to(pg_url, LATEST + 1, LATEST + 1)
+                    await _until(lambda: worker.failure is not None, "the worker went on")
+                # leaving the block shut it down (without waiting out the hour) and raised
+    finally:
+        _STARTED.clear()

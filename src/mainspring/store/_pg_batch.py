@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from ..errors import StoreError, StoreUnavailableError
+from ..errors import SchemaVersionError, StoreError, StoreUnavailableError
 from ._group_commit import _Op
 from ._pg_logs import adopt
 from ._pg_tx import _PgTx, _read_ahead
@@ -142,6 +142,9 @@ class Batches:
     """Runs batches of operations on a writer's connection (shared by all writers)."""
 
     def __init__(self, settings: PgSettings, sql: dict[str, str], token: str) -> None:
+        # set (by a writer thread) once the schema has moved past this code: every
+        # batch that starts after it is refused (see PostgresStore._read_clock)
+        self.outgrown: str | None = None
         self.settings = settings
         self._sql = sql
         self._token = token
@@ -185,6 +188,9 @@ class Batches:
         tries: dict[int, int] = {}
         while groups:
             ops = groups.pop(0)
+            if self.outgrown is not None:  # the schema moved past this code: no more writes
+                _fail(ops, SchemaVersionError(self.outgrown), None)
+                continue
             if self.closing and self._gone:
                 _fail(ops, StoreUnavailableError(_CLOSED_UNANSWERED, maybe_saved=False), None)
                 continue

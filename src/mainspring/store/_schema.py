@@ -68,7 +68,7 @@ def outgrown(meta: dict[str, str], latest: int) -> str | None:
         f"the database was migrated to schema version {current} while this process ran, "
         f"and this Mainspring (schema version {latest}) cannot run on it (it needs a "
         f"Mainspring of schema version {needs} or newer): upgrade Mainspring here and "
-        "start again. Nothing more was written"
+        "start again. From now on this process writes nothing"
     )
 
 

@@ -133,6 +133,7 @@ class PostgresStore(Store):
         """Connect, create or migrate the schema, and start listening for changes."""
         if self._writers:
             return
+        self.outgrown = self._batches.outgrown = None
         await asyncio.to_thread(self._migrate)
         if self.settings.listen_conninfo is not None:
             self._lconn = await self._listen_connect()
@@ -412,15 +413,23 @@ class PostgresStore(Store):
         version is read with it: a database migrated past this code while it runs
         sets :attr:`outgrown` (and from then on every operation is refused)."""
 
-        def read(tx: Tx) -> tuple[bool, dict[str, str]]:
-            return clock.read(tx), {str(k): str(v) for k, v in tx.q("schema_meta", {})}
+        def read_schema(tx: Tx) -> str | None:
+            meta = {str(k): str(v) for k, v in tx.q("schema_meta", {})}
+            why = outgrown(meta, schema_version())
+            if why is not None:  # refuse every batch from now on, in every writer
+                self._batches.outgrown = why
+            return why
 
         try:
-            ok, meta = await self._run(read, readonly=True, lazy=True)
+            ok = await self._run(clock.read, readonly=True, lazy=True)
         except StoreError as exc:  # unreachable for now: read again soon
             clock.missed(_line(exc))
             return False
-        why = outgrown(meta, schema_version())
+        try:
+            why = await self._run(read_schema, readonly=True, lazy=True)
+        except StoreError as exc:
+            report(log, "reading the schema's version", exc, "reading it again soon")
+            return False
         if why is not None and self.outgrown is None:
             self.outgrown = why
             log.error("%s", why)
