@@ -105,3 +105,62 @@ async def test_server_restarts_lose_and_duplicate_nothing(
     assert any("failed: " in r.getMessage() for r in ours), "the outage went unreported"
     walls = [r.getMessage() for r in ours if r.exc_info and isinstance(r.exc_info[1], StoreError)]
     assert not walls, walls[:3]
+
+
+async def test_a_lease_a_crash_lost_is_never_drawn_again_with_the_same_fence() -> None:
+    # Claims commit without waiting for the disk: a server crash may lose one whose
+    # worker already runs the activity. Its fence must not come round again, or that
+    # worker's late report would count as the new holder's.
+    from mainspring.retry import RetryPolicy
+    from mainspring.runtime.commands import ScheduleActivity
+    from mainspring.store.postgres import PostgresStore
+    from mainspring.store.records import WorkflowTaskCompletion
+
+    with _pg.fresh_database() as url:
+        store = PostgresStore(url)
+        await store.open()
+        try:
+            run_id, _ = await store.start_workflow(
+                workflow_id="w", workflow_type="W", task_queue="q", input="[]"
+            )
+            [wft] = await store.claim_workflow_tasks("q", "w1", 1, 60, {})
+            options = {"start_to_close_timeout": 600.0, "retry_policy": RetryPolicy().to_dict()}
+            await store.complete_workflow_task(
+                WorkflowTaskCompletion(
+                    run_id=run_id,
+                    fence=wft.fence,
+                    owner="w1",
+                    through=wft.history_length,
+                    time=0.0,
+                    commands=[
+                        ScheduleActivity(
+                            seq=1, activity_type="a", task_queue="q", input="[]", options=options
+                        )
+                    ],
+                )
+            )
+            import psycopg
+
+            table, which = "mainspring.mainspring_activities", "WHERE run_id = %s AND seq = 1"
+            with psycopg.connect(url, autocommit=True) as conn:
+                [(before,)] = conn.execute(
+                    f"SELECT fence FROM {table} {which}", (run_id,)
+                ).fetchall()
+            [lost] = await store.claim_activities("q", "w2", 1)  # w2 starts running it
+            with psycopg.connect(url, autocommit=True) as conn:  # the crash lost the claim
+                conn.execute(
+                    f"UPDATE {table} SET lease_owner = NULL, lease_until = NULL, "
+                    f"attempt_deadline = NULL, fence = %s {which}",
+                    (before, run_id),
+                )
+            restart_server()
+
+            async def claim() -> list[Any]:
+                return await store.claim_activities("q", "w3", 1)
+
+            [again] = await retrying(claim, "claiming after the restart")
+            assert again.fence > lost.fence
+            assert await store.complete_activity(lost, '"late"') is False  # w2's, stale
+            assert await store.complete_activity(again, '"done"') is True
+        finally:
+            await store.close()
