@@ -324,8 +324,8 @@ class Worker:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, stop.set)
                 installed.append(sig)
-        await self.start()
         try:
+            await self.start()
             waits = [asyncio.create_task(e.wait()) for e in (self._stopped, stop, self._failed)]
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             for w in waits:
