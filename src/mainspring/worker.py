@@ -209,7 +209,16 @@ class Worker:
         return self._workflow.cached_runs
 
     async def start(self) -> None:
-        """Start polling. Failed workflow tasks of this queue are retried at once."""
+        """Start polling. Failed workflow tasks of this queue are retried at once.
+
+        Raises :class:`~mainspring.WorkerError` if this worker was shut down (or failed
+        to start): a worker serves once; create a new one to serve again.
+        """
+        if self._stopped.is_set():
+            raise WorkerError(
+                f"worker {self.identity} was shut down (or failed to start); create a new "
+                "Worker to serve again"
+            )
         if self._started:
             return
         self._started = True

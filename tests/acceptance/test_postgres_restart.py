@@ -6,7 +6,9 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
@@ -36,7 +38,7 @@ pytestmark = [
 
 
 def restart_server() -> None:
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    version = max(os.listdir("/etc/postgresql"), key=lambda v: [int(p) for p in v.split(".")])
     subprocess.run(
         ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
         check=True,
@@ -107,10 +109,32 @@ async def test_server_restarts_lose_and_duplicate_nothing(
     assert not walls, walls[:3]
 
 
-async def test_a_lease_a_crash_lost_is_never_drawn_again_with_the_same_fence() -> None:
+def crash_one_server_process(url: str) -> None:
+    """SIGKILL one backend: the server resets every connection and recovers from its
+    WAL, losing what was not flushed, without a new start (restart_after_crash)."""
+    import psycopg
+
+    victim = psycopg.connect(url, autocommit=True)
+    [(pid,)] = victim.execute("SELECT pg_backend_pid()").fetchall()
+    os.kill(pid, signal.SIGKILL)
+    victim.close()
+    for _ in range(300):  # until it takes connections again (30 s at most)
+        try:
+            psycopg.connect(url, connect_timeout=2).close()
+            return
+        except psycopg.OperationalError:
+            time.sleep(0.1)
+    raise AssertionError("the server did not recover from the crash")
+
+
+@pytest.mark.parametrize("outage", ["restart", "crash"])
+async def test_a_lease_a_crash_lost_is_never_drawn_again_with_the_same_fence(
+    outage: str,
+) -> None:
     # Claims commit without waiting for the disk: a server crash may lose one whose
     # worker already runs the activity. Its fence must not come round again, or that
-    # worker's late report would count as the new holder's.
+    # worker's late report would count as the new holder's. ("crash" kills one server
+    # process: the server recovers without a new start time.)
     from mainspring.retry import RetryPolicy
     from mainspring.runtime.commands import ScheduleActivity
     from mainspring.store.postgres import PostgresStore
@@ -153,7 +177,10 @@ async def test_a_lease_a_crash_lost_is_never_drawn_again_with_the_same_fence() -
                     f"attempt_deadline = NULL, fence = %s {which}",
                     (before, run_id),
                 )
-            restart_server()
+            if outage == "restart":
+                restart_server()
+            else:
+                crash_one_server_process(url)
 
             async def claim() -> list[Any]:
                 return await store.claim_activities("q", "w3", 1)

@@ -280,3 +280,14 @@ async def test_a_backlog_waiting_for_slots_does_not_spin_the_maintenance_pass(
         release.set()
         assert await handle.result(timeout=30) == 4
     assert during <= 5, f"{during} maintenance passes in 0.5 s while work waited for a slot"
+
+
+async def test_a_worker_that_was_shut_down_refuses_to_serve_again(client: Client) -> None:
+    worker = Worker(client, task_queue="once", workflows=[agents.Hello])
+    async with worker:
+        pass
+    with pytest.raises(WorkerError, match=r"was shut down .*create a new Worker"):
+        await worker.run()
+    with pytest.raises(WorkerError, match="create a new Worker"):
+        async with worker:
+            pass

@@ -147,12 +147,12 @@ ORDER BY wft_ready_at LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
 -- name: lease_wft
--- A fence is never drawn twice, even after a crash lost a lease that committed without
--- waiting for the disk: each server start draws from above its start time in µs.
+-- A fence is never drawn twice, even after a crash (or a failover) lost a lease that
+-- committed without waiting for the disk: a claim draws at least the server's time in
+-- µs, later than any lost claim's.
 UPDATE mainspring_runs
 SET wft_lease_owner = %(owner)s, wft_lease_until = %(until)s,
-    wft_fence = GREATEST(wft_fence + 1,
-        (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint)
+    wft_fence = GREATEST(wft_fence + 1, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)
 WHERE run_id = %(run_id)s
 RETURNING wft_fence;
 
@@ -209,7 +209,7 @@ FOR UPDATE SKIP LOCKED;
 -- name: lease_activity
 UPDATE mainspring_activities
 SET lease_owner = %(owner)s, lease_until = %(until)s, attempt_deadline = %(attempt_deadline)s,
-    fence = GREATEST(fence + 1, (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint)
+    fence = GREATEST(fence + 1, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)
 WHERE run_id = %(run_id)s AND seq = %(seq)s
 RETURNING run_id, seq, workflow_id, workflow_type, activity_type, task_queue, input, options,
     attempt, scheduled_at, deadline, fence, heartbeat_details, lease_until;
