@@ -301,7 +301,9 @@ class Worker:
         self._activity.wake()
         # other workers take its runs' next steps from now on (unless the database is
         # silent: then it is not asked again below, and they wait out the sticky wait)
-        answered = await self._workflow.release_sticky() if self._workflows else False
+        # (a worker whose start failed before it polled holds no runs: nothing to hand over)
+        served = self._workflows and self._tasks
+        answered = await self._workflow.release_sticky() if served else False
         pending = {t for t in self._tasks if not t.done()}
         while pending:  # pollers check `stopping` at every turn
             _, pending = await asyncio.wait(pending, timeout=1.0)

@@ -163,3 +163,14 @@ async def test_an_outgrown_worker_cancels_running_work_at_once_and_async_with_ra
                 # leaving the block shut it down (without waiting out the hour) and raised
     finally:
         _STARTED.clear()
+
+
+async def test_a_worker_that_cannot_start_raises_without_handing_over_runs_it_never_held(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with await Client.connect(pg_url) as client:
+        client.store.outgrown = "outgrown at start"  # as if the first reading had seen it
+        worker = Worker(client, task_queue="q", workflows=[Hello], activities=[echo])
+        with pytest.raises(SchemaVersionError, match="outgrown at start"):
+            await worker.run()
+    assert "could not hand this worker's runs" not in caplog.text
