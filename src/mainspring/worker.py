@@ -197,6 +197,7 @@ class Worker:
         # this code); run() raises it once shut down
         self.failure: SchemaVersionError | None = None
         self._failed = asyncio.Event()
+        self._unhook: Callable[[], None] = lambda: None
 
     async def _try_decide(self, task: Any, result: str) -> bool:
         if not self._workflows:
@@ -223,6 +224,8 @@ class Worker:
             return
         self._started = True
         store = self.client.store
+        # an outgrown store stops the worker at once, not at its next maintenance pass
+        self._unhook = store.on_outgrown(self._timer_wake.set)
         if self._workflows:
             await store.reset_backoff(self.task_queue)
             store.add_eager_starter(self.task_queue, self._workflow.start_eagerly)
@@ -292,6 +295,7 @@ class Worker:
             self._stopped.set()
             return
         self.client.store.remove_eager_starter(self.task_queue, self._workflow.start_eagerly)
+        self._unhook()
         self._workflow.stopping = True
         self._activity.stopping = True
         self.client.store.notify()
@@ -320,7 +324,8 @@ class Worker:
         if self._own_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
         self._stopped.set()
-        log.info("worker %s stopped", self.identity)
+        if self._tasks:  # it served (a start that failed before polling logs nothing)
+            log.info("worker %s stopped", self.identity)
 
     async def run(self) -> None:
         """Serve until SIGTERM or SIGINT (or :meth:`shutdown`), then shut down gracefully.

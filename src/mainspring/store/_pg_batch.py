@@ -143,7 +143,7 @@ class Batches:
 
     def __init__(self, settings: PgSettings, sql: dict[str, str], token: str) -> None:
         # set (by a writer thread) once the schema has moved past this code: every
-        # batch that starts after it is refused (see PostgresStore._read_clock)
+        # batch that starts after it is refused (see PostgresStore._reading)
         self.outgrown: str | None = None
         self.settings = settings
         self._sql = sql

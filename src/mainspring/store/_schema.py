@@ -13,6 +13,12 @@ SCHEMA_MARK = "mainspring"  # the value of the "schema" key in mainspring_meta
 
 log = logging.getLogger("mainspring.store")
 
+# How often (seconds) a running process reads the schema's version, to find a database
+# migrated past it (see :func:`outgrown`): on PostgreSQL with the server's clock (its
+# CLOCK_SYNC) unless the process keeps a clock of its own; on SQLite also whenever the
+# file's schema changes.
+SCHEMA_WATCH = 60.0
+
 # A migration script whose change code of an earlier schema version can still run on
 # (an index; a column or table that earlier code neither reads, nor must write, nor must
 # clean up when it prunes) says so in a line "-- compatible: N": code of version N or newer may

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from ..errors import StoreError
+from ..errors import SchemaVersionError, StoreError
 from ._group_commit import _deliver, _Op
 
 T = TypeVar("T")
@@ -68,6 +68,9 @@ class LoopCommitter:
         self._checkpoint_due = time.monotonic() + CHECKPOINT_SECONDS
         self._window_start = 0.0  # commits counted since then, for density
         self._window = 0
+        # set (by any thread) once the file was migrated past this code: from then on
+        # every batch is refused
+        self.outgrown: str | None = None
         conn.execute("PRAGMA busy_timeout = 0")
 
     def submit(
@@ -119,6 +122,9 @@ class LoopCommitter:
             return
         batch, self._queue = self._queue, []
         self._busy = True
+        if self.outgrown is not None:
+            self._fail(batch, SchemaVersionError(self.outgrown))
+            return
         try:
             needs_commit = self._run_batch(batch)
         except sqlite3.OperationalError as exc:

@@ -8,12 +8,13 @@ in-process waiters it wakes (:mod:`._wakeups`).
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..errors import StoreError
+from ..errors import SchemaVersionError, StoreError
 from ..runtime.commands import ScheduleActivity
 from ._tx import Reads, Tx
 from ._wakeups import ACTIVITIES, WORKFLOWS, Wakeups, key_topic, queue_topic, sticky_queue
@@ -22,6 +23,8 @@ from .records import CompletionOutcome, RunRecord, SchemaInfo, WorkflowTaskCompl
 T = TypeVar("T")
 
 ACTIVITY_LEASE_CAP = 600.0
+
+log = logging.getLogger("mainspring.store")
 
 
 class Clock:
@@ -42,6 +45,36 @@ class StoreCore(Wakeups, ABC):
         # why this code may no longer use the database (it was migrated past it while
         # this process ran); once set, every operation is refused (see Worker)
         self.outgrown: str | None = None
+        self._outgrown_hooks: list[Callable[[], None]] = []
+        # how often this process has read the schema's version while it ran
+        self.schema_readings = 0
+
+    def on_outgrown(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Call ``hook`` (on the event loop) when the store finds the database migrated
+        past this code (see :attr:`outgrown`); returns what removes it again."""
+        self._outgrown_hooks.append(hook)
+
+        def remove() -> None:
+            if hook in self._outgrown_hooks:
+                self._outgrown_hooks.remove(hook)
+
+        return remove
+
+    def _outgrow(self, why: str) -> None:
+        """The database was migrated past this code while it ran: log ``why`` (once),
+        refuse every operation from now on, and wake whoever waits, who then learn it."""
+        if self.outgrown is not None:
+            return
+        self.outgrown = why
+        log.error("%s", why)
+        for hook in list(self._outgrown_hooks):
+            hook()
+        self.notify_external()
+
+    def _check_usable(self) -> None:
+        """Raise :class:`~mainspring.SchemaVersionError` once the store has outgrown."""
+        if self.outgrown is not None:
+            raise SchemaVersionError(self.outgrown)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 import psycopg
 
 from .._trouble import report
-from ..errors import SchemaVersionError, StoreClosedError, StoreError
-from . import _pg_clock
+from ..errors import StoreClosedError, StoreError
+from . import _pg_clock, _schema
 from ._group_commit import GroupCommitThread, outcome
 from ._pg_batch import Batches, _Link
 from ._pg_clock import ServerClock
@@ -156,9 +156,10 @@ class PostgresStore(Store):
             daemon=True,
         )
         self._watchdog.start()
-        if isinstance(self.clock, ServerClock):
-            await self._first_readings(self.clock)
-            self._timekeeper = asyncio.create_task(self._keep_time(self.clock))
+        clock = self.clock if isinstance(self.clock, ServerClock) else None
+        if clock is not None:
+            await self._first_readings(clock)
+        self._timekeeper = asyncio.create_task(self._keep_watch(clock))
         if self._lconn is not None:
             self._listener = asyncio.create_task(self._listen())
             # live from the start where it works (a round trip); where it cannot hear
@@ -232,8 +233,7 @@ class PostgresStore(Store):
     ) -> T:
         if not self._writers:
             raise StoreClosedError("the store is closed; use Client.connect() to open it")
-        if self.outgrown is not None:
-            raise SchemaVersionError(self.outgrown)
+        self._check_usable()
         i = self._pick()
         self._load[i] += 1
         try:
@@ -408,31 +408,35 @@ class PostgresStore(Store):
             return None
         return time.monotonic()
 
-    async def _read_clock(self, clock: ServerClock) -> bool:
-        """One reading of the server's clock; whether it could be used. The schema's
-        version is read with it: a database migrated past this code while it runs
-        sets :attr:`outgrown` (and from then on every operation is refused)."""
+    async def _reading(self, clock: ServerClock | None) -> bool:
+        """One reading of the server's clock (unless this process keeps time by a clock
+        of its own: ``None``) and of the schema's version; whether the clock reading
+        could be used. A database migrated past this code while it runs makes the store
+        outgrown (see :meth:`~._store_core.StoreCore._outgrow`): every writer refuses
+        every batch from the moment the reading sees it."""
 
         def read_schema(tx: Tx) -> str | None:
             meta = {str(k): str(v) for k, v in tx.q("schema_meta", {})}
+            self.schema_readings += 1
             why = outgrown(meta, schema_version())
             if why is not None:  # refuse every batch from now on, in every writer
                 self._batches.outgrown = why
             return why
 
-        try:
-            ok = await self._run(clock.read, readonly=True, lazy=True)
-        except StoreError as exc:  # unreachable for now: read again soon
-            clock.missed(_line(exc))
-            return False
+        ok = True
+        if clock is not None:
+            try:
+                ok = await self._run(clock.read, readonly=True, lazy=True)
+            except StoreError as exc:  # unreachable for now: read again soon
+                clock.missed(_line(exc))
+                return False
         try:
             why = await self._run(read_schema, readonly=True, lazy=True)
         except StoreError as exc:
             report(log, "reading the schema's version", exc, "reading it again soon")
             return False
-        if why is not None and self.outgrown is None:
-            self.outgrown = why
-            log.error("%s", why)
+        if why is not None:
+            self._outgrow(why)
         return ok
 
     async def _first_readings(self, clock: ServerClock) -> None:
@@ -440,34 +444,44 @@ class PostgresStore(Store):
         it), and again while no reading has been usable, up to
         :data:`~._pg_clock.UNREAD_WARNING` unusable ones in a row (the last one says so
         in the log)."""
-        await self._read_clock(clock)
+        await self._reading(clock)
         while clock.uncertainty is None and 0 < clock.unread < _pg_clock.UNREAD_WARNING:
-            await self._read_clock(clock)
+            await self._reading(clock)
 
-    async def _keep_time(self, clock: ServerClock) -> None:
-        """Read the server's clock every :data:`~._pg_clock.CLOCK_SYNC` seconds, or
-        :data:`~._pg_clock.CLOCK_RETRY` after a reading that failed or was too slow to
-        use (the first was made at open); and within :data:`~._pg_clock.CLOCK_RETRY`
-        seconds of a writer connecting anew, which may have reached another server
-        (a failover) whose clock may differ, or of this machine's clock and its steady
-        clock parting (the clock was set, or the machine slept and the steady clock did
-        not count it)."""
-        ok = clock.uncertainty is not None
+    async def _keep_watch(self, clock: ServerClock | None) -> None:
+        """Read the schema's version, and the server's clock with it, every
+        :data:`~._pg_clock.CLOCK_SYNC` seconds, or :data:`~._pg_clock.CLOCK_RETRY`
+        after a reading that failed or was too slow to use (the first was made at open);
+        and within :data:`~._pg_clock.CLOCK_RETRY` seconds of a writer connecting anew,
+        which may have reached another server (a failover) whose clock may differ, or
+        of this machine's clock and its steady clock parting (the clock was set, or the
+        machine slept and the steady clock did not count it). A process that keeps time
+        by a clock of its own (``clock`` is None) reads only the schema's version, every
+        :data:`~._schema.SCHEMA_WATCH` seconds (or sooner after a failed reading)."""
+        ok = clock is None or clock.uncertainty is not None
         connects = self._connects()
         while True:
-            waited, wait = 0.0, _pg_clock.CLOCK_SYNC if ok else _pg_clock.CLOCK_RETRY
-            while waited < wait and self._connects() == connects:
-                step = min(_pg_clock.CLOCK_RETRY, wait - waited)
-                gap = _pg_clock._wall() - _pg_clock._steady()
-                await asyncio.sleep(step)
-                waited += step
-                parted = _pg_clock._wall() - _pg_clock._steady() - gap
-                if abs(parted) > _pg_clock.CLOCK_SKEW_WARNING:
-                    break
-            connects = self._connects()
-            ok = await self._read_clock(clock)
+            if clock is None:
+                await asyncio.sleep(_schema.SCHEMA_WATCH if ok else _pg_clock.CLOCK_RETRY)
+            else:
+                await self._until_due(clock, ok, connects)
+                connects = self._connects()
+            ok = await self._reading(clock)
             if self.outgrown is not None:
                 return  # nothing more may be read or written
+
+    async def _until_due(self, clock: ServerClock, ok: bool, connects: int) -> None:
+        """Wait until the server's clock is due to be read again (see
+        :meth:`_keep_watch`)."""
+        waited, wait = 0.0, _pg_clock.CLOCK_SYNC if ok else _pg_clock.CLOCK_RETRY
+        while waited < wait and self._connects() == connects:
+            step = min(_pg_clock.CLOCK_RETRY, wait - waited)
+            gap = _pg_clock._wall() - _pg_clock._steady()
+            await asyncio.sleep(step)
+            waited += step
+            parted = _pg_clock._wall() - _pg_clock._steady() - gap
+            if abs(parted) > _pg_clock.CLOCK_SKEW_WARNING:
+                return
 
     def _connects(self) -> int:
         """Connections the writers have opened so far."""

@@ -26,8 +26,9 @@ from ..errors import (
     StoreError,
     StoreUnavailableError,
 )
+from . import _schema
 from ._group_commit import outcome
-from ._schema import SCHEMA_MARK, compatible_from, existing_version, migrations
+from ._schema import SCHEMA_MARK, compatible_from, existing_version, migrations, outgrown
 from ._sqlite_runner import LoopCommitter
 from ._tx import Reads, Tx
 from .base import Clock, Store
@@ -331,6 +332,7 @@ class SQLiteStore(Store):
     ) -> T:
         if self._writer is None:
             raise StoreClosedError("the store is closed; use Client.connect() to open it")
+        self._check_usable()
         # a write whose caller is cancelled may commit all the same: wake every waiter
         orphaned = None if readonly else self.notify_external
         return await outcome(self._writer.submit(fn, readonly, orphaned), orphaned)
@@ -395,6 +397,35 @@ class SQLiteStore(Store):
                 with contextlib.suppress(RuntimeError):  # the loop closed
                     loop.call_soon_threadsafe(self.notify_external)
 
+    def _watch_schema(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        conn: sqlite3.Connection,
+        cookie: int | None,
+        due: float,
+    ) -> tuple[int | None, float]:
+        """In the watcher thread, once the file changed: read the schema's version if
+        SQLite's schema cookie moved (a migration creates or alters something) or every
+        :data:`~._schema.SCHEMA_WATCH` seconds; a file migrated past this code makes the
+        store outgrown, and its writer refuses every batch from then on. Returns the
+        cookie seen and when the version is due to be read again."""
+        try:
+            now_cookie = int(conn.execute("PRAGMA schema_version").fetchone()[0])
+            if now_cookie == cookie and time.monotonic() < due:
+                return cookie, due
+            meta = {str(k): str(v) for k, v in conn.execute(self._sql["schema_meta"])}
+        except sqlite3.Error:
+            return cookie, due  # read again on the next change
+        self.schema_readings += 1
+        why = outgrown(meta, schema_version())
+        if why is not None:
+            writer = self._writer
+            if writer is not None:
+                writer.outgrown = why
+            with contextlib.suppress(RuntimeError):  # the loop closed
+                loop.call_soon_threadsafe(self._outgrow, why)
+        return now_cookie, time.monotonic() + _schema.SCHEMA_WATCH
+
     def _watch_file(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -408,6 +439,7 @@ class SQLiteStore(Store):
         checkpointed_at = self.commits
         next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL
         interval = self._watch_interval
+        cookie, schema_due = None, 0.0  # the schema is read on the first turn
         while not stop.wait(interval):
             if time.monotonic() >= next_checkpoint:
                 next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL
@@ -432,9 +464,11 @@ class SQLiteStore(Store):
                 self._watching = True
                 changed = True
                 last_wake = 0.0
+            now = time.monotonic()
+            if version != last or now >= schema_due:
+                cookie, schema_due = self._watch_schema(loop, conn, cookie, schema_due)
             changed = changed or version != last
             last = version
-            now = time.monotonic()
             ours = self.commits != own
             # this process's own commits woke its waiters; another's may hide among
             # them, so act on the change anyway, but at most every 100 ms

@@ -12,7 +12,7 @@ SELECT pg_notify(%(channel)s, %(payload)s);
 SELECT extract(epoch FROM clock_timestamp())::float8;
 
 -- name: schema_meta
--- (PostgreSQL only) What a running process checks: has the schema moved past it?
+-- What a running process checks: has the schema moved past it?
 SELECT key, value FROM mainspring_meta WHERE key IN ('version', 'compatible');
 
 -- name: get_meta

@@ -1,6 +1,10 @@
 -- Named queries of the SQLite store. Each block starts with `-- name: NAME`;
 -- postgres.sql holds the same names.
 
+-- name: schema_meta
+-- What a running process checks: has the schema moved past it?
+SELECT key, value FROM mainspring_meta WHERE key IN ('version', 'compatible');
+
 -- name: get_meta
 SELECT value FROM mainspring_meta WHERE key = :key;
 
