@@ -36,7 +36,7 @@ from .errors import (
     WorkflowNotFoundError,
     WorkflowResultTimeoutError,
 )
-from .handle import WorkflowDescription, WorkflowHandle
+from .handle import PendingActivity, PendingActivityState, WorkflowDescription, WorkflowHandle
 from .history import Event, EventType
 from .retry import RetryPolicy
 from .store import WorkflowStatus
@@ -60,6 +60,8 @@ __all__ = [
     "NotAMainspringDatabaseError",
     "PayloadError",
     "PayloadTooLargeError",
+    "PendingActivity",
+    "PendingActivityState",
     "QueryFailedError",
     "QueryTimeoutError",
     "Replayer",

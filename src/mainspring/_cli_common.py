@@ -18,7 +18,7 @@ from rich.text import Text
 
 from .client import Client
 from .errors import Failure, MainspringError
-from .handle import WorkflowDescription
+from .handle import PendingActivity, PendingActivityState, WorkflowDescription
 from .store import DEFAULT_URL
 
 T = TypeVar("T")
@@ -216,6 +216,57 @@ def failure_dict(f: Failure | None) -> dict[str, Any] | None:
     return data
 
 
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t is not None else None
+
+
+def pending_dict(a: PendingActivity) -> dict[str, Any]:
+    """An unfinished activity as JSON."""
+    return {
+        "seq": a.seq,
+        "activity_type": a.activity_type,
+        "task_queue": a.task_queue,
+        "state": a.state.value,
+        "attempt": a.attempt,
+        "maximum_attempts": a.maximum_attempts,
+        "scheduled_time": a.scheduled_time.isoformat(),
+        "next_attempt_time": _iso(a.next_attempt_time),
+        "worker": a.worker,
+        "lease_expires": _iso(a.lease_expires),
+        "deadline": _iso(a.deadline),
+        "last_failure": failure_dict(a.last_failure),
+        "heartbeat_details": a.heartbeat_details,
+        "cancel_requested": a.cancel_requested,
+    }
+
+
+def pending_text(a: PendingActivity, now: datetime) -> Text:
+    """One line saying where an unfinished activity stands: who runs it, on which
+    attempt, and why the last attempt failed."""
+    of = f" of {a.maximum_attempts}" if a.maximum_attempts else ""
+    line = Text(f"{a.activity_type}, attempt {a.attempt}{of}: ")
+    if a.state is PendingActivityState.STARTED:
+        line.append(f"running on {a.worker}")
+        if a.lease_expires is not None and a.lease_expires < now:
+            line.append(
+                f" (its lease ran out at {fmt_time(a.lease_expires)}: that worker was lost, "
+                "and another takes it over)",
+                style="yellow",
+            )
+        else:
+            line.append(f" (lease until {fmt_time(a.lease_expires)})")
+    elif a.state is PendingActivityState.BACKOFF:
+        line.append(f"backing off until {fmt_time(a.next_attempt_time)}")
+    else:
+        line.append(f"waiting for a worker of task queue {a.task_queue!r}")
+    if a.cancel_requested:
+        line.append(", cancel requested")
+    if a.last_failure is not None:
+        first = a.last_failure.describe().splitlines()[0]
+        line.append(f"; last failure: {first}", style="red")
+    return line
+
+
 def description_dict(d: WorkflowDescription) -> dict[str, Any]:
     """A description as JSON."""
     return {
@@ -231,4 +282,5 @@ def description_dict(d: WorkflowDescription) -> dict[str, Any]:
         "failure": failure_dict(d.failure),
         "workflow_task_failure": failure_dict(d.workflow_task_failure),
         "workflow_task_attempt": d.workflow_task_attempt,
+        "pending_activities": [pending_dict(a) for a in d.pending_activities],
     }

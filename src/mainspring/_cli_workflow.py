@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -21,6 +22,7 @@ from ._cli_common import (
     not_empty,
     out,
     parse_json_args,
+    pending_text,
     print_json,
     run,
     status_text,
@@ -144,9 +146,10 @@ def describe(workflow_id: str, run_id: str | None, as_json: bool, db: str) -> No
 
     async def go() -> Any:
         async with connect(db) as client:
-            return await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
+            d = await client.get_workflow_handle(workflow_id, run_id=run_id).describe()
+            return d, client.store.clock.now()  # the store's time (PostgreSQL: the server's)
 
-    d = run(go())
+    d, now = run(go())
     if as_json:
         print_json(description_dict(d))
         return
@@ -173,6 +176,8 @@ def describe(workflow_id: str, run_id: str | None, as_json: bool, db: str) -> No
                 style="red",
             ),
         )
+    for a in d.pending_activities:
+        table.add_row(f"Activity #{a.seq}", pending_text(a, datetime.fromtimestamp(now, UTC)))
     out.print(table)
 
 

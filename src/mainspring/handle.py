@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import json
 import logging
 from collections.abc import Callable
@@ -28,13 +29,18 @@ from .errors import (
 )
 from .history import Event
 from .store import Store
-from .store.records import RunRecord, WorkflowStatus
+from .store.records import PendingActivityRecord, RunRecord, WorkflowStatus
 from .workflow import check_handler_args
 
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["WorkflowDescription", "WorkflowHandle"]
+__all__ = [
+    "PendingActivity",
+    "PendingActivityState",
+    "WorkflowDescription",
+    "WorkflowHandle",
+]
 
 log = logging.getLogger("mainspring.client")
 
@@ -50,6 +56,96 @@ LIVE_RECHECK = 30.0
 def _recheck(store: Store, polling: float) -> float:
     """How long a waiter waits for a wake-up before it reads its state again."""
     return max(polling, LIVE_RECHECK) if store.live_wakeups else polling
+
+
+class PendingActivityState(enum.StrEnum):
+    """Where an unfinished activity stands.
+
+    SCHEDULED: waiting for a worker of its task queue to take it.
+    STARTED: a worker runs it (see :attr:`PendingActivity.worker`).
+    BACKOFF: an attempt failed; the next may start at
+    :attr:`PendingActivity.next_attempt_time`.
+    """
+
+    SCHEDULED = "SCHEDULED"
+    STARTED = "STARTED"
+    BACKOFF = "BACKOFF"
+
+
+def _time(t: float | None) -> datetime | None:
+    return None if t is None else datetime.fromtimestamp(t, UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingActivity:
+    """An activity of a run that has not finished yet (see
+    :attr:`WorkflowDescription.pending_activities`).
+
+    Attributes:
+        seq: Its number in the run (``#seq`` in the history).
+        activity_type: Its registered name.
+        task_queue: The queue its attempts go to.
+        state: SCHEDULED, STARTED or BACKOFF (see :class:`PendingActivityState`).
+        attempt: The attempt that runs (STARTED) or runs next, from 1.
+        maximum_attempts: Its retry policy's limit on attempts (0: no limit).
+        scheduled_time: When the workflow scheduled it.
+        next_attempt_time: BACKOFF: when the next attempt may start.
+        worker: STARTED: the identity of the worker that runs it (by default
+            ``host:pid:…``, so it names the machine).
+        lease_expires: STARTED: when that worker's lease runs out unless it heartbeats
+            or finishes; a lease in the past means the worker was lost, and the next
+            attempt starts on another worker at once.
+        deadline: Its schedule-to-close deadline, if it has one.
+        last_failure: Why the last attempt failed (None before any did).
+        heartbeat_details: What the running (or last) attempt last reported with
+            ``activity.heartbeat(...)`` (empty if nothing).
+        cancel_requested: The workflow asked for it to be cancelled.
+    """
+
+    seq: int
+    activity_type: str
+    task_queue: str
+    state: PendingActivityState
+    attempt: int
+    maximum_attempts: int
+    scheduled_time: datetime
+    next_attempt_time: datetime | None
+    worker: str | None
+    lease_expires: datetime | None
+    deadline: datetime | None
+    last_failure: Failure | None
+    heartbeat_details: list[Any]
+    cancel_requested: bool
+
+    @classmethod
+    def from_record(cls, a: PendingActivityRecord, now: float) -> PendingActivity:
+        """Build from a store record, as it stands at ``now`` (the store's clock)."""
+        if a.lease_owner is not None:
+            state = PendingActivityState.STARTED
+        elif a.attempt > 1 and a.ready_at > now:
+            state = PendingActivityState.BACKOFF
+        else:
+            state = PendingActivityState.SCHEDULED
+        policy = a.options.get("retry_policy") or {}
+        details = json.loads(a.heartbeat_details) if a.heartbeat_details else []
+        return cls(
+            seq=a.seq,
+            activity_type=a.activity_type,
+            task_queue=a.task_queue,
+            state=state,
+            attempt=a.attempt,
+            maximum_attempts=int(policy.get("maximum_attempts") or 0),
+            scheduled_time=datetime.fromtimestamp(a.scheduled_at, UTC),
+            next_attempt_time=(
+                _time(a.ready_at) if state is PendingActivityState.BACKOFF else None
+            ),
+            worker=a.lease_owner,
+            lease_expires=_time(a.lease_until) if a.lease_owner is not None else None,
+            deadline=_time(a.deadline),
+            last_failure=Failure.from_dict(a.last_failure) if a.last_failure else None,
+            heartbeat_details=details if isinstance(details, list) else [details],
+            cancel_requested=a.cancel_requested,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +166,9 @@ class WorkflowDescription:
             failed (a bug, a ``NondeterminismError``, an unregistered type) and is being
             retried; fixing the code and restarting the worker resumes it.
         workflow_task_attempt: Attempts of the current workflow task.
+        pending_activities: Its activities that have not finished, in the order it
+            scheduled them (filled by :meth:`WorkflowHandle.describe`; empty for a
+            closed run).
     """
 
     workflow_id: str
@@ -83,6 +182,7 @@ class WorkflowDescription:
     failure: Failure | None
     workflow_task_failure: Failure | None
     workflow_task_attempt: int
+    pending_activities: tuple[PendingActivity, ...] = ()
 
     @property
     def blocked(self) -> bool:
@@ -90,8 +190,10 @@ class WorkflowDescription:
         return self.status is WorkflowStatus.RUNNING and self.workflow_task_failure is not None
 
     @classmethod
-    def from_record(cls, r: RunRecord) -> WorkflowDescription:
-        """Build from a store record."""
+    def from_record(
+        cls, r: RunRecord, pending: tuple[PendingActivity, ...] = ()
+    ) -> WorkflowDescription:
+        """Build from a store record (and the run's unfinished activities)."""
         return cls(
             workflow_id=r.workflow_id,
             run_id=r.run_id,
@@ -104,6 +206,7 @@ class WorkflowDescription:
             failure=Failure.from_dict(r.failure) if r.failure else None,
             workflow_task_failure=Failure.from_dict(r.wft_failure) if r.wft_failure else None,
             workflow_task_attempt=r.wft_attempt,
+            pending_activities=pending,
         )
 
 
@@ -138,9 +241,14 @@ class WorkflowHandle:
         self.result_type = result_type
 
     async def describe(self) -> WorkflowDescription:
-        """The run's status, times, failure and (when blocked) its workflow task failure."""
-        record = await self.client.store.describe(self.id, self.run_id)
-        return WorkflowDescription.from_record(record)
+        """The run's status, times, failure, (when blocked) its workflow task failure,
+        and its activities that have not finished: which worker runs each, on which
+        attempt, and why the last attempt failed (one read-only transaction)."""
+        store = self.client.store
+        record, pending = await store.inspect_run(self.id, self.run_id)
+        now = store.clock.now()
+        activities = tuple(PendingActivity.from_record(a, now) for a in pending)
+        return WorkflowDescription.from_record(record, activities)
 
     async def result(self, *, timeout: timedelta | float | None = None) -> Any:
         """Wait for the run to close; return its result.

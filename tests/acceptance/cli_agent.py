@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from mainspring import activity, workflow
+from mainspring import RetryPolicy, activity, workflow
 
 TASK_QUEUE = "cli-tests"
 
@@ -48,3 +48,23 @@ class Sleeper:
     async def run(self) -> str:
         await workflow.sleep(timedelta(hours=1))
         return "woke"
+
+
+@activity.defn
+async def throttled() -> str:
+    raise RuntimeError("429 Too Many Requests")
+
+
+@workflow.defn(name="Throttled")
+class Throttled:
+    """Its one activity fails and then waits out an hour's backoff (for describe)."""
+
+    @workflow.run
+    async def run(self) -> str:
+        return await workflow.execute_activity(
+            throttled,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(hours=1), maximum_attempts=3, jitter=0
+            ),
+        )

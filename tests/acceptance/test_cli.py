@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -237,6 +238,30 @@ def test_cancel_and_terminate(db: str, worker: subprocess.Popen[str]) -> None:
     assert "not needed" in json.dumps(terminated["failure"])
     closed = cli("workflow", "signal", "sleep-2", "anything", db=db, check=False)
     assert "TERMINATED" in one_line_error(closed)
+
+
+def test_describe_shows_where_an_unfinished_activity_stands(
+    db: str, worker: subprocess.Popen[str]
+) -> None:
+    cli("workflow", "start", "Throttled", "--id", "throttled-1", "-q", TASK_QUEUE, db=db)
+    deadline = time.monotonic() + 30
+    while True:  # each describe is a process of its own: no sleep needed between them
+        described = json.loads(cli("workflow", "describe", "throttled-1", "--json", db=db).stdout)
+        pending = described["pending_activities"]
+        if pending and pending[0]["state"] == "BACKOFF":
+            break
+        assert time.monotonic() < deadline, described
+    assert pending[0]["activity_type"] == "throttled"
+    assert (pending[0]["attempt"], pending[0]["maximum_attempts"]) == (2, 3)
+    assert pending[0]["last_failure"]["message"] == "429 Too Many Requests"
+    assert pending[0]["worker"] is None and pending[0]["next_attempt_time"] is not None
+    table = cli("workflow", "describe", "throttled-1", db=db).stdout
+    words = " ".join(table.split())  # the table wraps long lines to the terminal's width
+    assert "Activity #1 throttled, attempt 2 of 3: backing off until 20" in words
+    assert "; last failure: RuntimeError: 429 Too Many Requests" in words
+    cli("workflow", "terminate", "throttled-1", db=db)
+    closed = json.loads(cli("workflow", "describe", "throttled-1", "--json", db=db).stdout)
+    assert closed["pending_activities"] == []
 
 
 def test_unknown_workflow_is_one_line_error(tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ EXPECTED = {
     "NotAMainspringDatabaseError",
     "PayloadError",
     "PayloadTooLargeError",
+    "PendingActivity",
+    "PendingActivityState",
     "QueryFailedError",
     "QueryTimeoutError",
     "Replayer",

@@ -24,6 +24,7 @@ from ._tx import Tx
 from ._wakeups import QUERIES, WORKFLOWS, key_topic, queue_topic
 from .records import (
     CompletionOutcome,
+    PendingActivityRecord,
     QueryRequest,
     RunRecord,
     Wakeup,
@@ -135,6 +136,14 @@ class Store(ActivityOps):
     async def describe(self, workflow_id: str, run_id: str | None = None) -> RunRecord:
         """The latest (or given) run of ``workflow_id``."""
         return await self._run(lambda tx: _tx.describe(tx, workflow_id, run_id), readonly=True)
+
+    async def inspect_run(
+        self, workflow_id: str, run_id: str | None = None
+    ) -> tuple[RunRecord, list[PendingActivityRecord]]:
+        """The latest (or given) run of ``workflow_id`` and its activities that have not
+        finished (queued, leased to a worker, or waiting out a retry's backoff), in
+        one read-only transaction."""
+        return await self._run(lambda tx: _tx.inspect_run(tx, workflow_id, run_id), readonly=True)
 
     async def list_runs(
         self, *, status: str | None = None, workflow_type: str | None = None, limit: int = 100

@@ -122,6 +122,45 @@ class ActivityTask:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PendingActivityRecord:
+    """A run's activity that has not finished, as stored (see :meth:`Store.inspect_run`):
+    queued (``lease_owner`` None) or leased to a worker."""
+
+    seq: int
+    activity_type: str
+    task_queue: str
+    options: dict[str, Any]
+    attempt: int
+    scheduled_at: float
+    ready_at: float
+    deadline: float | None
+    lease_owner: str | None
+    lease_until: float | None
+    heartbeat_details: str | None
+    last_failure: dict[str, Any] | None
+    cancel_requested: bool
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> PendingActivityRecord:
+        """Build from a ``run_activities`` row."""
+        return cls(
+            seq=int(row[0]),
+            activity_type=row[1],
+            task_queue=row[2],
+            options=json.loads(row[3]),
+            attempt=int(row[4]),
+            scheduled_at=row[5],
+            ready_at=row[6],
+            deadline=row[7],
+            lease_owner=row[8],
+            lease_until=row[9],
+            heartbeat_details=row[10],
+            last_failure=json.loads(row[11]) if row[11] else None,
+            cancel_requested=bool(row[12]),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class WorkflowTaskCompletion:
     """What a worker hands back for a workflow task."""
 

@@ -22,6 +22,7 @@ from ...errors import (
 )
 from ...history import Event, EventType
 from ..records import (
+    PendingActivityRecord,
     RunRecord,
     WorkflowStatus,
 )
@@ -260,6 +261,15 @@ def started_attributes(
 def describe(tx: Tx, workflow_id: str, run_id: str | None) -> RunRecord:
     """The latest (or given) run of ``workflow_id``."""
     return _find_run(tx, workflow_id, run_id)
+
+
+def inspect_run(
+    tx: Tx, workflow_id: str, run_id: str | None
+) -> tuple[RunRecord, list[PendingActivityRecord]]:
+    """The latest (or given) run of ``workflow_id`` and its unfinished activities."""
+    run = _find_run(tx, workflow_id, run_id)
+    rows = tx.q("run_activities", {"run_id": run.run_id})
+    return run, [PendingActivityRecord.from_row(r) for r in rows]
 
 
 def list_runs(tx: Tx, status: str | None, workflow_type: str | None, limit: int) -> list[RunRecord]:

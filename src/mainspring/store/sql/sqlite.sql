@@ -214,6 +214,12 @@ SELECT run_id, seq, workflow_id, workflow_type, activity_type, task_queue, input
     attempt_deadline, cancel_requested, last_failure, ready_at
 FROM mainspring_activities WHERE run_id = :run_id AND seq = :seq;
 
+-- name: run_activities
+-- A run's unfinished activities, for describe (the primary key's order).
+SELECT seq, activity_type, task_queue, options, attempt, scheduled_at, ready_at, deadline,
+    lease_owner, lease_until, heartbeat_details, last_failure, cancel_requested
+FROM mainspring_activities WHERE run_id = :run_id ORDER BY seq;
+
 -- name: retry_activity
 UPDATE mainspring_activities
 SET attempt = attempt + 1, ready_at = :ready_at, lease_owner = NULL, lease_until = NULL,
