@@ -225,7 +225,17 @@ class Worker:
         self._started = True
         store = self.client.store
         # an outgrown store stops the worker at once, not at its next maintenance pass
-        self._unhook = store.on_outgrown(self._timer_wake.set)
+        self._unhook = store.on_outgrown(
+            lambda: self._fail(SchemaVersionError(store.outgrown or "outgrown"))
+        )
+        try:
+            await self._start_polling()
+        except BaseException:
+            self._unhook()  # (run() shuts down, but `async with` would not)
+            raise
+
+    async def _start_polling(self) -> None:
+        store = self.client.store
         if self._workflows:
             await store.reset_backoff(self.task_queue)
             store.add_eager_starter(self.task_queue, self._workflow.start_eagerly)
@@ -267,6 +277,8 @@ class Worker:
 
     def _fail(self, failure: SchemaVersionError) -> None:
         """Stop taking work for good: :meth:`run` shuts down and raises ``failure``."""
+        if self.failure is not None:
+            return
         self.failure = failure
         self._workflow.stopping = True
         self._activity.stopping = True

@@ -255,3 +255,82 @@ async def test_a_worker_that_cannot_start_raises_without_handing_over_runs_it_ne
             await worker.run()
     assert "could not hand this worker's runs" not in caplog.text
     assert "stopped" not in caplog.text  # it never served
+
+
+async def test_the_worker_stops_the_moment_its_store_finds_out(where: Where) -> None:
+    """Not at its next maintenance pass, even one under way when the store finds out;
+    and a worker leaves no hook behind, whether it served or failed to start."""
+    async with await where.client() as client:
+        store = client.store
+        with pytest.raises(SchemaVersionError, match=r"^outgrown for this test$"):
+            async with Worker(
+                client, task_queue="q", workflows=[Hello], activities=[echo], poll_interval=3600
+            ) as worker:
+                assert len(store._outgrown_hooks) == 1
+                store._outgrow("outgrown for this test")  # as a reading that saw a migration
+                assert worker.failure is not None  # at once: no wake-up can be missed
+        assert store._outgrown_hooks == []  # removed on shutdown
+
+
+async def test_a_worker_that_fails_to_start_in_async_with_leaves_no_hook(where: Where) -> None:
+    async with await where.client() as client:
+        client.store.outgrown = "outgrown at start"
+        for _ in range(3):
+            with pytest.raises(SchemaVersionError):
+                async with Worker(client, task_queue="q", workflows=[Hello]):
+                    pass
+        assert client.store._outgrown_hooks == []
+
+
+async def test_a_hook_that_raises_stops_neither_the_others_nor_the_wake_up(
+    where: Where, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await where.store()
+    told: list[str] = []
+    try:
+
+        def broken() -> None:
+            raise ValueError("a broken hook")
+
+        store.on_outgrown(broken)
+        store.on_outgrown(lambda: told.append("told"))
+        with store.watch("some-key") as woken:
+            store._outgrow("outgrown for this test")
+            assert woken.is_set()  # waiters learn it at their next read
+        assert told == ["told"]
+        assert "a broken hook" in caplog.text
+    finally:
+        await store.close()  # the reader stops without raising
+
+
+async def test_sqlite_reads_the_version_even_when_its_watcher_cannot_watch(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mainspring.store.sqlite import SQLiteStore
+
+    monkeypatch.setattr(SQLiteStore, "_watch_connect", lambda self: None)
+    monkeypatch.setattr(_schema, "SCHEMA_WATCH", 0.05)
+    where = Where("sqlite", sqlite_url)
+    store = await where.store()
+    try:
+        assert not store.live_wakeups  # no watcher thread
+        where.migrate_to(LATEST + 1, LATEST + 1)
+        await _until(lambda: store.outgrown is not None, "the migration went unnoticed")
+    finally:
+        await store.close()
+
+
+async def test_sqlite_opened_again_after_a_restore_is_usable(sqlite_url: str) -> None:
+    where = Where("sqlite", sqlite_url)
+    store = await where.store()
+    try:
+        where.migrate_to(LATEST + 1, LATEST + 1, ddl=True)
+        await _until(lambda: store.outgrown is not None, "the migration went unnoticed")
+        await store.close()
+        where.migrate_to(LATEST, LATEST)  # the file put back as it was
+        await store.open()
+        assert store.outgrown is None
+        await store.start_workflow(workflow_id="a", workflow_type="T", task_queue="q", input="[]")
+    finally:
+        await store.close()
+    assert where.runs() == 1

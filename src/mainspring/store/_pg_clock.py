@@ -41,7 +41,7 @@ UNREAD_WARNING = 5
 # A clock that setting the time does not move and that counts the time a suspended
 # machine slept: Linux's CLOCK_BOOTTIME; macOS's CLOCK_MONOTONIC (Python's monotonic()
 # there stops while the machine sleeps). Elsewhere, monotonic(): a sleep it does not
-# count is caught within CLOCK_RETRY seconds of waking (see PostgresStore._keep_watch).
+# count is caught within CLOCK_RETRY seconds of waking (see PostgresStore._keep_time).
 _STEADY_ID = getattr(
     time,
     "CLOCK_BOOTTIME",

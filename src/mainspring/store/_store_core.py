@@ -8,14 +8,17 @@ in-process waiters it wakes (:mod:`._wakeups`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .._trouble import report
 from ..errors import SchemaVersionError, StoreError
 from ..runtime.commands import ScheduleActivity
+from . import _schema
 from ._tx import Reads, Tx
 from ._wakeups import ACTIVITIES, WORKFLOWS, Wakeups, key_topic, queue_topic, sticky_queue
 from .records import CompletionOutcome, RunRecord, SchemaInfo, WorkflowTaskCompletion
@@ -25,6 +28,8 @@ T = TypeVar("T")
 ACTIVITY_LEASE_CAP = 600.0
 
 log = logging.getLogger("mainspring.store")
+
+SCHEMA_RETRY = 2.0  # seconds until the schema's version is read again after a failure
 
 
 class Clock:
@@ -67,9 +72,47 @@ class StoreCore(Wakeups, ABC):
             return
         self.outgrown = why
         log.error("%s", why)
-        for hook in list(self._outgrown_hooks):
-            hook()
         self.notify_external()
+        for hook in list(self._outgrown_hooks):
+            try:
+                hook()
+            except Exception as exc:  # noqa: BLE001 - one failing hook stops no other
+                report(log, "a hook told of the outgrown database", exc, "going on")
+
+    async def _watch_schema(self) -> None:
+        """Read the schema's version every :data:`~._schema.SCHEMA_WATCH` seconds (or
+        :data:`SCHEMA_RETRY` after a reading that failed) until the store has outgrown;
+        :meth:`_read_schema` says how."""
+        ok = True
+        while self.outgrown is None:
+            await asyncio.sleep(_schema.SCHEMA_WATCH if ok else SCHEMA_RETRY)
+            try:
+                why = await self._run(self._read_schema, readonly=True, lazy=True)
+            except StoreError as exc:
+                report(log, "reading the schema's version", exc, "reading it again soon")
+                ok = False
+                continue
+            ok = True
+            if why is not None:
+                self._outgrow(why)
+
+    def _read_schema(self, tx: Tx) -> str | None:
+        """In a transaction: why this code may no longer run on the database (None: it
+        still may). On a reason, the dialect's writers refuse every batch at once."""
+        meta = {str(k): str(v) for k, v in tx.q("schema_meta", {})}
+        self.schema_readings += 1
+        why = _schema.outgrown(meta, self._latest_schema())
+        if why is not None:
+            self._refuse_writes(why)
+        return why
+
+    @abstractmethod
+    def _latest_schema(self) -> int:
+        """The schema version this code writes."""
+
+    @abstractmethod
+    def _refuse_writes(self, why: str) -> None:
+        """Make every writer refuse every batch from now on (any thread may call it)."""
 
     def _check_usable(self) -> None:
         """Raise :class:`~mainspring.SchemaVersionError` once the store has outgrown."""

@@ -24,7 +24,7 @@ import psycopg
 
 from .._trouble import report
 from ..errors import StoreClosedError, StoreError
-from . import _pg_clock, _schema
+from . import _pg_clock
 from ._group_commit import GroupCommitThread, outcome
 from ._pg_batch import Batches, _Link
 from ._pg_clock import ServerClock
@@ -32,7 +32,6 @@ from ._pg_schema import check_server_version as _check_server_version  # noqa: F
 from ._pg_schema import inspect, migrate, schema_version
 from ._pg_statements import qualified
 from ._pg_url import PgSettings, _connect_error, _hosts, _ident, _line, parse_postgres_url
-from ._schema import outgrown
 from ._tx import Reads, Tx
 from .base import Clock, Store
 from .records import SchemaInfo
@@ -156,10 +155,11 @@ class PostgresStore(Store):
             daemon=True,
         )
         self._watchdog.start()
-        clock = self.clock if isinstance(self.clock, ServerClock) else None
-        if clock is not None:
-            await self._first_readings(clock)
-        self._timekeeper = asyncio.create_task(self._keep_watch(clock))
+        if isinstance(self.clock, ServerClock):
+            await self._first_readings(self.clock)
+            self._timekeeper = asyncio.create_task(self._keep_time(self.clock))
+        else:  # a clock of the process's own: the schema's version is read all the same
+            self._timekeeper = asyncio.create_task(self._watch_schema())
         if self._lconn is not None:
             self._listener = asyncio.create_task(self._listen())
             # live from the start where it works (a round trip); where it cannot hear
@@ -172,8 +172,12 @@ class PostgresStore(Store):
         """Finish queued transactions and disconnect."""
         if self._timekeeper is not None:
             self._timekeeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._timekeeper
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a bug: closing goes on
+                log.exception("the reader of the server's clock and the schema had failed")
             self._timekeeper = None
         if self._listener is not None:
             self._listener.cancel()
@@ -408,30 +412,24 @@ class PostgresStore(Store):
             return None
         return time.monotonic()
 
-    async def _reading(self, clock: ServerClock | None) -> bool:
-        """One reading of the server's clock (unless this process keeps time by a clock
-        of its own: ``None``) and of the schema's version; whether the clock reading
-        could be used. A database migrated past this code while it runs makes the store
-        outgrown (see :meth:`~._store_core.StoreCore._outgrow`): every writer refuses
-        every batch from the moment the reading sees it."""
+    def _latest_schema(self) -> int:
+        return schema_version()
 
-        def read_schema(tx: Tx) -> str | None:
-            meta = {str(k): str(v) for k, v in tx.q("schema_meta", {})}
-            self.schema_readings += 1
-            why = outgrown(meta, schema_version())
-            if why is not None:  # refuse every batch from now on, in every writer
-                self._batches.outgrown = why
-            return why
+    def _refuse_writes(self, why: str) -> None:
+        self._batches.outgrown = why  # in every writer, from the next batch on
 
-        ok = True
-        if clock is not None:
-            try:
-                ok = await self._run(clock.read, readonly=True, lazy=True)
-            except StoreError as exc:  # unreachable for now: read again soon
-                clock.missed(_line(exc))
-                return False
+    async def _reading(self, clock: ServerClock) -> bool:
+        """One reading of the server's clock and of the schema's version; whether the
+        clock reading could be used. A database migrated past this code while it runs
+        makes the store outgrown (see :meth:`~._store_core.StoreCore._outgrow`): every
+        writer refuses every batch from the moment the reading sees it."""
         try:
-            why = await self._run(read_schema, readonly=True, lazy=True)
+            ok = await self._run(clock.read, readonly=True, lazy=True)
+        except StoreError as exc:  # unreachable for now: read again soon
+            clock.missed(_line(exc))
+            return False
+        try:
+            why = await self._run(self._read_schema, readonly=True, lazy=True)
         except StoreError as exc:
             report(log, "reading the schema's version", exc, "reading it again soon")
             return False
@@ -448,31 +446,24 @@ class PostgresStore(Store):
         while clock.uncertainty is None and 0 < clock.unread < _pg_clock.UNREAD_WARNING:
             await self._reading(clock)
 
-    async def _keep_watch(self, clock: ServerClock | None) -> None:
-        """Read the schema's version, and the server's clock with it, every
+    async def _keep_time(self, clock: ServerClock) -> None:
+        """Read the server's clock, and the schema's version with it, every
         :data:`~._pg_clock.CLOCK_SYNC` seconds, or :data:`~._pg_clock.CLOCK_RETRY`
         after a reading that failed or was too slow to use (the first was made at open);
         and within :data:`~._pg_clock.CLOCK_RETRY` seconds of a writer connecting anew,
         which may have reached another server (a failover) whose clock may differ, or
         of this machine's clock and its steady clock parting (the clock was set, or the
-        machine slept and the steady clock did not count it). A process that keeps time
-        by a clock of its own (``clock`` is None) reads only the schema's version, every
-        :data:`~._schema.SCHEMA_WATCH` seconds (or sooner after a failed reading)."""
-        ok = clock is None or clock.uncertainty is not None
+        machine slept and the steady clock did not count it)."""
+        ok = clock.uncertainty is not None
         connects = self._connects()
-        while True:
-            if clock is None:
-                await asyncio.sleep(_schema.SCHEMA_WATCH if ok else _pg_clock.CLOCK_RETRY)
-            else:
-                await self._until_due(clock, ok, connects)
-                connects = self._connects()
+        while self.outgrown is None:  # once it is set, nothing more may be read
+            await self._until_due(clock, ok, connects)
+            connects = self._connects()
             ok = await self._reading(clock)
-            if self.outgrown is not None:
-                return  # nothing more may be read or written
 
     async def _until_due(self, clock: ServerClock, ok: bool, connects: int) -> None:
         """Wait until the server's clock is due to be read again (see
-        :meth:`_keep_watch`)."""
+        :meth:`_keep_time`)."""
         waited, wait = 0.0, _pg_clock.CLOCK_SYNC if ok else _pg_clock.CLOCK_RETRY
         while waited < wait and self._connects() == connects:
             step = min(_pg_clock.CLOCK_RETRY, wait - waited)

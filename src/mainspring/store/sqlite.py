@@ -26,9 +26,8 @@ from ..errors import (
     StoreError,
     StoreUnavailableError,
 )
-from . import _schema
 from ._group_commit import outcome
-from ._schema import SCHEMA_MARK, compatible_from, existing_version, migrations, outgrown
+from ._schema import SCHEMA_MARK, compatible_from, existing_version, migrations
 from ._sqlite_runner import LoopCommitter
 from ._tx import Reads, Tx
 from .base import Clock, Store
@@ -178,6 +177,7 @@ class SQLiteStore(Store):
         self._watching = False  # the watcher sees the file (see live_wakeups)
         self._watch_stop = threading.Event()
         self.commits = 0
+        self._schema_reader: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ connection
 
@@ -280,7 +280,10 @@ class SQLiteStore(Store):
         if self._writer is not None:
             return
         conn = await asyncio.to_thread(self._connect)
+        self.outgrown = None  # the file was just checked (opened again, say, after a restore)
         self._writer = LoopCommitter(conn, self._make_tx, self._committed)
+        if self.path != ":memory:":  # also while the watcher thread cannot watch
+            self._schema_reader = asyncio.create_task(self._watch_schema())
         if self.path != ":memory:":
             # read where the file stands now, before any of this process's operations:
             # a change made from here on, by any process, is then seen
@@ -298,6 +301,11 @@ class SQLiteStore(Store):
 
     async def close(self) -> None:
         """Finish queued transactions and close the file."""
+        if self._schema_reader is not None:
+            self._schema_reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._schema_reader
+            self._schema_reader = None
         if self._watcher is not None:
             self._watch_stop.set()
             await asyncio.to_thread(self._watcher.join)
@@ -397,34 +405,33 @@ class SQLiteStore(Store):
                 with contextlib.suppress(RuntimeError):  # the loop closed
                     loop.call_soon_threadsafe(self.notify_external)
 
-    def _watch_schema(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        conn: sqlite3.Connection,
-        cookie: int | None,
-        due: float,
-    ) -> tuple[int | None, float]:
-        """In the watcher thread, once the file changed: read the schema's version if
-        SQLite's schema cookie moved (a migration creates or alters something) or every
-        :data:`~._schema.SCHEMA_WATCH` seconds; a file migrated past this code makes the
-        store outgrown, and its writer refuses every batch from then on. Returns the
-        cookie seen and when the version is due to be read again."""
+    def _schema_moved(
+        self, loop: asyncio.AbstractEventLoop, conn: sqlite3.Connection, cookie: int | None
+    ) -> int | None:
+        """In the watcher thread, once the file changed: if SQLite's schema cookie moved
+        (a migration created or altered something), read the schema's version (see
+        :meth:`~._store_core.StoreCore._read_schema`); a file migrated past this code
+        makes the store outgrown. Returns the cookie seen. (A migration that changes
+        only data is seen by :meth:`~._store_core.StoreCore._watch_schema`.)"""
         try:
             now_cookie = int(conn.execute("PRAGMA schema_version").fetchone()[0])
-            if now_cookie == cookie and time.monotonic() < due:
-                return cookie, due
-            meta = {str(k): str(v) for k, v in conn.execute(self._sql["schema_meta"])}
+            if now_cookie == cookie:
+                return cookie
+            why = self._read_schema(_SQLiteTx(conn, self._sql))
         except sqlite3.Error:
-            return cookie, due  # read again on the next change
-        self.schema_readings += 1
-        why = outgrown(meta, schema_version())
+            return cookie  # read again on the next change
         if why is not None:
-            writer = self._writer
-            if writer is not None:
-                writer.outgrown = why
             with contextlib.suppress(RuntimeError):  # the loop closed
                 loop.call_soon_threadsafe(self._outgrow, why)
-        return now_cookie, time.monotonic() + _schema.SCHEMA_WATCH
+        return now_cookie
+
+    def _latest_schema(self) -> int:
+        return schema_version()
+
+    def _refuse_writes(self, why: str) -> None:
+        writer = self._writer
+        if writer is not None:
+            writer.outgrown = why  # from its next batch on
 
     def _watch_file(
         self,
@@ -439,7 +446,7 @@ class SQLiteStore(Store):
         checkpointed_at = self.commits
         next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL
         interval = self._watch_interval
-        cookie, schema_due = None, 0.0  # the schema is read on the first turn
+        cookie = None  # the schema is read on the first turn
         while not stop.wait(interval):
             if time.monotonic() >= next_checkpoint:
                 next_checkpoint = time.monotonic() + CHECKPOINT_INTERVAL
@@ -465,8 +472,8 @@ class SQLiteStore(Store):
                 changed = True
                 last_wake = 0.0
             now = time.monotonic()
-            if version != last or now >= schema_due:
-                cookie, schema_due = self._watch_schema(loop, conn, cookie, schema_due)
+            if version != last or cookie is None:
+                cookie = self._schema_moved(loop, conn, cookie)
             changed = changed or version != last
             last = version
             ours = self.commits != own
