@@ -42,6 +42,7 @@ from .retry import RetryPolicy
 from .store import WorkflowStatus
 from .testing import Replayer
 from .worker import Worker
+from .worker_info import WorkerInfo, WorkerState
 
 __version__ = "0.1.0"
 
@@ -74,6 +75,8 @@ __all__ = [
     "TimeoutFailure",
     "Worker",
     "WorkerError",
+    "WorkerInfo",
+    "WorkerState",
     "WorkflowAlreadyStartedError",
     "WorkflowClosedError",
     "WorkflowDescription",

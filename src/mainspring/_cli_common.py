@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -27,8 +28,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 DB_ENVVAR = "MAINSPRING_DB"
 
 # Piped output gets room for a table rather than Rich's 80-column default.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
+# markup off: ids, names and messages are users' data, and "[red]" or "[/]" in one
+# must print as it is (a stray closing tag would make rich raise)
+out = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 120)
+err = Console(
+    stderr=True, highlight=False, markup=False, width=None if sys.stderr.isatty() else 200
+)
 
 
 def not_empty(envvar: str | None = None) -> Callable[[click.Context, click.Parameter, Any], Any]:
@@ -72,9 +77,18 @@ def json_option(fn: F) -> F:
     )(fn)
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def shown(text: str) -> str:
+    """``text`` with its control characters but newline and tab escaped (``\\x1b``): ids,
+    names and messages are users' data, and must not steer the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def fail(message: str) -> NoReturn:
     """Print one red line on stderr and exit 1."""
-    err.print(Text("error: ", style="bold red") + Text(message, style="red"), soft_wrap=True)
+    err.print(Text("error: ", style="bold red") + Text(shown(message), style="red"), soft_wrap=True)
     sys.exit(1)
 
 
@@ -237,6 +251,7 @@ def pending_dict(a: PendingActivity) -> dict[str, Any]:
         "last_failure": failure_dict(a.last_failure),
         "heartbeat_details": a.heartbeat_details,
         "cancel_requested": a.cancel_requested,
+        "able_workers": a.able_workers,
     }
 
 
@@ -244,13 +259,14 @@ def pending_text(a: PendingActivity, now: datetime) -> Text:
     """One line saying where an unfinished activity stands: who runs it, on which
     attempt, and why the last attempt failed."""
     of = f" of {a.maximum_attempts}" if a.maximum_attempts else ""
-    line = Text(f"{a.activity_type}, attempt {a.attempt}{of}: ")
+    line = Text(f"{shown(a.activity_type)}, attempt {a.attempt}{of}: ")
     if a.state is PendingActivityState.STARTED:
-        line.append(f"running on {a.worker}")
+        line.append(f"running on {shown(a.worker or '')}")
         if a.lease_expires is not None and a.lease_expires < now:
             line.append(
-                f" (its lease ran out at {fmt_time(a.lease_expires)}: that worker was lost, "
-                "and another takes it over)",
+                f" (its lease ran out at {fmt_time(a.lease_expires)}: this attempt timed "
+                "out, its worker lost or too slow; the next maintenance pass of any worker "
+                "fails it, and the retry policy decides what follows)",
                 style="yellow",
             )
         else:
@@ -259,10 +275,21 @@ def pending_text(a: PendingActivity, now: datetime) -> Text:
         line.append(f"backing off until {fmt_time(a.next_attempt_time)}")
     else:
         line.append(f"waiting for a worker of task queue {a.task_queue!r}")
+        if not a.able_workers:
+            line.append(
+                f" (no live worker there registers {shown(a.activity_type)}: start one that does)",
+                style="yellow",
+            )
+    if a.deadline is not None and a.state is not PendingActivityState.STARTED:
+        passed = a.deadline < now
+        line.append(
+            f" ({'past its deadline' if passed else 'must finish by'} {fmt_time(a.deadline)})",
+            style="yellow" if passed else "",
+        )
     if a.cancel_requested:
         line.append(", cancel requested")
     if a.last_failure is not None:
-        first = a.last_failure.describe().splitlines()[0]
+        first = shown(a.last_failure.describe().splitlines()[0])
         line.append(f"; last failure: {first}", style="red")
     return line
 
@@ -283,4 +310,5 @@ def description_dict(d: WorkflowDescription) -> dict[str, Any]:
         "workflow_task_failure": failure_dict(d.workflow_task_failure),
         "workflow_task_attempt": d.workflow_task_attempt,
         "pending_activities": [pending_dict(a) for a in d.pending_activities],
+        "pending_activity_count": d.pending_activity_count,
     }

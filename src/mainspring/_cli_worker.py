@@ -13,12 +13,28 @@ from types import ModuleType
 from typing import Any
 
 import click
+from rich.table import Table
+from rich.text import Text
 
-from ._cli_common import Seconds, connect, db_option, fail, not_empty, parse_duration, run
+from ._cli_common import (
+    Seconds,
+    connect,
+    db_option,
+    fail,
+    fmt_time,
+    json_option,
+    not_empty,
+    out,
+    parse_duration,
+    print_json,
+    run,
+    shown,
+)
 from .activity import ActivityDefinition
 from .client import MIN_RETENTION
 from .store._redact import redacted
 from .worker import MAX_CACHED_WORKFLOWS, MAX_CONCURRENCY, MAX_WORKER_TIMEOUT, Worker
+from .worker_info import WorkerInfo, WorkerState
 from .workflow import WorkflowDefinition
 
 log = logging.getLogger("mainspring.cli")
@@ -194,3 +210,53 @@ def worker(
             await w.run()
 
     run(serve())
+
+
+_STATE_STYLE = {WorkerState.SERVING: "green", WorkerState.STOPPED: "", WorkerState.LOST: "red"}
+
+
+@click.command("workers")
+@click.option(
+    "--task-queue", "-q", callback=not_empty(), help="Only the workers of this task queue."
+)
+@json_option
+@db_option
+def workers(task_queue: str | None, as_json: bool, db: str) -> None:
+    """List the workers that serve, or served within the last day, on any machine."""
+
+    async def go() -> list[WorkerInfo]:
+        async with connect(db) as client:
+            return await client.list_workers(task_queue=task_queue)
+
+    found = run(go())
+    if as_json:
+        print_json([worker_dict(w) for w in found])
+        return
+    if not found:
+        out.print("no workers have served in the last day" + (" there" if task_queue else ""))
+        return
+    table = Table("Identity", "Task queue", "State", "Started", "Last seen", "Serves")
+    for w in found:
+        table.add_row(
+            shown(w.identity),
+            shown(w.task_queue),
+            Text(w.state.value, style=_STATE_STYLE[w.state]),
+            fmt_time(w.started_time),
+            fmt_time(w.stopped_time or w.last_seen),
+            f"{len(w.workflows)} workflow(s), {len(w.activities)} activity(ies)",
+        )
+    out.print(table)
+
+
+def worker_dict(w: WorkerInfo) -> dict[str, Any]:
+    """A worker as JSON."""
+    return {
+        "identity": w.identity,
+        "task_queue": w.task_queue,
+        "state": w.state.value,
+        "workflows": list(w.workflows),
+        "activities": list(w.activities),
+        "started_time": w.started_time.isoformat(),
+        "last_seen": w.last_seen.isoformat(),
+        "stopped_time": w.stopped_time.isoformat() if w.stopped_time else None,
+    }

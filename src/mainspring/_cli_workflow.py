@@ -25,6 +25,7 @@ from ._cli_common import (
     pending_text,
     print_json,
     run,
+    shown,
     status_text,
 )
 from .client import MAX_LIST_LIMIT
@@ -84,7 +85,11 @@ def start(
     if as_json:
         print_json({"workflow_id": wid, "run_id": run_id})
     else:
-        out.print(f"started workflow [bold]{wid}[/] (run {run_id}) on task queue {task_queue!r}")
+        out.print(
+            Text("started workflow ")
+            + Text(shown(wid), style="bold")
+            + Text(f" (run {run_id}) on task queue {task_queue!r}")
+        )
 
 
 @workflow_group.command("list")
@@ -125,10 +130,10 @@ def list_(
     table = Table("Workflow ID", "Type", "Status", "Task queue", "Started", "Closed", "Events")
     for d in runs:
         table.add_row(
-            d.workflow_id,
-            d.workflow_type,
+            shown(d.workflow_id),
+            shown(d.workflow_type),
             status_text(d),
-            d.task_queue,
+            shown(d.task_queue),
             fmt_time(d.start_time),
             fmt_time(d.close_time),
             str(d.history_length),
@@ -156,21 +161,21 @@ def describe(workflow_id: str, run_id: str | None, as_json: bool, db: str) -> No
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("Workflow ID", d.workflow_id)
-    table.add_row("Run ID", d.run_id)
-    table.add_row("Type", d.workflow_type)
-    table.add_row("Task queue", d.task_queue)
+    table.add_row("Workflow ID", shown(d.workflow_id))
+    table.add_row("Run ID", shown(d.run_id))
+    table.add_row("Type", shown(d.workflow_type))
+    table.add_row("Task queue", shown(d.task_queue))
     table.add_row("Status", status_text(d))
     table.add_row("Started", fmt_time(d.start_time))
     table.add_row("Closed", fmt_time(d.close_time))
     table.add_row("Events", str(d.history_length))
     if d.failure is not None:
-        table.add_row("Failure", Text(d.failure.describe(), style="red"))
+        table.add_row("Failure", Text(shown(d.failure.describe()), style="red"))
     if d.workflow_task_failure is not None:
         table.add_row(
             "Blocked by",
             Text(
-                f"{d.workflow_task_failure.describe()} "
+                f"{shown(d.workflow_task_failure.describe())} "
                 f"(workflow task attempt {d.workflow_task_attempt}; fix the code and "
                 "restart the worker to resume)",
                 style="red",
@@ -178,6 +183,9 @@ def describe(workflow_id: str, run_id: str | None, as_json: bool, db: str) -> No
         )
     for a in d.pending_activities:
         table.add_row(f"Activity #{a.seq}", pending_text(a, datetime.fromtimestamp(now, UTC)))
+    more = d.pending_activity_count - len(d.pending_activities)
+    if more > 0:
+        table.add_row("", f"and {more:,} more unfinished activit{'y' if more == 1 else 'ies'}")
     out.print(table)
 
 
@@ -229,10 +237,9 @@ def history(workflow_id: str, run_id: str | None, as_json: bool, db: str) -> Non
 
     async def go() -> tuple[str, list[Event]]:
         async with connect(db) as client:
-            handle = client.get_workflow_handle(workflow_id, run_id=run_id)
-            d = await handle.describe()
-            events = await client.get_workflow_handle(workflow_id, run_id=d.run_id).fetch_history()
-            return d.run_id, events
+            handle = client.get_workflow_handle(workflow_id, run_id=run_id)  # checks both
+            record, events = await client.store.history(handle.id, handle.run_id)
+            return record.run_id, events
 
     rid, events = run(go())
     if as_json:
@@ -244,7 +251,7 @@ def history(workflow_id: str, run_id: str | None, as_json: bool, db: str) -> Non
             str(e.event_id),
             e.timestamp.astimezone().strftime("%H:%M:%S.%f")[:-3],
             e.event_type.value,
-            event_summary(e),
+            shown(event_summary(e)),
         )
     out.print(table)
 

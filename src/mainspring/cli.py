@@ -27,7 +27,7 @@ from ._cli_common import (
     print_json,
     run,
 )
-from ._cli_worker import worker
+from ._cli_worker import worker, workers
 from ._cli_workflow import workflow_group
 from .client import MIN_RETENTION
 from .store.records import SchemaInfo
@@ -45,6 +45,7 @@ def cli() -> None:
 
 
 cli.add_command(worker)
+cli.add_command(workers)
 cli.add_command(workflow_group)
 
 

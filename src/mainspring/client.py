@@ -19,8 +19,9 @@ from ._trouble import report
 from .converter import DEFAULT_MAX_PAYLOAD_SIZE, PayloadConverter, type_hints_of
 from .errors import StoreClosedError, StoreUnavailableError
 from .handle import WorkflowDescription, WorkflowHandle
-from .store import Clock, Store, store_from_url
+from .store import Clock, Store, _worker_ops, store_from_url
 from .store.records import WorkflowStatus
+from .worker_info import WorkerInfo
 from .workflow import WorkflowDefinition
 
 __all__ = ["Client", "WorkflowDescription", "WorkflowHandle"]
@@ -269,6 +270,20 @@ class Client:
             check_name(workflow_type, "workflow type")
         records = await self.store.list_runs(status=st, workflow_type=workflow_type, limit=limit)
         return [WorkflowDescription.from_record(r) for r in records]
+
+    async def list_workers(self, *, task_queue: str | None = None) -> list[WorkerInfo]:
+        """The workers that serve, or served within the last day, on any machine (of
+        ``task_queue`` only, if given), by task queue, newest first; each says whether
+        it serves, stopped, or was lost (see :class:`WorkerState`)."""
+        if task_queue is not None:
+            check_name(task_queue, "task_queue")
+        records = await self.store.list_workers()
+        now = self.store.clock.now()
+        return [
+            WorkerInfo.from_record(r, now, _worker_ops.WORKER_LOST)
+            for r in records
+            if task_queue is None or r.task_queue == task_queue
+        ]
 
     async def prune_closed_runs(
         self, older_than: timedelta | float, *, dry_run: bool = False

@@ -29,7 +29,7 @@ from .errors import (
 )
 from .history import Event
 from .store import Store
-from .store.records import PendingActivityRecord, RunRecord, WorkflowStatus
+from .store.records import PendingActivityRecord, RunRecord, WorkerRecord, WorkflowStatus
 from .workflow import check_handler_args
 
 if TYPE_CHECKING:
@@ -51,6 +51,8 @@ log = logging.getLogger("mainspring.client")
 QUERY_RECHECK = 0.5
 RESULT_RECHECK = 2.0
 LIVE_RECHECK = 30.0
+# the unfinished activities describe() reads (a run may fan out to thousands)
+MAX_PENDING_SHOWN = 100
 
 
 def _recheck(store: Store, polling: float) -> float:
@@ -93,13 +95,19 @@ class PendingActivity:
         worker: STARTED: the identity of the worker that runs it (by default
             ``host:pid:…``, so it names the machine).
         lease_expires: STARTED: when that worker's lease runs out unless it heartbeats
-            or finishes; a lease in the past means the worker was lost, and the next
-            attempt starts on another worker at once.
+            or finishes. A lease in the past means the attempt timed out (its worker
+            was lost, or too slow): the next maintenance pass of any worker records
+            that, and the retry policy decides what follows.
         deadline: Its schedule-to-close deadline, if it has one.
         last_failure: Why the last attempt failed (None before any did).
         heartbeat_details: What the running (or last) attempt last reported with
             ``activity.heartbeat(...)`` (empty if nothing).
         cancel_requested: The workflow asked for it to be cancelled.
+        able_workers: Live workers of its task queue that have its activity type
+            registered (see :meth:`Client.list_workers`). 0 for a queued activity means
+            it waits for a worker that is not there: start one that registers it.
+            (Workers of releases before schema version 6 do not say they are alive,
+            and are not counted.)
     """
 
     seq: int
@@ -116,10 +124,14 @@ class PendingActivity:
     last_failure: Failure | None
     heartbeat_details: list[Any]
     cancel_requested: bool
+    able_workers: int = 0
 
     @classmethod
-    def from_record(cls, a: PendingActivityRecord, now: float) -> PendingActivity:
-        """Build from a store record, as it stands at ``now`` (the store's clock)."""
+    def from_record(
+        cls, a: PendingActivityRecord, now: float, live: list[WorkerRecord] | None = None
+    ) -> PendingActivity:
+        """Build from a store record, as it stands at ``now`` (the store's clock), with
+        the ``live`` workers."""
         if a.lease_owner is not None:
             state = PendingActivityState.STARTED
         elif a.attempt > 1 and a.ready_at > now:
@@ -143,8 +155,13 @@ class PendingActivity:
             lease_expires=_time(a.lease_until) if a.lease_owner is not None else None,
             deadline=_time(a.deadline),
             last_failure=Failure.from_dict(a.last_failure) if a.last_failure else None,
-            heartbeat_details=details if isinstance(details, list) else [details],
+            heartbeat_details=details,
             cancel_requested=a.cancel_requested,
+            able_workers=sum(
+                1
+                for w in live or ()
+                if w.task_queue == a.task_queue and a.activity_type in w.activities
+            ),
         )
 
 
@@ -167,8 +184,10 @@ class WorkflowDescription:
             retried; fixing the code and restarting the worker resumes it.
         workflow_task_attempt: Attempts of the current workflow task.
         pending_activities: Its activities that have not finished, in the order it
-            scheduled them (filled by :meth:`WorkflowHandle.describe`; empty for a
-            closed run).
+            scheduled them: the first :data:`MAX_PENDING_SHOWN` (filled by
+            :meth:`WorkflowHandle.describe`; empty for a closed run).
+        pending_activity_count: How many activities it has that have not finished
+            (more than ``len(pending_activities)`` for a wide fan-out).
     """
 
     workflow_id: str
@@ -183,6 +202,7 @@ class WorkflowDescription:
     workflow_task_failure: Failure | None
     workflow_task_attempt: int
     pending_activities: tuple[PendingActivity, ...] = ()
+    pending_activity_count: int = 0
 
     @property
     def blocked(self) -> bool:
@@ -191,9 +211,10 @@ class WorkflowDescription:
 
     @classmethod
     def from_record(
-        cls, r: RunRecord, pending: tuple[PendingActivity, ...] = ()
+        cls, r: RunRecord, pending: tuple[PendingActivity, ...] = (), pending_count: int = 0
     ) -> WorkflowDescription:
-        """Build from a store record (and the run's unfinished activities)."""
+        """Build from a store record (and the run's unfinished activities: the first
+        few, and how many in all)."""
         return cls(
             workflow_id=r.workflow_id,
             run_id=r.run_id,
@@ -207,6 +228,7 @@ class WorkflowDescription:
             workflow_task_failure=Failure.from_dict(r.wft_failure) if r.wft_failure else None,
             workflow_task_attempt=r.wft_attempt,
             pending_activities=pending,
+            pending_activity_count=max(pending_count, len(pending)),
         )
 
 
@@ -243,12 +265,15 @@ class WorkflowHandle:
     async def describe(self) -> WorkflowDescription:
         """The run's status, times, failure, (when blocked) its workflow task failure,
         and its activities that have not finished: which worker runs each, on which
-        attempt, and why the last attempt failed (one read-only transaction)."""
+        attempt, and why the last attempt failed (the first :data:`MAX_PENDING_SHOWN`
+        of them, and how many there are; one read-only transaction)."""
         store = self.client.store
-        record, pending = await store.inspect_run(self.id, self.run_id)
+        seen = await store.inspect_run(self.id, self.run_id, limit=MAX_PENDING_SHOWN)
         now = store.clock.now()
-        activities = tuple(PendingActivity.from_record(a, now) for a in pending)
-        return WorkflowDescription.from_record(record, activities)
+        activities = tuple(
+            PendingActivity.from_record(a, now, seen.live_workers) for a in seen.pending
+        )
+        return WorkflowDescription.from_record(seen.run, activities, seen.pending_count)
 
     async def result(self, *, timeout: timedelta | float | None = None) -> Any:
         """Wait for the run to close; return its result.

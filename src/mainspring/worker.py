@@ -24,6 +24,7 @@ from ._workflow_runner import WorkflowRunner
 from .activity import ActivityDefinition
 from .client import MIN_RETENTION
 from .errors import InvalidNameError, SchemaVersionError, WorkerError
+from .store import _worker_ops
 from .workflow import WorkflowDefinition
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ MAX_CONCURRENCY = 10_000  # the most activity attempts or workflow tasks run at 
 MAX_CACHED_WORKFLOWS = 1_000_000  # the most runs one worker keeps in memory
 MAX_WORKER_TIMEOUT = timedelta(days=7)  # the longest any of the Worker's durations may be
 PRUNE_EVERY = 3600.0  # seconds between a worker's prunes, when it has a retention
+STOPPED_MARK = 2.0  # seconds a stopping worker gives the mark that says it stopped
 
 
 class Worker:
@@ -152,6 +154,8 @@ class Worker:
         self._sticky = sticky
         self._retention = keep
         self._stop_wake = asyncio.Event()  # set when shutting down: sleepers stop
+        self._instance = uuid.uuid4().hex  # its row in the registry of workers
+        self._registered = False
         self._own_executor = activity_executor is None
         self._executor = activity_executor or ThreadPoolExecutor(
             max_workers=max_concurrent_activities, thread_name_prefix="mainspring-activity"
@@ -236,6 +240,15 @@ class Worker:
 
     async def _start_polling(self) -> None:
         store = self.client.store
+        await store.register_worker(
+            instance=self._instance,
+            identity=self.identity,
+            task_queue=self.task_queue,
+            workflows=sorted(self._workflows),
+            activities=sorted(self._activities),
+        )
+        self._registered = True
+        self._tasks.append(asyncio.create_task(self._say_alive()))
         if self._workflows:
             await store.reset_backoff(self.task_queue)
             store.add_eager_starter(self.task_queue, self._workflow.start_eagerly)
@@ -274,6 +287,22 @@ class Worker:
             if wake is not None and store.clock.now() >= wake.at:
                 # a retry backoff, a sticky wait or a lease ran out: wake whose work it is
                 store.notify(self.task_queue, wake.kind)
+
+    async def _say_alive(self) -> None:
+        """Mark this worker alive every
+        :data:`~.store._worker_ops.WORKER_HEARTBEAT` seconds while it serves (see
+        :meth:`Client.list_workers`)."""
+        store = self.client.store
+        while not self._workflow.stopping:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_worker_ops.WORKER_HEARTBEAT):
+                    await self._stop_wake.wait()
+            if self._workflow.stopping:
+                return
+            try:
+                await store.worker_seen(self._instance)
+            except Exception as exc:  # noqa: BLE001 - reported; marked again next time
+                report(log, "marking this worker alive", exc)
 
     def _fail(self, failure: SchemaVersionError) -> None:
         """Stop taking work for good: :meth:`run` shuts down and raises ``failure``."""
@@ -335,6 +364,21 @@ class Worker:
         self._workflow.close()
         if self._own_executor:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        # others then see it stopped, not lost (unless the database is known to be
+        # silent, or outgrown: then it shows as lost a minute later)
+        if self._registered and self.failure is None and (answered or not served):
+            try:
+                async with asyncio.timeout(STOPPED_MARK):
+                    await self.client.store.worker_stopped(self._instance)
+            except TimeoutError:
+                log.warning(
+                    "could not mark worker %s stopped (the database did not answer within "
+                    "%g s); it is listed as lost a minute from now",
+                    self.identity,
+                    STOPPED_MARK,
+                )
+            except Exception as exc:  # noqa: BLE001 - as above
+                report(log, "marking this worker stopped", exc, "going on")
         self._stopped.set()
         if self._tasks:  # it served (a start that failed before polling logs nothing)
             log.info("worker %s stopped", self.identity)

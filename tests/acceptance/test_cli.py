@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -262,6 +263,32 @@ def test_describe_shows_where_an_unfinished_activity_stands(
     cli("workflow", "terminate", "throttled-1", db=db)
     closed = json.loads(cli("workflow", "describe", "throttled-1", "--json", db=db).stdout)
     assert closed["pending_activities"] == []
+
+
+def test_workers_lists_the_serving_worker_by_machine_and_process(
+    db: str, worker: subprocess.Popen[str]
+) -> None:
+    found = json.loads(cli("workers", "--json", db=db).stdout)
+    serving = [w for w in found if w["state"] == "SERVING"]
+    assert len(serving) == 1, found
+    assert serving[0]["identity"].startswith(f"{socket.gethostname()}:{worker.pid}:")
+    assert serving[0]["task_queue"] == TASK_QUEUE
+    assert "greet" in serving[0]["activities"] and "Greeter" in serving[0]["workflows"]
+    table = cli("workers", "-q", TASK_QUEUE, db=db).stdout
+    row = next(line for line in table.splitlines() if serving[0]["identity"] in line)
+    assert [cell.strip() for cell in row.split("│")[2:4]] == [TASK_QUEUE, "SERVING"]
+    assert cli("workers", "-q", "nobody", db=db).stdout.strip() == (
+        "no workers have served in the last day there"
+    )
+
+
+def test_ids_print_as_they_are_not_as_markup(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'markup.db'}"
+    wid = "a[/]b[red]c"  # a stray closing tag made the table raise; a style tag vanished
+    started = cli("workflow", "start", "Foo", "--id", wid, "-q", "q", db=db).stdout
+    assert started.startswith(f"started workflow {wid} (run ")
+    assert wid in cli("workflow", "list", db=db).stdout
+    assert wid in cli("workflow", "describe", wid, db=db).stdout
 
 
 def test_unknown_workflow_is_one_line_error(tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ from mainspring import (
     activity,
     workflow,
 )
+from mainspring.handle import MAX_PENDING_SHOWN
+from tests._clock import ManualClock
 
 _RELEASE: dict[str, asyncio.Event] = {}
 
@@ -127,10 +129,12 @@ async def test_describe_shows_each_unfinished_activity_where_it_stands(client: C
             assert failing.last_failure.message == "429 Too Many Requests"
             assert failing.next_attempt_time is not None
             assert failing.next_attempt_time.timestamp() > now + 3000  # an hour's backoff
+            assert failing.able_workers == 1  # the worker registers it
 
             assert queued.state is PendingActivityState.SCHEDULED
             assert queued.task_queue == "nobody-serves-this"
             assert queued.attempt == 1 and queued.worker is None
+            assert queued.able_workers == 0  # no worker serves its queue
             assert queued.deadline is not None
             assert queued.deadline.timestamp() > now + 86_400
             assert not any(a.cancel_requested for a in d.pending_activities)
@@ -146,3 +150,113 @@ async def test_describe_shows_each_unfinished_activity_where_it_stands(client: C
             assert closed.pending_activities == ()
     finally:
         _RELEASE.clear()
+
+
+@activity.defn
+async def stubborn(label: str) -> str:
+    """Goes on after the workflow asks it to stop (until the test releases it)."""
+    while True:
+        try:
+            await _RELEASE[label].wait()
+            return label
+        except asyncio.CancelledError:
+            continue
+
+
+@workflow.defn
+class CancelsOne:
+    def __init__(self) -> None:
+        self.stop = False
+
+    @workflow.run
+    async def run(self, label: str) -> str:
+        step = workflow.start_activity(stubborn, label, start_to_close_timeout=timedelta(hours=1))
+        await workflow.wait_condition(lambda: self.stop)
+        step.cancel()
+        await workflow.wait_condition(lambda: False)
+        return "never"
+
+    @workflow.signal
+    def halt(self) -> None:
+        self.stop = True
+
+
+async def test_an_activity_the_workflow_cancelled_says_so(client: Client) -> None:
+    _RELEASE["d3"] = asyncio.Event()
+    try:
+        async with Worker(client, task_queue="q", workflows=[CancelsOne], activities=[stubborn]):
+            handle = await client.start_workflow(CancelsOne.run, "d3", id="d3", task_queue="q")
+            await _described(
+                handle,
+                lambda d: [a.state for a in d.pending_activities] == [PendingActivityState.STARTED],
+                "it never started",
+            )
+            await handle.signal(CancelsOne.halt)
+            d = await _described(
+                handle,
+                lambda d: d.pending_activities[0].cancel_requested,
+                "the cancel request never showed",
+            )
+            assert d.pending_activities[0].state is PendingActivityState.STARTED
+            _RELEASE["d3"].set()
+            await handle.terminate("done looking")
+    finally:
+        _RELEASE.clear()
+
+
+async def test_a_retry_due_with_no_worker_left_waits_and_a_lapsed_lease_shows(
+    clocked: tuple[Client, ManualClock],
+) -> None:
+    client, clock = clocked
+    async with Worker(client, task_queue="q", workflows=[ThreeWays], activities=[rate_limited]):
+        handle = await client.start_workflow(ThreeWays.run, "d4", id="d4", task_queue="q")
+        await _described(
+            handle,
+            lambda d: (
+                _by_type(d).get("rate_limited") is not None
+                and _by_type(d)["rate_limited"].state is PendingActivityState.BACKOFF
+            ),
+            "it never failed",
+        )
+    # a worker that claims slow_step and is lost: its lease stays in the store
+    clock.t += 60  # past the lean of slow_step to the worker whose run scheduled it
+    (task,) = await client.store.claim_activities("q", "lost-box:1:ab", 10)
+    assert task.activity_type == "slow_step"
+    d = await handle.describe()
+    assert _by_type(d)["slow_step"].worker == "lost-box:1:ab"
+    clock.t += 2 * 3600  # past the hour's backoff, and past slow_step's lease
+    d = await handle.describe()
+    running, failing = _by_type(d)["slow_step"], _by_type(d)["rate_limited"]
+    assert running.state is PendingActivityState.STARTED
+    assert running.lease_expires is not None
+    assert running.lease_expires.timestamp() < clock.now()  # lapsed: its worker lost
+    assert failing.state is PendingActivityState.SCHEDULED  # due, waiting for a worker
+    assert (failing.attempt, failing.next_attempt_time) == (2, None)
+    assert failing.able_workers == 0  # the only worker that served it stopped
+    assert d.pending_activity_count == 3
+    await handle.terminate("done looking")
+
+
+@workflow.defn
+class FansOut:
+    @workflow.run
+    async def run(self, n: int) -> None:
+        await asyncio.gather(
+            *(
+                workflow.execute_activity(
+                    unserved, task_queue="nobody-serves-this", start_to_close_timeout=timedelta(1)
+                )
+                for _ in range(n)
+            )
+        )
+
+
+async def test_a_wide_fan_out_shows_the_first_activities_and_counts_them_all(
+    client: Client,
+) -> None:
+    async with Worker(client, task_queue="q", workflows=[FansOut]):
+        handle = await client.start_workflow(FansOut.run, 150, id="wide", task_queue="q")
+        d = await _described(handle, lambda d: d.pending_activity_count == 150, "never fanned out")
+        assert len(d.pending_activities) == MAX_PENDING_SHOWN
+        assert [a.seq for a in d.pending_activities] == sorted(a.seq for a in d.pending_activities)
+        await handle.terminate("done looking")

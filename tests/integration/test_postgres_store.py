@@ -557,7 +557,7 @@ async def test_schemas_in_one_database_are_independent_installations(pg_url: str
         "WHERE table_name LIKE 'mainspring%%' GROUP BY 1 ORDER BY 1",
     )
     # nothing in public or elsewhere
-    assert counts == [("mainspring_blue", 6), (longest, 6), ("user", 6)]
+    assert counts == [("mainspring_blue", 7), (longest, 7), ("user", 7)]
 
 
 def _one_batch(

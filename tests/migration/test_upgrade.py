@@ -16,8 +16,8 @@ from tests.integration.agents import Approval, Hello, echo, sync_upper
 
 
 def _as_version_1(url: str) -> None:
-    """Turn a database back into schema version 1: without version 2's columns and
-    the indexes of versions 3 and 4."""
+    """Turn a database back into schema version 1: without version 2's columns, the
+    indexes of versions 3 to 5 and version 6's table."""
     statements = [
         "DROP INDEX {s}mainspring_runs_closed_status",
         "DROP INDEX {s}mainspring_runs_closed_type",
@@ -25,6 +25,7 @@ def _as_version_1(url: str) -> None:
         "DROP INDEX {s}mainspring_activities_deadline",
         "ALTER TABLE {s}mainspring_runs DROP COLUMN wft_sticky",
         "ALTER TABLE {s}mainspring_activities DROP COLUMN sticky",
+        "DROP TABLE {s}mainspring_workers",
         "UPDATE {s}mainspring_meta SET value = '1' WHERE key = 'version'",
     ]
     if url.startswith("sqlite"):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from mainspring import PendingActivity, PendingActivityState
-from mainspring._cli_common import pending_dict, pending_text
+from mainspring._cli_common import fmt_time, pending_dict, pending_text
 from mainspring.errors import Failure
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
@@ -42,7 +43,35 @@ def test_a_lapsed_lease_says_the_worker_was_lost() -> None:
     lapsed = _activity(lease_expires=NOW - timedelta(seconds=1), last_failure=None)
     text = pending_text(lapsed, NOW).plain
     assert "running on box-7:4242:ab12cd34 (its lease ran out at " in text
-    assert text.endswith(": that worker was lost, and another takes it over)")
+    assert text.endswith(
+        ": this attempt timed out, its worker lost or too slow; the next maintenance pass "
+        "of any worker fails it, and the retry policy decides what follows)"
+    )
+
+
+def test_a_queued_activity_shows_its_deadline_and_when_it_has_passed() -> None:
+    queued = _activity(
+        state=PendingActivityState.SCHEDULED,
+        worker=None,
+        lease_expires=None,
+        last_failure=None,
+        able_workers=1,
+    )
+    soon = pending_text(replace(queued, deadline=NOW + timedelta(hours=1)), NOW).plain
+    when = fmt_time(NOW + timedelta(hours=1))  # in this machine's time zone
+    assert soon.endswith(f"waiting for a worker of task queue 'agents' (must finish by {when})")
+    late = pending_text(replace(queued, deadline=NOW - timedelta(hours=1)), NOW).plain
+    assert "(past its deadline 20" in late
+
+
+def test_control_characters_in_users_text_are_escaped() -> None:
+    hostile = _activity(
+        activity_type="call\x1b[2J", last_failure=Failure(type="E", message="\x1b[31mred\x07")
+    )
+    text = pending_text(hostile, NOW).plain
+    assert "\x1b" not in text and "\x07" not in text
+    assert text.startswith("call\\x1b[2J, attempt 3")
+    assert text.endswith("; last failure: E: \\x1b[31mred\\x07")
 
 
 def test_a_queued_activity_names_its_queue_and_a_cancel_request() -> None:
@@ -54,9 +83,20 @@ def test_a_queued_activity_names_its_queue_and_a_cancel_request() -> None:
         lease_expires=None,
         last_failure=None,
         cancel_requested=True,
+        able_workers=2,
     )
     assert pending_text(queued, NOW).plain == (
         "call_llm, attempt 1 of 5: waiting for a worker of task queue 'agents', cancel requested"
+    )
+
+
+def test_a_queued_activity_no_live_worker_serves_says_so() -> None:
+    queued = _activity(
+        state=PendingActivityState.SCHEDULED, worker=None, lease_expires=None, last_failure=None
+    )
+    assert pending_text(queued, NOW).plain == (
+        "call_llm, attempt 3: waiting for a worker of task queue 'agents' (no live worker "
+        "there registers call_llm: start one that does)"
     )
 
 

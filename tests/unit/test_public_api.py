@@ -33,6 +33,8 @@ EXPECTED = {
     "TimeoutFailure",
     "Worker",
     "WorkerError",
+    "WorkerInfo",
+    "WorkerState",
     "WorkflowAlreadyStartedError",
     "WorkflowClosedError",
     "WorkflowDescription",

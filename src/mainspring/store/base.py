@@ -17,15 +17,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..history import Event
-from . import _tx
+from . import _tx, _worker_ops
 from ._activity_ops import ActivityOps, _failure_topics
 from ._store_core import ACTIVITY_LEASE_CAP, Clock, _decider_queue, _nobody
 from ._tx import Tx
 from ._wakeups import QUERIES, WORKFLOWS, key_topic, queue_topic
+from ._worker_ops import WorkerOps
 from .records import (
     CompletionOutcome,
-    PendingActivityRecord,
     QueryRequest,
+    RunInspection,
     RunRecord,
     Wakeup,
     WorkflowTask,
@@ -41,7 +42,7 @@ EagerStarter = Callable[[str, str, str, bool, str], Awaitable["tuple[str, bool] 
 or ``None`` when the worker cannot take the run (unknown type, no capacity)."""
 
 
-class Store(ActivityOps):
+class Store(ActivityOps, WorkerOps):
     """Durable state of every workflow run, shared by clients and workers."""
 
     def __init__(self, url: str, clock: Clock | None = None) -> None:
@@ -138,12 +139,18 @@ class Store(ActivityOps):
         return await self._run(lambda tx: _tx.describe(tx, workflow_id, run_id), readonly=True)
 
     async def inspect_run(
-        self, workflow_id: str, run_id: str | None = None
-    ) -> tuple[RunRecord, list[PendingActivityRecord]]:
-        """The latest (or given) run of ``workflow_id`` and its activities that have not
-        finished (queued, leased to a worker, or waiting out a retry's backoff), in
-        one read-only transaction."""
-        return await self._run(lambda tx: _tx.inspect_run(tx, workflow_id, run_id), readonly=True)
+        self, workflow_id: str, run_id: str | None = None, *, limit: int = 100
+    ) -> RunInspection:
+        """The latest (or given) run of ``workflow_id``, its first ``limit`` activities
+        that have not finished (queued, leased to a worker, or waiting out a retry's
+        backoff) and how many there are, and the live workers (see
+        :mod:`._worker_ops`), in one read-only transaction."""
+
+        def run(tx: Tx) -> RunInspection:
+            since = self._now() - _worker_ops.WORKER_LOST
+            return _tx.inspect_run(tx, workflow_id, run_id, since, limit)
+
+        return await self._run(run, readonly=True)
 
     async def list_runs(
         self, *, status: str | None = None, workflow_type: str | None = None, limit: int = 100

@@ -161,6 +161,44 @@ class PendingActivityRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WorkerRecord:
+    """A worker as it registered itself (see :class:`~._worker_ops.WorkerOps`)."""
+
+    instance: str
+    identity: str
+    task_queue: str
+    workflows: list[str]
+    activities: list[str]
+    started_at: float
+    seen_at: float
+    stopped_at: float | None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> WorkerRecord:
+        """Build from a ``list_workers`` row."""
+        return cls(
+            instance=row[0],
+            identity=row[1],
+            task_queue=row[2],
+            workflows=list(json.loads(row[3])),
+            activities=list(json.loads(row[4])),
+            started_at=row[5],
+            seen_at=row[6],
+            stopped_at=row[7],
+        )
+
+
+class RunInspection(NamedTuple):
+    """A run, its unfinished activities (the first ``limit`` by ``seq``), how many it
+    has in all, and the live workers (see :meth:`Store.inspect_run`)."""
+
+    run: RunRecord
+    pending: list[PendingActivityRecord]
+    pending_count: int
+    live_workers: list[WorkerRecord]
+
+
+@dataclass(frozen=True, kw_only=True)
 class WorkflowTaskCompletion:
     """What a worker hands back for a workflow task."""
 

@@ -23,7 +23,9 @@ from ...errors import (
 from ...history import Event, EventType
 from ..records import (
     PendingActivityRecord,
+    RunInspection,
     RunRecord,
+    WorkerRecord,
     WorkflowStatus,
 )
 
@@ -264,12 +266,23 @@ def describe(tx: Tx, workflow_id: str, run_id: str | None) -> RunRecord:
 
 
 def inspect_run(
-    tx: Tx, workflow_id: str, run_id: str | None
-) -> tuple[RunRecord, list[PendingActivityRecord]]:
-    """The latest (or given) run of ``workflow_id`` and its unfinished activities."""
+    tx: Tx, workflow_id: str, run_id: str | None, seen_since: float, limit: int
+) -> RunInspection:
+    """The latest (or given) run of ``workflow_id``, its first ``limit`` unfinished
+    activities and their number, and (if it has any) the workers that serve and were
+    seen since ``seen_since``."""
     run = _find_run(tx, workflow_id, run_id)
-    rows = tx.q("run_activities", {"run_id": run.run_id})
-    return run, [PendingActivityRecord.from_row(r) for r in rows]
+    rows = tx.q("run_activities", {"run_id": run.run_id, "limit": limit})
+    count = len(rows)
+    if count >= limit:
+        count = int(tx.q("count_run_activities", {"run_id": run.run_id})[0][0])
+    live = tx.q("live_workers", {"since": seen_since}) if rows else []
+    return RunInspection(
+        run,
+        [PendingActivityRecord.from_row(r) for r in rows],
+        count,
+        [WorkerRecord.from_row(r) for r in live],
+    )
 
 
 def list_runs(tx: Tx, status: str | None, workflow_type: str | None, limit: int) -> list[RunRecord]:

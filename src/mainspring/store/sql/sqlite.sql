@@ -214,11 +214,42 @@ SELECT run_id, seq, workflow_id, workflow_type, activity_type, task_queue, input
     attempt_deadline, cancel_requested, last_failure, ready_at
 FROM mainspring_activities WHERE run_id = :run_id AND seq = :seq;
 
+-- name: register_worker
+INSERT INTO mainspring_workers (instance, identity, task_queue, workflows, activities,
+    started_at, seen_at)
+VALUES (:instance, :identity, :task_queue, :workflows, :activities, :now, :now);
+
+-- name: forget_workers
+-- Workers stopped or lost long ago (the table stays small).
+DELETE FROM mainspring_workers WHERE seen_at < :before;
+
+-- name: worker_seen
+UPDATE mainspring_workers SET seen_at = :now
+WHERE instance = :instance AND stopped_at IS NULL;
+
+-- name: worker_stopped
+UPDATE mainspring_workers SET seen_at = :now, stopped_at = :now
+WHERE instance = :instance;
+
+-- name: list_workers
+SELECT instance, identity, task_queue, workflows, activities, started_at, seen_at,
+    stopped_at
+FROM mainspring_workers ORDER BY task_queue, started_at DESC;
+
+-- name: live_workers
+-- Workers that serve and were seen lately (for describe: who serves a queued activity).
+SELECT instance, identity, task_queue, workflows, activities, started_at, seen_at,
+    stopped_at
+FROM mainspring_workers WHERE stopped_at IS NULL AND seen_at >= :since;
+
 -- name: run_activities
 -- A run's unfinished activities, for describe (the primary key's order).
 SELECT seq, activity_type, task_queue, options, attempt, scheduled_at, ready_at, deadline,
     lease_owner, lease_until, heartbeat_details, last_failure, cancel_requested
-FROM mainspring_activities WHERE run_id = :run_id ORDER BY seq;
+FROM mainspring_activities WHERE run_id = :run_id ORDER BY seq LIMIT :limit;
+
+-- name: count_run_activities
+SELECT count(*) FROM mainspring_activities WHERE run_id = :run_id;
 
 -- name: retry_activity
 UPDATE mainspring_activities
