@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import json
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from .errors import (
     ApplicationError,
     CancelledFailure,
     PayloadError,
+    StoreUnavailableError,
     TimeoutFailure,
     error_to_failure,
 )
@@ -28,6 +30,14 @@ from .store.base import Store
 from .store.records import ActivityTask
 
 log = logging.getLogger("mainspring.worker")
+
+# How long (seconds) a worker keeps trying to record an attempt's outcome while the
+# database is unavailable (a restart, a failover, a cut connection): a finished
+# activity's result is not thrown away for a blip. Each try is fenced, so one after a
+# commit whose answer was lost changes nothing; once another worker has taken the
+# attempt over, the try is refused as stale.
+RECORD_PATIENCE = 3600.0
+RECORD_RETRY_MAX = 2.0  # the longest wait between two tries
 
 
 class _Slot:
@@ -187,18 +197,51 @@ class ActivityRunner:
         # which the decision below can then take in the same commit.
         slot.freed = True
         self._free += 1
-        try:
+        self._slot_freed.set()
+
+        async def record() -> None:
             if not await self._try_decide(task, text):
                 await self.store.complete_activity(task, text)
-        except Exception as exc:  # noqa: BLE001 - the attempt runs again
-            report(
-                log,
-                f"recording the result of activity {task.activity_type}",
-                exc,
-                "it runs again when its lease runs out",
-            )
-        finally:
-            self._slot_freed.set()
+
+        await self._record(f"the result of activity {task.activity_type}", record)
+
+    async def _record(self, what: str, write: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``write``, which records an attempt's outcome; while the database is
+        unavailable, again and again, with backoff, for up to :data:`RECORD_PATIENCE`
+        seconds. Any other error is logged: the attempt runs again when its lease runs
+        out."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + RECORD_PATIENCE
+        delay, tries = 0.05, 0
+        while True:
+            try:
+                await write()
+            except StoreUnavailableError as exc:
+                tries += 1
+                # logged as it is, never held back among the polling loops' like lines
+                if loop.time() + delay > give_up:
+                    log.warning(
+                        "recording %s failed for %g s: %s; it runs again when its lease runs out",
+                        what,
+                        RECORD_PATIENCE,
+                        exc,
+                    )
+                    return
+                if tries == 1:
+                    log.warning(
+                        "recording %s failed: %s; trying again until the database answers",
+                        what,
+                        exc,
+                    )
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, RECORD_RETRY_MAX)
+                continue
+            except Exception as exc:  # noqa: BLE001 - the attempt runs again
+                report(log, f"recording {what}", exc, "it runs again when its lease runs out")
+                return
+            if tries:
+                log.info("recorded %s after %d tries", what, tries + 1)
+            return
 
     def _encode_result(self, result: Any, task: ActivityTask) -> str:
         try:
@@ -212,16 +255,12 @@ class ActivityRunner:
             failure = type(failure)(
                 type="CancelledError", message="activity cancelled", kind="CancelledFailure"
             )
-        try:
+
+        async def record() -> None:
             await self.store.fail_activity(task, failure.to_dict())
             self._schedule_changed()  # a retry may now be due soon
-        except Exception as exc:  # noqa: BLE001 - the attempt runs again
-            report(
-                log,
-                f"recording the failure of activity {task.activity_type}",
-                exc,
-                "it runs again when its lease runs out",
-            )
+
+        await self._record(f"the failure of activity {task.activity_type}", record)
 
     async def _invoke(self, defn: ActivityDefinition, task: ActivityTask) -> Any:
         args = self.converter.decode_args(task.input, defn.arg_hints)

@@ -244,6 +244,46 @@ async def test_a_role_using_tables_another_role_migrated_is_told_what_to_grant(
         admin_sql(pg_url, f"DROP ROLE {role}")
 
 
+async def test_a_role_short_of_a_right_on_a_table_is_told_at_open_and_while_running(
+    pg_url: str,
+) -> None:
+    # SELECT, INSERT and UPDATE but not DELETE: the worker would start, and its first
+    # finished activity would fail to be recorded, again and again
+    role = f"ms_test_app_{uuid.uuid4().hex[:8]}"
+    owner = PostgresStore(pg_url + "?schema=shared&pool_size=1")
+    await owner.open()
+    await owner.close()
+    admin_sql(pg_url, f"CREATE ROLE {role} LOGIN")
+    admin_sql(pg_url, f"GRANT USAGE ON SCHEMA shared TO {role}")
+    admin_sql(pg_url, f"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA shared TO {role}")
+    grant = f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "shared" TO "{role}";'
+    try:
+        as_role = pg_url.replace("://postgres@", f"://{role}@", 1) + "?schema=shared&pool_size=1"
+        with pytest.raises(StoreError) as info:
+            await PostgresStore(as_role).open()
+        msg = str(info.value)
+        assert "(it lacks DELETE on mainspring_activities, DELETE on mainspring_events" in msg
+        assert grant in msg, msg
+        admin_sql(pg_url, grant.replace('"', ""))
+        s = PostgresStore(as_role)
+        await s.open()
+        try:  # a right taken away while it runs: the error says what to grant
+            admin_sql(pg_url, f"REVOKE INSERT ON ALL TABLES IN SCHEMA shared FROM {role}")
+            with pytest.raises(StoreError) as info:
+                await s.start_workflow(
+                    workflow_id="w", workflow_type="T", task_queue="q", input="[]"
+                )
+            msg = str(info.value)
+            assert "permission denied for table mainspring_" in msg, msg
+            assert f"role '{role}' lacks rights on Mainspring's tables" in msg, msg
+            assert grant in msg, msg
+        finally:
+            await s.close()
+    finally:
+        admin_sql(pg_url, f"DROP OWNED BY {role}")
+        admin_sql(pg_url, f"DROP ROLE {role}")
+
+
 # --------------------------------------------------------------------------- concurrency
 
 

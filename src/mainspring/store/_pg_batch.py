@@ -27,7 +27,7 @@ from ..errors import SchemaVersionError, StoreError, StoreUnavailableError
 from ._group_commit import _Op
 from ._pg_logs import adopt
 from ._pg_tx import _PgTx, _read_ahead
-from ._pg_url import PgSettings, _line
+from ._pg_url import PgSettings, _ident, _line
 
 Conn = psycopg.Connection[Any]
 
@@ -37,6 +37,7 @@ log = logging.getLogger("mainspring.store")
 _CONFLICTS = frozenset({"40001", "40P01", "23505", "55P03"})
 _MAX_CONFLICT_RETRIES = 8
 _READ_ONLY = "25006"  # read_only_sql_transaction
+_NO_PRIVILEGE = "42501"  # insufficient_privilege
 # Seconds a writer's transaction may wait for its client's next statement before the
 # server ends it. The statements of a batch follow each other within milliseconds, so a
 # wait this long means the client is gone (a dead link, a frozen process): without the
@@ -343,7 +344,7 @@ class Batches:
                     others = [o for o in ops if o is not op]
                     if isinstance(exc, psycopg.Error) and exc.sqlstate in _CONFLICTS:
                         return others, (op, exc)
-                    op.error = _op_error(exc)
+                    op.error = _op_error(exc, self.settings)
                     return others, None
             committing = True
             payload = tx.payload(self._token)
@@ -379,7 +380,7 @@ def _in_error(conn: Conn) -> bool:
     return conn.info.transaction_status == pq.TransactionStatus.INERROR
 
 
-def _op_error(exc: Exception) -> Exception:
+def _op_error(exc: Exception, settings: PgSettings) -> Exception:
     if not isinstance(exc, psycopg.Error):
         return exc
     if exc.sqlstate == _READ_ONLY:
@@ -387,6 +388,14 @@ def _op_error(exc: Exception) -> Exception:
             "the database is read-only (a standby, or default_transaction_read_only is on), "
             "so nothing was saved; the writer reconnects: point the URL at the primary",
             maybe_saved=False,
+        )
+    elif exc.sqlstate == _NO_PRIVILEGE:
+        err = StoreError(
+            f"database error: {_line(exc)}: role {settings.user!r} lacks rights on "
+            "Mainspring's tables; as their owner run: GRANT USAGE ON SCHEMA "
+            f"{_ident(settings.schema)} TO {_ident(settings.user)}; GRANT SELECT, INSERT, "
+            f"UPDATE, DELETE ON ALL TABLES IN SCHEMA {_ident(settings.schema)} TO "
+            f"{_ident(settings.user)};"
         )
     else:
         err = StoreError(f"database error: {_line(exc)}")

@@ -105,6 +105,9 @@ def migrate(connect: Callable[[], Conn], s: PgSettings, set_meta: str, clock: Cl
                         ("compatible", str(compatible_from(scripts, version))),
                     ):
                         conn.execute(set_meta, {"key": key, "value": value})
+            lacking = _lacking(conn, s.schema)
+            if lacking:  # else the first step that needs it fails, at run time
+                raise _privilege_error(conn, s, str(user), str(db), lacking)
         return str(db)
     except psycopg.errors.InsufficientPrivilege as exc:
         raise _privilege_error(conn, s, str(user), str(db), _line(exc)) from exc
@@ -205,6 +208,24 @@ def _read_only_refusal(s: PgSettings, db: str, why: str, state: str) -> StoreErr
         f"{s.schema!r} {state}: point the URL at the primary (with a list of hosts, add "
         "target_session_attrs=read-write)"
     )
+
+
+def _lacking(conn: Conn, schema: str) -> str | None:
+    """What the role lacks of SELECT, INSERT, UPDATE and DELETE on the Mainspring tables
+    of ``schema``, in the server's words (None: nothing)."""
+    rows = conn.execute(
+        "SELECT c.relname, p.privilege FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) AS p(privilege) "
+        "WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname LIKE 'mainspring\\_%%' "
+        "AND NOT has_table_privilege(c.oid, p.privilege) ORDER BY 1, 2",
+        (schema,),
+    ).fetchall()
+    if not rows:
+        return None
+    shown = ", ".join(f"{privilege} on {table}" for table, privilege in rows[:3])
+    more = f" and {len(rows) - 3} more" if len(rows) > 3 else ""
+    return f"it lacks {shown}{more}"
 
 
 def _usable(conn: Conn, schema: str) -> bool:

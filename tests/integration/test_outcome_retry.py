@@ -1,0 +1,176 @@
+"""A finished activity's result is not thrown away when the database is away at the
+moment it is recorded: the worker tries again until the database answers, and the
+activity does not run again (its side effects, its tokens) nor fail for it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from mainspring import (
+    Client,
+    EventType,
+    RetryPolicy,
+    StoreUnavailableError,
+    Worker,
+    activity,
+    workflow,
+)
+from mainspring.store.base import Store
+from tests import _pg
+
+_RAN: dict[str, int] = {}
+_FINISHING: dict[str, asyncio.Event] = {}  # set as the activity returns its result
+_GO: dict[str, asyncio.Event] = {}
+
+
+@activity.defn
+async def send_email(to: str) -> str:
+    """A side effect that must happen once: one attempt only, and an hour to report."""
+    _RAN[to] = _RAN.get(to, 0) + 1
+    await _GO[to].wait()
+    _FINISHING[to].set()
+    return f"sent to {to}"
+
+
+@workflow.defn
+class Notify:
+    @workflow.run
+    async def run(self, to: str) -> str:
+        return await workflow.execute_activity(
+            send_email,
+            to,
+            start_to_close_timeout=timedelta(hours=1),
+            retry_policy=RetryPolicy(maximum_attempts=1),
+        )
+
+
+def outage(store: Store, writes: int, *, committed: bool) -> list[str]:
+    """From the moment the activity finishes, fail the next ``writes`` writes as an
+    outage would: before they are sent, or (``committed``) after they committed with
+    the answer lost."""
+    failed: list[str] = []
+    real = store._run
+
+    async def run(fn: Callable[..., Any], *, readonly: bool = False, **options: Any) -> Any:
+        finishing = any(e.is_set() for e in _FINISHING.values())
+        if readonly or not finishing or len(failed) >= writes:
+            return await real(fn, readonly=readonly, **options)
+        failed.append(getattr(fn, "__qualname__", repr(fn)))
+        if committed:
+            await real(fn, readonly=readonly, **options)
+        raise StoreUnavailableError(
+            "cannot reach the database (simulated outage)", maybe_saved=committed
+        )
+
+    store._run = run  # type: ignore[method-assign]
+    return failed
+
+
+@pytest.fixture(autouse=True)
+def fresh() -> None:
+    _RAN.clear()
+    _FINISHING.clear()
+    _GO.clear()
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["not-sent", "answer-lost"])
+async def test_a_result_met_by_an_outage_is_recorded_once_the_database_answers(
+    client: Client, committed: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    to = f"alice-{committed}"
+    _GO[to], _FINISHING[to] = asyncio.Event(), asyncio.Event()
+    _GO[to].set()
+    failed = outage(client.store, writes=4, committed=committed)
+    async with Worker(client, task_queue="q", workflows=[Notify], activities=[send_email]):
+        handle = await client.start_workflow(Notify.run, to, id=to, task_queue="q")
+        assert await asyncio.wait_for(handle.result(), 30) == f"sent to {to}"
+    assert len(failed) == 4  # the outage happened, and the result outlived it
+    assert _RAN[to] == 1  # not run again, nor failed for it
+    history = await handle.fetch_history()
+    completed = [e for e in history if e.event_type is EventType.ACTIVITY_TASK_COMPLETED]
+    assert [e.attributes["attempt"] for e in completed] == [1]
+    assert "trying again until the database answers" in caplog.text
+
+
+@pytest.mark.skipif(not _pg.enabled(), reason=_pg.report_header())
+async def test_a_real_outage_while_an_activity_finishes_loses_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The database stops taking connections and drops every session just as the
+    activity finishes; the worker records its result once connections are allowed."""
+    import psycopg
+
+    caplog.set_level(logging.INFO, "mainspring")
+    to = "bob"
+    _GO[to], _FINISHING[to] = asyncio.Event(), asyncio.Event()
+    with _pg.fresh_database() as url:
+        name = url.rsplit("/", 1)[1]
+
+        def admin(sql: str) -> None:
+            with psycopg.connect(_pg.admin_url(), autocommit=True) as conn:
+                conn.execute(sql)  # type: ignore[arg-type]
+
+        async with (
+            await Client.connect(url) as client,
+            Worker(client, task_queue="q", workflows=[Notify], activities=[send_email]),
+        ):
+            handle = await client.start_workflow(Notify.run, to, id=to, task_queue="q")
+            while not _RAN.get(to):  # it runs
+                await asyncio.sleep(0.01)
+            admin(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+            try:
+                admin(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                )
+                _GO[to].set()
+                deadline = time.monotonic() + 30
+                while "trying again until the database answers" not in caplog.text:
+                    assert time.monotonic() < deadline, caplog.text
+                    await asyncio.sleep(0.05)
+            finally:
+                admin(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+            assert await asyncio.wait_for(handle.result(), 60) == f"sent to {to}"
+    assert _RAN[to] == 1
+    assert "recorded the result of activity send_email after" in caplog.text
+
+
+@activity.defn
+async def flaky_once(to: str) -> str:
+    _RAN[to] = _RAN.get(to, 0) + 1
+    if _RAN[to] == 1:
+        _FINISHING[to].set()  # its failure is what meets the outage
+        raise RuntimeError("503 Service Unavailable")
+    return f"done for {to}"
+
+
+@workflow.defn
+class Flaky:
+    @workflow.run
+    async def run(self, to: str) -> str:
+        return await workflow.execute_activity(
+            flaky_once,
+            to,
+            start_to_close_timeout=timedelta(hours=1),
+            retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=10)),
+        )
+
+
+async def test_a_failed_attempt_met_by_an_outage_is_recorded_and_retried_at_once(
+    client: Client,
+) -> None:
+    to = "carol"
+    _FINISHING[to] = asyncio.Event()
+    failed = outage(client.store, writes=3, committed=False)
+    async with Worker(client, task_queue="q", workflows=[Flaky], activities=[flaky_once]):
+        handle = await client.start_workflow(Flaky.run, to, id=to, task_queue="q")
+        assert await asyncio.wait_for(handle.result(), 30) == f"done for {to}"
+    assert len(failed) == 3
+    assert _RAN[to] == 2  # the failed attempt and its retry: not a third after a lease
