@@ -77,13 +77,20 @@ def json_option(fn: F) -> F:
     )(fn)
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# control characters but newline and tab, and the marks that reorder text
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def shown(text: str) -> str:
-    """``text`` with its control characters but newline and tab escaped (``\\x1b``): ids,
-    names and messages are users' data, and must not steer the terminal."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """``text`` with its control characters but newline and tab, and its bidirectional
+    marks, escaped (``\\x1b``, ``\\u202e``): ids, names and messages are users' data,
+    and must not steer the terminal or reorder what it shows."""
+    return _CONTROL.sub(_escape, text)
+
+
+def _escape(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def fail(message: str) -> NoReturn:

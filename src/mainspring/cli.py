@@ -13,6 +13,7 @@ import sys
 from datetime import UTC, datetime
 
 import click
+from rich.console import Console
 
 from . import __version__
 from ._cli_common import (
@@ -196,7 +197,9 @@ def demo(workflows: int, kill_after: int, db: str | None) -> None:
     """
     from .demo.driver import run_demo
 
-    ok = run(run_demo(db=db, workflows=workflows, kill_after=kill_after, console=out))
+    # the demo's own lines carry markup (its data is its own): a console that reads it
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    ok = run(run_demo(db=db, workflows=workflows, kill_after=kill_after, console=console))
     if not ok:
         raise SystemExit(1)
 

@@ -25,6 +25,7 @@ from .activity import ActivityDefinition
 from .client import MIN_RETENTION
 from .errors import InvalidNameError, SchemaVersionError, WorkerError
 from .store import _worker_ops
+from .store._worker_ops import Registration
 from .workflow import WorkflowDefinition
 
 if TYPE_CHECKING:
@@ -154,7 +155,13 @@ class Worker:
         self._sticky = sticky
         self._retention = keep
         self._stop_wake = asyncio.Event()  # set when shutting down: sleepers stop
-        self._instance = uuid.uuid4().hex  # its row in the registry of workers
+        self._registration = Registration(  # its row in the registry of workers
+            instance=uuid.uuid4().hex,
+            identity=self.identity,
+            task_queue=self.task_queue,
+            workflows=sorted(self._workflows),
+            activities=sorted(self._activities),
+        )
         self._registered = False
         self._own_executor = activity_executor is None
         self._executor = activity_executor or ThreadPoolExecutor(
@@ -236,19 +243,12 @@ class Worker:
             await self._start_polling()
         except BaseException:
             self._unhook()  # (run() shuts down, but `async with` would not)
+            for t in self._tasks:
+                t.cancel()
             raise
 
     async def _start_polling(self) -> None:
         store = self.client.store
-        await store.register_worker(
-            instance=self._instance,
-            identity=self.identity,
-            task_queue=self.task_queue,
-            workflows=sorted(self._workflows),
-            activities=sorted(self._activities),
-        )
-        self._registered = True
-        self._tasks.append(asyncio.create_task(self._say_alive()))
         if self._workflows:
             await store.reset_backoff(self.task_queue)
             store.add_eager_starter(self.task_queue, self._workflow.start_eagerly)
@@ -259,6 +259,7 @@ class Worker:
         self._tasks.append(asyncio.create_task(self._maintain()))
         if self._retention is not None:
             self._tasks.append(asyncio.create_task(self._prune(self._retention)))
+        await self._register()
         log.info(
             "worker %s serving task queue %r: %d workflow(s), %d activity(ies)",
             self.identity,
@@ -288,6 +289,16 @@ class Worker:
                 # a retry backoff, a sticky wait or a lease ran out: wake whose work it is
                 store.notify(self.task_queue, wake.kind)
 
+    async def _register(self) -> None:
+        """Say this worker serves (see :meth:`Client.list_workers`), then keep saying
+        it. Only people read it: a failure is logged, and the next mark writes the row."""
+        self._registered = True
+        try:
+            await self.client.store.register_worker(self._registration)
+        except Exception as exc:  # noqa: BLE001 - it serves all the same
+            report(log, "registering this worker", exc, "it registers at its next mark")
+        self._tasks.append(asyncio.create_task(self._say_alive()))
+
     async def _say_alive(self) -> None:
         """Mark this worker alive every
         :data:`~.store._worker_ops.WORKER_HEARTBEAT` seconds while it serves (see
@@ -300,7 +311,7 @@ class Worker:
             if self._workflow.stopping:
                 return
             try:
-                await store.worker_seen(self._instance)
+                await store.worker_seen(self._registration)
             except Exception as exc:  # noqa: BLE001 - reported; marked again next time
                 report(log, "marking this worker alive", exc)
 
@@ -369,7 +380,7 @@ class Worker:
         if self._registered and self.failure is None and (answered or not served):
             try:
                 async with asyncio.timeout(STOPPED_MARK):
-                    await self.client.store.worker_stopped(self._instance)
+                    await self.client.store.worker_stopped(self._registration.instance)
             except TimeoutError:
                 log.warning(
                     "could not mark worker %s stopped (the database did not answer within "

@@ -289,6 +289,17 @@ def test_ids_print_as_they_are_not_as_markup(tmp_path: Path) -> None:
     assert started.startswith(f"started workflow {wid} (run ")
     assert wid in cli("workflow", "list", db=db).stdout
     assert wid in cli("workflow", "describe", wid, db=db).stdout
+    # control characters would steer the terminal: they print escaped, everywhere
+    evil = "evil\x1b[2J\u202e"
+    shown = "evil\\x1b[2J\\u202e"
+    started = cli("workflow", "start", "Foo", "--id", evil, "-q", "q", db=db).stdout
+    assert started.startswith(f"started workflow {shown} (run ")
+    for command in (["list"], ["describe", evil], ["history", evil]):
+        printed = cli("workflow", *command, db=db).stdout
+        assert "\x1b" not in printed and "\u202e" not in printed, command
+    assert shown in cli("workflow", "describe", evil, db=db).stdout
+    missing = cli("workflow", "describe", "gone\x1b[2J", db=db, check=False)
+    assert "gone\\x1b[2J" in one_line_error(missing) and "\x1b" not in missing.stderr
 
 
 def test_unknown_workflow_is_one_line_error(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ def test_demo_survives_sigkill_and_reruns_no_finished_step() -> None:
     assert "VIOLATION" not in out
     assert "PASS" in out and "none ran again" in out
     assert "Traceback" not in proc.stderr
+    assert "[/]" not in out and "[bold" not in out  # its markup is read, not printed
 
 
 # The demo's checker, on made-up evidence: it must tell an at-least-once re-run (the

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from mainspring import Client, Worker, WorkerInfo, WorkerState
+from mainspring import Client, StoreUnavailableError, Worker, WorkerInfo, WorkerState
 from mainspring.store import _worker_ops
 from tests._clock import ManualClock
 from tests.integration.agents import Hello, echo, sync_upper
@@ -77,3 +77,50 @@ async def test_two_workers_of_one_identity_are_two_rows(client: Client) -> None:
         found = await client.list_workers(task_queue="q")
         assert [w.identity for w in found] == ["same", "same"]
         assert all(w.state is WorkerState.SERVING for w in found)
+
+
+async def test_a_worker_whose_start_fails_is_not_listed_as_serving(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def blip(task_queue: str) -> None:
+        raise StoreUnavailableError("cannot reach the database (simulated)")
+
+    monkeypatch.setattr(client.store, "reset_backoff", blip)
+    for _ in range(2):
+        with pytest.raises(StoreUnavailableError):
+            async with Worker(client, task_queue="q", workflows=[Hello]):
+                pass
+    monkeypatch.undo()
+    assert await client.list_workers() == []
+    assert [t for t in asyncio.all_tasks() if "_say_alive" in repr(t)] == []
+
+
+async def test_a_worker_whose_row_went_missing_writes_it_again(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registration that failed, or a row forgotten while its worker was cut off for a
+    day: the next mark writes it again, so a serving worker is never missing for long."""
+    monkeypatch.setattr(_worker_ops, "WORKER_HEARTBEAT", 0.05)
+    real = client.store.register_worker
+
+    async def fails(worker: object) -> None:
+        raise StoreUnavailableError("cannot reach the database (simulated)")
+
+    monkeypatch.setattr(client.store, "register_worker", fails)
+    async with Worker(client, task_queue="q", activities=[echo], identity="back"):
+        monkeypatch.setattr(client.store, "register_worker", real)
+        found = await _until(client, lambda w: len(w) == 1, "its row never came")
+        assert found[0].identity == "back" and found[0].state is WorkerState.SERVING
+    (info,) = await client.list_workers()
+    assert info.state is WorkerState.STOPPED  # and a late mark does not bring it back
+
+
+async def test_workers_gone_a_day_are_not_listed_even_before_they_are_deleted(
+    clocked: tuple[Client, ManualClock],
+) -> None:
+    client, clock = clocked
+    async with Worker(client, task_queue="q", activities=[echo], identity="old"):
+        pass
+    assert len(await client.list_workers()) == 1
+    clock.t += _worker_ops.WORKER_FORGET + 1
+    assert await client.list_workers() == []

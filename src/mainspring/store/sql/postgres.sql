@@ -224,10 +224,13 @@ FROM mainspring_activities WHERE run_id = %(run_id)s AND seq = %(seq)s
 FOR UPDATE;
 
 -- name: register_worker
+-- (Also when a mark finds no row: a row deleted while its worker was cut off comes back;
+-- a stopped worker's row stays stopped.)
 INSERT INTO mainspring_workers (instance, identity, task_queue, workflows, activities,
     started_at, seen_at)
 VALUES (%(instance)s, %(identity)s, %(task_queue)s, %(workflows)s, %(activities)s,
-    %(now)s, %(now)s);
+    %(now)s, %(now)s)
+ON CONFLICT (instance) DO NOTHING;
 
 -- name: forget_workers
 -- Workers stopped or lost long ago (the table stays small).
@@ -244,7 +247,7 @@ WHERE instance = %(instance)s;
 -- name: list_workers
 SELECT instance, identity, task_queue, workflows, activities, started_at, seen_at,
     stopped_at
-FROM mainspring_workers ORDER BY task_queue, started_at DESC;
+FROM mainspring_workers WHERE seen_at >= %(since)s ORDER BY task_queue, started_at DESC;
 
 -- name: live_workers
 -- Workers that serve and were seen lately (for describe: who serves a queued activity).

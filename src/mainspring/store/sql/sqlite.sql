@@ -215,9 +215,12 @@ SELECT run_id, seq, workflow_id, workflow_type, activity_type, task_queue, input
 FROM mainspring_activities WHERE run_id = :run_id AND seq = :seq;
 
 -- name: register_worker
+-- (Also when a mark finds no row: a row deleted while its worker was cut off comes back;
+-- a stopped worker's row stays stopped.)
 INSERT INTO mainspring_workers (instance, identity, task_queue, workflows, activities,
     started_at, seen_at)
-VALUES (:instance, :identity, :task_queue, :workflows, :activities, :now, :now);
+VALUES (:instance, :identity, :task_queue, :workflows, :activities, :now, :now)
+ON CONFLICT (instance) DO NOTHING;
 
 -- name: forget_workers
 -- Workers stopped or lost long ago (the table stays small).
@@ -234,7 +237,7 @@ WHERE instance = :instance;
 -- name: list_workers
 SELECT instance, identity, task_queue, workflows, activities, started_at, seen_at,
     stopped_at
-FROM mainspring_workers ORDER BY task_queue, started_at DESC;
+FROM mainspring_workers WHERE seen_at >= :since ORDER BY task_queue, started_at DESC;
 
 -- name: live_workers
 -- Workers that serve and were seen lately (for describe: who serves a queued activity).
