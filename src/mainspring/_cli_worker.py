@@ -42,6 +42,21 @@ log = logging.getLogger("mainspring.cli")
 MAX_SECONDS = MAX_WORKER_TIMEOUT.total_seconds()
 
 
+class LogFormatter(logging.Formatter):
+    """Log lines whose message can neither steer the terminal nor forge another line:
+    its control characters, newlines included, are escaped (messages hold users' data:
+    ids, failure messages); a traceback prints as it is."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line (and its traceback, if it has one)."""
+        saved = record.msg, record.args
+        record.msg, record.args = shown(record.getMessage()).replace("\n", "\\n"), None
+        try:
+            return super().format(record)
+        finally:
+            record.msg, record.args = saved
+
+
 def load_module(target: str) -> ModuleType:
     """Import ``target``: a dotted module name, or a path to a ``.py`` file."""
     path = Path(target)
@@ -166,11 +181,9 @@ def worker(
     MODULE is a dotted module name (myapp.agents) or a path to a .py file. Every
     @workflow.defn class and @activity.defn function bound at its top level is served.
     """
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=log_level.upper(), handlers=[handler])
     try:
         mod = load_module(module)
     except click.ClickException:
