@@ -20,7 +20,9 @@ from .errors import (
     ApplicationError,
     CancelledFailure,
     PayloadError,
-    StoreUnavailableError,
+    SchemaVersionError,
+    StoreClosedError,
+    StoreError,
     TimeoutFailure,
     error_to_failure,
 )
@@ -32,10 +34,10 @@ from .store.records import ActivityTask
 log = logging.getLogger("mainspring.worker")
 
 # How long (seconds) a worker keeps trying to record an attempt's outcome while the
-# database is unavailable (a restart, a failover, a cut connection): a finished
-# activity's result is not thrown away for a blip. Each try is fenced, so one after a
-# commit whose answer was lost changes nothing; once another worker has taken the
-# attempt over, the try is refused as stale.
+# database fails it (a restart, a failover, a cut connection, a lock or statement
+# timeout, a right revoked): a finished activity's result is not thrown away for a
+# blip. Each try is fenced, so one after a commit whose answer was lost changes
+# nothing; once another worker has taken the attempt over, the try is refused as stale.
 RECORD_PATIENCE = 3600.0
 RECORD_RETRY_MAX = 2.0  # the longest wait between two tries
 
@@ -199,26 +201,47 @@ class ActivityRunner:
         self._free += 1
         self._slot_freed.set()
 
-        async def record() -> None:
-            if not await self._try_decide(task, text):
-                await self.store.complete_activity(task, text)
+        async def record() -> bool:
+            if await self._try_decide(task, text):
+                return True
+            return await self.store.complete_activity(task, text)
 
         await self._record(f"the result of activity {task.activity_type}", record)
 
-    async def _record(self, what: str, write: Callable[[], Awaitable[Any]]) -> None:
-        """Run ``write``, which records an attempt's outcome; while the database is
-        unavailable, again and again, with backoff, for up to :data:`RECORD_PATIENCE`
-        seconds. Any other error is logged: the attempt runs again when its lease runs
-        out."""
+    async def _record(self, what: str, write: Callable[[], Awaitable[bool]]) -> None:
+        """Run ``write``, which records an attempt's outcome (and returns whether it
+        landed, not refused as stale); on a database error, again and again, with
+        backoff, for up to :data:`RECORD_PATIENCE` seconds: each try is fenced, so
+        trying again is safe whatever the error. A store that was closed or outgrown,
+        or anything that is not a database error, ends it at once (logged): the attempt
+        then runs again when its lease runs out."""
+        tried = [0]
+        try:
+            await self._record_tries(what, write, tried)
+        except asyncio.CancelledError:
+            if tried[0]:  # the worker stops (its grace period is over) while it waits
+                log.warning(
+                    "gave up recording %s as the worker stopped; the attempt runs again "
+                    "when its lease runs out",
+                    what,
+                )
+            raise
+
+    async def _record_tries(
+        self, what: str, write: Callable[[], Awaitable[bool]], tried: list[int]
+    ) -> None:
+        """:meth:`_record`'s tries (``tried[0]`` counts those that failed)."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + RECORD_PATIENCE
         delay, tries = 0.05, 0
         while True:
             try:
-                await write()
-            except StoreUnavailableError as exc:
-                tries += 1
-                # logged as it is, never held back among the polling loops' like lines
+                landed = await write()
+            except (SchemaVersionError, StoreClosedError) as exc:
+                report(log, f"recording {what}", exc, "it runs again when its lease runs out")
+                return
+            except StoreError as exc:
+                tries = tried[0] = tries + 1
                 if loop.time() + delay > give_up:
                     log.warning(
                         "recording %s failed for %g s: %s; it runs again when its lease runs out",
@@ -227,20 +250,26 @@ class ActivityRunner:
                         exc,
                     )
                     return
-                if tries == 1:
-                    log.warning(
-                        "recording %s failed: %s; trying again until the database answers",
-                        what,
+                if tries == 1:  # one line for all of them (at most every 30 s)
+                    report(
+                        log,
+                        "recording activity outcomes",
                         exc,
+                        "trying again until the database answers",
                     )
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, RECORD_RETRY_MAX)
                 continue
-            except Exception as exc:  # noqa: BLE001 - the attempt runs again
+            except Exception as exc:  # noqa: BLE001 - a bug: the attempt runs again
                 report(log, f"recording {what}", exc, "it runs again when its lease runs out")
                 return
             if tries:
-                log.info("recorded %s after %d tries", what, tries + 1)
+                log.debug(
+                    "recorded %s after %d tries%s",
+                    what,
+                    tries + 1,
+                    "" if landed else " (refused: another attempt had taken over)",
+                )
             return
 
     def _encode_result(self, result: Any, task: ActivityTask) -> str:
@@ -256,9 +285,10 @@ class ActivityRunner:
                 type="CancelledError", message="activity cancelled", kind="CancelledFailure"
             )
 
-        async def record() -> None:
-            await self.store.fail_activity(task, failure.to_dict())
+        async def record() -> bool:
+            landed = await self.store.fail_activity(task, failure.to_dict())
             self._schedule_changed()  # a retry may now be due soon
+            return landed
 
         await self._record(f"the failure of activity {task.activity_type}", record)
 

@@ -20,7 +20,8 @@ from rich.text import Text
 from .client import Client
 from .errors import Failure, MainspringError
 from .handle import PendingActivity, PendingActivityState, WorkflowDescription
-from .store import DEFAULT_URL
+from .store import DEFAULT_URL, store_from_url
+from .store._redact import redacted
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -110,8 +111,16 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @asynccontextmanager
-async def connect(db: str) -> AsyncIterator[Client]:
-    """A client on ``db``, closed on exit."""
+async def connect(db: str, *, create: bool = False) -> AsyncIterator[Client]:
+    """A client on ``db``, closed on exit. Unless ``create``, a database (or
+    PostgreSQL schema) with no Mainspring in it is an error, not created: a command
+    that reads runs, or acts on one, has nothing to find there, and a mistyped
+    ``--db`` would leave a stray database behind."""
+    if not create and not (await store_from_url(db).inspect_schema()).exists:
+        fail(
+            f"there is no Mainspring database at {redacted(db)}: check --db / MAINSPRING_DB "
+            "(`mainspring db migrate`, a worker or `workflow start` creates one)"
+        )
     client = await Client.connect(db)
     try:
         yield client

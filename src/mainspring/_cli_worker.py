@@ -199,7 +199,7 @@ def worker(
     queue = default_queue if task_queue is None else task_queue
 
     async def serve() -> None:
-        async with connect(db) as client:
+        async with connect(db, create=True) as client:
             w = Worker(
                 client,
                 task_queue=queue,

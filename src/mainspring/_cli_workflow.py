@@ -65,7 +65,7 @@ def start(
     values = parse_json_args(args)
 
     async def go() -> tuple[str, str | None]:
-        async with connect(db) as client:
+        async with connect(db, create=True) as client:
             try:
                 handle = await client.start_workflow(
                     workflow_type,

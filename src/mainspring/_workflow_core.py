@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._trouble import report
 from ._workflow_code import WorkflowCode
 from .converter import PayloadConverter
+from .errors import SchemaVersionError, StoreClosedError, StoreError
 from .runtime.commands import Command, ScheduleActivity, StartTimer
 from .runtime.instance import WorkflowInstance
 from .store.base import Store
@@ -19,6 +22,10 @@ from .store.records import ActivityTask, WorkflowTaskCompletion
 from .workflow import WorkflowDefinition
 
 log = logging.getLogger("mainspring.worker")
+
+# How long (seconds) a worker keeps trying to give back the attempts a failed decision
+# may have leased to it (see RunnerCore._hand_back); as for an activity's outcome
+HAND_BACK_PATIENCE = 3600.0
 
 
 @dataclass
@@ -70,6 +77,7 @@ class RunnerCore:
         self._locks: dict[str, asyncio.Lock] = {}
         self._inflight: set[asyncio.Task[None]] = set()
         self._inflight_queries: set[asyncio.Task[None]] = set()
+        self._handing_back: set[asyncio.Task[None]] = set()
         self._code = WorkflowCode(deadlock_timeout, max_concurrent)
         self._slot_freed = asyncio.Event()
         self.stopping = False
@@ -148,10 +156,31 @@ class RunnerCore:
         if not seqs:
             return
         self._release(len(seqs))
-        try:
-            n = await self.store.release_eager(run_id, self.task_queue, seqs, self.owner)
-        except Exception:  # noqa: BLE001 - still down: they wait out their lease instead
-            return
+        # in the background: the decision's caller goes on, and the database may be away
+        giving = asyncio.create_task(self._hand_back(run_id, seqs))
+        self._handing_back.add(giving)
+        giving.add_done_callback(self._handing_back.discard)
+
+    async def _hand_back(self, run_id: str, seqs: frozenset[int]) -> None:
+        """Give back the attempts of ``seqs`` if a decision leased them here: until the
+        database answers (for up to :data:`HAND_BACK_PATIENCE` seconds), or they would
+        wait out their lease unrun, and time out (a run of one attempt would fail)."""
+        loop = asyncio.get_running_loop()
+        give_up, delay = loop.time() + HAND_BACK_PATIENCE, 0.05
+        while True:
+            try:
+                n = await self.store.release_eager(run_id, self.task_queue, seqs, self.owner)
+                break
+            except (SchemaVersionError, StoreClosedError):
+                return  # nothing more can be written: they wait out their lease
+            except StoreError:
+                if loop.time() + delay > give_up:
+                    return
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 2.0)
+            except Exception as exc:  # noqa: BLE001 - a bug: they wait out their lease
+                report(log, f"handing back activity attempts of run {run_id}", exc, "going on")
+                return
         if n:
             log.warning(
                 "the decision for run %s was saved though its commit reported an error; "

@@ -111,7 +111,9 @@ class WorkflowRunner(EagerSteps, QueryAnswers):
         return True
 
     def close(self) -> None:
-        """Drop cached runs and stop the thread pool."""
+        """Drop cached runs, stop handing back attempts, and stop the thread pool."""
+        for t in self._handing_back:
+            t.cancel()
         for c in self._cache.values():
             c.instance.discard()
         self._cache.clear()

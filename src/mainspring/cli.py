@@ -69,7 +69,7 @@ def migrate(as_json: bool, db: str) -> None:
     """Create the schema or apply pending migrations (opening the store does this)."""
 
     async def go() -> tuple[int, int]:
-        async with connect(db) as client:
+        async with connect(db, create=True) as client:
             return await client.store.schema_status()
 
     current, latest = run(go())

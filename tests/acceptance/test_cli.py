@@ -302,8 +302,17 @@ def test_ids_print_as_they_are_not_as_markup(tmp_path: Path) -> None:
     assert "gone\\x1b[2J" in one_line_error(missing) and "\x1b" not in missing.stderr
 
 
+def test_reading_commands_create_no_database(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'typo.db'}"
+    for command in (["workflow", "list"], ["workflow", "describe", "x"], ["workers"]):
+        line = one_line_error(cli(*command, db=db, check=False))
+        assert f"there is no Mainspring database at {db}" in line, command
+    assert not (tmp_path / "typo.db").exists()
+
+
 def test_unknown_workflow_is_one_line_error(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'empty.db'}"
+    cli("db", "migrate", db=db)  # a database, without that workflow
     for command in (["describe"], ["result"], ["cancel"], ["history"]):
         line = one_line_error(cli("workflow", *command, "no-such-id", db=db, check=False))
         assert "no-such-id" in line, command

@@ -392,9 +392,10 @@ PRUNE_ON_A_MACHINE_AN_HOUR_BEHIND = """
 """
 
 
-def test_db_prune_reports_the_cutoff_it_used_by_the_servers_clock(pg_url: str) -> None:
+async def test_db_prune_reports_the_cutoff_it_used_by_the_servers_clock(pg_url: str) -> None:
     from datetime import datetime
 
+    await (await Client.connect(pg_url)).close()  # a database to prune
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "MAINSPRING_DB": pg_url}
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(PRUNE_ON_A_MACHINE_AN_HOUR_BEHIND)],

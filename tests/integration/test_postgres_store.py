@@ -284,6 +284,39 @@ async def test_a_role_short_of_a_right_on_a_table_is_told_at_open_and_while_runn
         admin_sql(pg_url, f"DROP ROLE {role}")
 
 
+async def test_a_role_that_may_only_read_opens_and_is_told_what_to_grant_to_write(
+    pg_url: str,
+) -> None:
+    """A dashboard's role, or one on a replica: SELECT alone is not a mistake."""
+    role = f"ms_test_ro_{uuid.uuid4().hex[:8]}"
+    owner = PostgresStore(pg_url + "?schema=shared&pool_size=1")
+    await owner.open()
+    await owner.start_workflow(workflow_id="w", workflow_type="T", task_queue="q", input="[]")
+    await owner.close()
+    admin_sql(pg_url, f"CREATE ROLE {role} LOGIN")
+    admin_sql(pg_url, f"GRANT USAGE ON SCHEMA shared TO {role}")
+    admin_sql(pg_url, f"GRANT SELECT ON ALL TABLES IN SCHEMA shared TO {role}")
+    # a table of someone else's beside Mainspring's, with a name like theirs
+    admin_sql(pg_url, "CREATE TABLE shared.mainspring_legacy (x int)")
+    admin_sql(pg_url, f"REVOKE ALL ON shared.mainspring_legacy FROM {role}")
+    try:
+        as_role = pg_url.replace("://postgres@", f"://{role}@", 1) + "?schema=shared&pool_size=1"
+        s = PostgresStore(as_role)
+        await s.open()
+        try:
+            assert [r.workflow_id for r in await s.list_runs()] == ["w"]
+            with pytest.raises(StoreError, match="GRANT SELECT, INSERT, UPDATE, DELETE"):
+                await s.start_workflow(
+                    workflow_id="w2", workflow_type="T", task_queue="q", input="[]"
+                )
+        finally:
+            await s.close()
+    finally:
+        admin_sql(pg_url, "DROP TABLE shared.mainspring_legacy")
+        admin_sql(pg_url, f"DROP OWNED BY {role}")
+        admin_sql(pg_url, f"DROP ROLE {role}")
+
+
 # --------------------------------------------------------------------------- concurrency
 
 

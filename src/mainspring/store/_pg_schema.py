@@ -8,6 +8,7 @@ Runs on one short-lived connection (``connect``), in a thread, before the store 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -105,7 +106,7 @@ def migrate(connect: Callable[[], Conn], s: PgSettings, set_meta: str, clock: Cl
                         ("compatible", str(compatible_from(scripts, version))),
                     ):
                         conn.execute(set_meta, {"key": key, "value": value})
-            lacking = _lacking(conn, s.schema)
+            lacking = _lacking(conn, s.schema, _own_tables(scripts), read_only is not None)
             if lacking:  # else the first step that needs it fails, at run time
                 raise _privilege_error(conn, s, str(user), str(db), lacking)
         return str(db)
@@ -210,17 +211,32 @@ def _read_only_refusal(s: PgSettings, db: str, why: str, state: str) -> StoreErr
     )
 
 
-def _lacking(conn: Conn, schema: str) -> str | None:
-    """What the role lacks of SELECT, INSERT, UPDATE and DELETE on the Mainspring tables
-    of ``schema``, in the server's words (None: nothing)."""
+_CREATE_TABLE = re.compile(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", re.IGNORECASE)
+
+
+def _own_tables(scripts: list[tuple[int, str, str]]) -> list[str]:
+    """The tables Mainspring's migration scripts create."""
+    return sorted({t for _v, _n, sql in scripts for t in _CREATE_TABLE.findall(sql)})
+
+
+def _lacking(conn: Conn, schema: str, tables: list[str], read_only: bool) -> str | None:
+    """What the role lacks on Mainspring's ``tables`` in ``schema``, in the server's
+    words (None: nothing): SELECT, INSERT, UPDATE and DELETE on each, or SELECT alone
+    on a read-only session, or for a role that may only read (no INSERT, UPDATE or
+    DELETE on any of them: a dashboard's, say; what it tries to write is refused, with
+    the GRANT to run)."""
     rows = conn.execute(
         "SELECT c.relname, p.privilege FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
         "CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE']) AS p(privilege) "
-        "WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname LIKE 'mainspring\\_%%' "
+        "WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname = ANY(%s) "
         "AND NOT has_table_privilege(c.oid, p.privilege) ORDER BY 1, 2",
-        (schema,),
+        (schema, tables),
     ).fetchall()
+    writes = {(t, p) for t, p in rows if p != "SELECT"}
+    reader = len(writes) == 3 * len(tables)
+    if read_only or reader:
+        rows = [(t, p) for t, p in rows if p == "SELECT"]
     if not rows:
         return None
     shown = ", ".join(f"{privilege} on {table}" for table, privilege in rows[:3])
