@@ -98,6 +98,12 @@ def status(as_json: bool, db: str) -> None:
     info = run(go())
     if as_json:
         print_json({"current": info.current, "latest": info.latest, "exists": info.exists})
+    elif not info.exists and (folder := _missing_folder(db)) is not None:
+        out.print(
+            f"no Mainspring database: the folder {folder} does not exist; create it, then "
+            "`mainspring db migrate` creates the database there",
+            soft_wrap=True,
+        )
     elif not info.exists or info.current == 0:
         where = "database" if info.exists else "database yet"
         out.print(
@@ -111,6 +117,18 @@ def status(as_json: bool, db: str) -> None:
         pending = info.latest - info.current
         state = "up to date" if not pending else f"{pending} migration(s) pending"
         out.print(f"current schema version {info.current}, latest {info.latest}: {state}")
+
+
+def _missing_folder(db: str) -> str | None:
+    """The folder of a SQLite database file at ``db`` if it does not exist (None: it
+    does, or ``db`` is not a SQLite file)."""
+    from .store.sqlite import parse_sqlite_url
+
+    if not db.startswith("sqlite:"):
+        return None
+    path = parse_sqlite_url(db)[0]
+    folder = os.path.dirname(os.path.abspath(path))
+    return None if path == ":memory:" or os.path.isdir(folder) else folder
 
 
 @db_group.command("prune")

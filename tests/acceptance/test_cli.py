@@ -401,6 +401,15 @@ def test_db_status_reports_pending_migrations_without_applying_them(tmp_path: Pa
     conn.close()
 
 
+def test_db_status_says_when_the_folder_is_missing(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'no' / 'such' / 'x.db'}"
+    said = cli("db", "status", db=db).stdout
+    assert f"the folder {tmp_path / 'no' / 'such'} does not exist; create it" in " ".join(
+        said.split()
+    )
+    assert not (tmp_path / "no").exists()
+
+
 def test_db_status_of_an_empty_file_leaves_it_empty(tmp_path: Path) -> None:
     path = tmp_path / "empty.db"
     path.write_bytes(b"")
