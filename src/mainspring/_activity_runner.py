@@ -23,6 +23,7 @@ from .errors import (
     SchemaVersionError,
     StoreClosedError,
     StoreError,
+    StoreUnavailableError,
     TimeoutFailure,
     error_to_failure,
 )
@@ -39,6 +40,9 @@ log = logging.getLogger("mainspring.worker")
 # blip. Each try is fenced, so one after a commit whose answer was lost changes
 # nothing; once another worker has taken the attempt over, the try is refused as stale.
 RECORD_PATIENCE = 3600.0
+# ... and while the database answers but refuses the write (StoreError but not
+# StoreUnavailableError: a lock or statement timeout, a right revoked)
+REFUSED_PATIENCE = 30.0
 RECORD_RETRY_MAX = 2.0  # the longest wait between two tries
 
 
@@ -82,7 +86,9 @@ class ActivityRunner:
         self._schedule_changed = schedule_changed
         self._free = max_concurrent
         self._slot_freed = asyncio.Event()
-        self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
+        # every attempt's task (a late one of an attempt, still recording, stays apart
+        # from the next attempt of the same activity)
+        self._running: dict[tuple[str, int, int], asyncio.Task[None]] = {}
         self.stopping = False
 
     # ------------------------------------------------------------------ slots
@@ -109,7 +115,7 @@ class ActivityRunner:
         """Run a claimed attempt whose slot is already reserved."""
         slot = _Slot()
         t = asyncio.create_task(self._execute(task, slot))
-        key = (task.run_id, task.seq)
+        key = (task.run_id, task.seq, task.fence)
         self._running[key] = t
 
         def done(_: asyncio.Task[None]) -> None:
@@ -232,7 +238,8 @@ class ActivityRunner:
     ) -> None:
         """:meth:`_record`'s tries (``tried[0]`` counts those that failed)."""
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + RECORD_PATIENCE
+        started = loop.time()
+        give_up = started + RECORD_PATIENCE
         delay, tries = 0.05, 0
         while True:
             try:
@@ -242,6 +249,11 @@ class ActivityRunner:
                 return
             except StoreError as exc:
                 tries = tried[0] = tries + 1
+                if not isinstance(exc, StoreUnavailableError):
+                    # the database answers, but refuses: a lock or statement timeout
+                    # passes within seconds; anything longer is a fault for people to
+                    # fix, and the attempt's lease would soon run out meanwhile
+                    give_up = min(give_up, started + REFUSED_PATIENCE)
                 if loop.time() + delay > give_up:
                     log.warning(
                         "recording %s failed for %g s: %s; it runs again when its lease runs out",

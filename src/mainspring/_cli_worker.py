@@ -56,6 +56,11 @@ class LogFormatter(logging.Formatter):
         finally:
             record.msg, record.args = saved
 
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        """The traceback, its lines as they are but for control characters (the
+        exception's message is often users' data)."""
+        return "\n".join(shown(line) for line in super().formatException(ei).split("\n"))
+
 
 def load_module(target: str) -> ModuleType:
     """Import ``target``: a dotted module name, or a path to a ``.py`` file."""

@@ -78,6 +78,7 @@ class RunnerCore:
         self._inflight: set[asyncio.Task[None]] = set()
         self._inflight_queries: set[asyncio.Task[None]] = set()
         self._handing_back: set[asyncio.Task[None]] = set()
+        self._closed = False
         self._code = WorkflowCode(deadlock_timeout, max_concurrent)
         self._slot_freed = asyncio.Event()
         self.stopping = False
@@ -156,6 +157,8 @@ class RunnerCore:
         if not seqs:
             return
         self._release(len(seqs))
+        if self._closed:
+            return  # the worker has stopped: they wait out their lease
         # in the background: the decision's caller goes on, and the database may be away
         giving = asyncio.create_task(self._hand_back(run_id, seqs))
         self._handing_back.add(giving)
@@ -165,9 +168,23 @@ class RunnerCore:
         """Give back the attempts of ``seqs`` if a decision leased them here: until the
         database answers (for up to :data:`HAND_BACK_PATIENCE` seconds), or they would
         wait out their lease unrun, and time out (a run of one attempt would fail)."""
+        # Hold the run's lock throughout: a decision of the run made again meanwhile
+        # (once the database answers) may lease the same attempts here afresh, with
+        # the same fence, and start them; a give-back after that would let them run
+        # twice. The run cannot go on without the database anyway.
+        lock = self._lock(run_id)
+        try:
+            async with lock:
+                await self._hand_back_locked(run_id, seqs)
+        finally:
+            self._forget_lock(run_id, lock)
+
+    async def _hand_back_locked(self, run_id: str, seqs: frozenset[int]) -> None:
         loop = asyncio.get_running_loop()
         give_up, delay = loop.time() + HAND_BACK_PATIENCE, 0.05
         while True:
+            if self._closed:
+                return  # the worker has stopped: they wait out their lease
             try:
                 n = await self.store.release_eager(run_id, self.task_queue, seqs, self.owner)
                 break

@@ -112,6 +112,7 @@ class WorkflowRunner(EagerSteps, QueryAnswers):
 
     def close(self) -> None:
         """Drop cached runs, stop handing back attempts, and stop the thread pool."""
+        self._closed = True
         for t in self._handing_back:
             t.cancel()
         for c in self._cache.values():

@@ -20,6 +20,7 @@ from mainspring import (
     StoreError,
     StoreUnavailableError,
     Worker,
+    _activity_runner,
     _trouble,
     activity,
     workflow,
@@ -256,3 +257,90 @@ async def test_a_next_activity_a_lost_answer_leased_here_is_handed_back_and_runs
         assert await asyncio.wait_for(handle.result(), 30) == f"draft sent to {to}"
     assert len(failed) == 6
     assert {"draft": 1, to: 1} == _RAN
+
+
+_SENT: list[float] = []
+
+
+@activity.defn
+async def slow_send(to: str) -> str:
+    _SENT.append(time.monotonic())
+    await asyncio.sleep(1.5)  # still running when a stale hand-back would strike
+    return f"sent to {to}"
+
+
+@workflow.defn
+class SlowNotify:
+    @workflow.run
+    async def run(self, to: str) -> str:
+        return await workflow.execute_activity(
+            slow_send,
+            to,
+            start_to_close_timeout=timedelta(hours=1),
+            retry_policy=RetryPolicy(maximum_attempts=1),
+        )
+
+
+async def test_a_hand_back_never_releases_an_attempt_the_run_leased_here_again(
+    client: Client, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decision's commit fails at the start of an outage longer than the workflow
+    task's lease. Once the database answers, the run is decided again, which leases its
+    activity here afresh (same fence, same attempt) and starts it: the first decision's
+    hand-back must not release that attempt, or it would run twice."""
+    _SENT.clear()
+    store = client.store
+    real_run, real_complete = store._run, store.complete_workflow_task
+    down_until = [0.0]
+
+    async def complete(c: Any) -> Any:
+        if not down_until[0] and c.eager_seqs:
+            down_until[0] = time.monotonic() + 2.0
+            raise StoreUnavailableError("simulated outage (not sent)", maybe_saved=False)
+        return await real_complete(c)
+
+    async def run(fn: Callable[..., Any], **options: Any) -> Any:
+        if time.monotonic() < down_until[0]:
+            raise StoreUnavailableError("simulated outage", maybe_saved=False)
+        return await real_run(fn, **options)
+
+    monkeypatch.setattr(store, "complete_workflow_task", complete)
+    monkeypatch.setattr(store, "_run", run)
+    # started from another client, so the worker's first decision is a task of its own
+    # (not made in the start's commit)
+    async with (
+        Worker(
+            client,
+            task_queue="q",
+            workflows=[SlowNotify],
+            activities=[slow_send],
+            workflow_task_timeout=timedelta(seconds=1),
+            poll_interval=timedelta(milliseconds=200),
+        ),
+        await Client.connect(db_url) as starter,
+    ):
+        handle = await starter.start_workflow(SlowNotify.run, "fay", id="fay", task_queue="q")
+        assert await asyncio.wait_for(handle.result(), 40) == "sent to fay"
+    assert down_until[0]  # the outage happened
+    assert len(_SENT) == 1
+
+
+async def test_a_write_the_database_keeps_refusing_is_given_up_soon(
+    client: Client, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused, not unreachable (a right revoked, say): tried for a short while only,
+    since the attempt's lease would run out meanwhile and its next attempt would start
+    another such loop beside it."""
+    monkeypatch.setattr(_activity_runner, "REFUSED_PATIENCE", 0.5)
+    to = "gus"
+    _GO[to], _FINISHING[to] = asyncio.Event(), asyncio.Event()
+    _GO[to].set()
+    refused = StoreError("database error: permission denied for table mainspring_events")
+    outage(client.store, writes=10**9, committed=False, error=refused)
+    async with Worker(client, task_queue="q", workflows=[Notify], activities=[send_email]):
+        await client.start_workflow(Notify.run, to, id=to, task_queue="q")
+        deadline = time.monotonic() + 30
+        while "recording the result of activity send_email failed for" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            await asyncio.sleep(0.02)
+    assert "permission denied for table mainspring_events; it runs again" in caplog.text

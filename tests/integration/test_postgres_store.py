@@ -222,6 +222,9 @@ async def test_a_role_using_tables_another_role_migrated_is_told_what_to_grant(
             f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "shared" TO "{role}";'
         )
         assert grant in msg, msg
+        with pytest.raises(StoreError) as info:  # what reading commands ask first
+            await PostgresStore(as_role).inspect_schema()
+        assert grant in str(info.value), str(info.value)
         admin_sql(pg_url, grant.replace('"', ""))  # the advice, followed, is enough
         s = PostgresStore(as_role)
         await s.open()

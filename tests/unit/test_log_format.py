@@ -32,3 +32,13 @@ def test_a_traceback_still_prints_on_its_own_lines() -> None:
     assert first == "a bug here"
     assert rest[0] == "Traceback (most recent call last):" and rest[-1] == "KeyError: 'boom'"
     assert record.getMessage() == "a bug here"  # other handlers see the record unchanged
+
+
+def test_a_tracebacks_message_cannot_steer_the_terminal() -> None:
+    try:
+        raise RuntimeError("bug \x1b[2J\x1b[31mred")
+    except RuntimeError:
+        record = _record("workflow task failed", exc=True)
+    text = LogFormatter("%(message)s").format(record)
+    assert "\x1b" not in text
+    assert text.splitlines()[-1] == "RuntimeError: bug \\x1b[2J\\x1b[31mred"

@@ -141,6 +141,8 @@ def inspect(connect: Callable[[], Conn], s: PgSettings) -> SchemaInfo:
                 )
             current = _check_existing(conn, s, tables, latest) if tables else 0
             return SchemaInfo(current=current, latest=latest, exists=True)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise _privilege_error(conn, s, s.user, s.dbname, _line(exc)) from exc
     except psycopg.Error as exc:
         raise StoreError(
             f"cannot read the Mainspring schema {s.schema!r} on "
