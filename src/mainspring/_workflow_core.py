@@ -14,7 +14,7 @@ from typing import Any
 from ._trouble import report
 from ._workflow_code import WorkflowCode
 from .converter import PayloadConverter
-from .errors import SchemaVersionError, StoreClosedError, StoreError
+from .errors import SchemaVersionError, StoreClosedError, StoreError, StoreUnavailableError
 from .runtime.commands import Command, ScheduleActivity, StartTimer
 from .runtime.instance import WorkflowInstance
 from .store.base import Store
@@ -26,6 +26,7 @@ log = logging.getLogger("mainspring.worker")
 # How long (seconds) a worker keeps trying to give back the attempts a failed decision
 # may have leased to it (see RunnerCore._hand_back); as for an activity's outcome
 HAND_BACK_PATIENCE = 3600.0
+HAND_BACK_REFUSED = 30.0  # ... while the database answers but refuses
 
 
 @dataclass
@@ -78,6 +79,7 @@ class RunnerCore:
         self._inflight: set[asyncio.Task[None]] = set()
         self._inflight_queries: set[asyncio.Task[None]] = set()
         self._handing_back: set[asyncio.Task[None]] = set()
+        self._hand_backs: dict[str, asyncio.Task[None]] = {}  # the latest, by run
         self._closed = False
         self._code = WorkflowCode(deadlock_timeout, max_concurrent)
         self._slot_freed = asyncio.Event()
@@ -143,45 +145,58 @@ class RunnerCore:
             eager_activity_slots=slots,
             eager_seqs=seqs,
         )
+        await self._handed_back(inst.info.run_id)
         try:
             out = await self.store.complete_workflow_task(completion)
-        except BaseException:
-            await self._unreserve(inst.info.run_id, seqs)
+        except BaseException as exc:
+            await self._unreserve(inst.info.run_id, seqs, exc)
             raise
         self._after_completion(inst, commands, out, slots)
 
-    async def _unreserve(self, run_id: str, seqs: frozenset[int]) -> None:
-        """A decision's commit raised: free the slots reserved for its activities and,
-        as the commit may have landed (a lost acknowledgement), give back any attempt it
-        leased to this worker, which nothing here will run."""
+    async def _unreserve(
+        self, run_id: str, seqs: frozenset[int], exc: BaseException | None = None
+    ) -> None:
+        """A decision's commit raised ``exc``: free the slots reserved for its
+        activities and, as the commit may have landed (a lost acknowledgement), give
+        back any attempt it leased to this worker, which nothing here will run."""
         if not seqs:
             return
         self._release(len(seqs))
+        if isinstance(exc, StoreUnavailableError) and not exc.maybe_saved:
+            return  # surely not committed: it leased nothing
         if self._closed:
             return  # the worker has stopped: they wait out their lease
         # in the background: the decision's caller goes on, and the database may be away
         giving = asyncio.create_task(self._hand_back(run_id, seqs))
         self._handing_back.add(giving)
-        giving.add_done_callback(self._handing_back.discard)
+        self._hand_backs[run_id] = giving
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._handing_back.discard(t)
+            if self._hand_backs.get(run_id) is t:
+                del self._hand_backs[run_id]
+
+        giving.add_done_callback(done)
+
+    async def _handed_back(self, run_id: str) -> None:
+        """Before a decision of ``run_id`` commits: wait until a hand-back of an earlier
+        decision of it is over. The new decision may lease the same attempts here
+        afresh (the same fence, the same attempt) and start them; a hand-back after
+        that would give them back, and they would run twice. (The run cannot go on
+        while the database is away anyway.)"""
+        giving = self._hand_backs.get(run_id)
+        if giving is not None and not giving.done():
+            await asyncio.wait([giving])  # not cancelled if this decision is
 
     async def _hand_back(self, run_id: str, seqs: frozenset[int]) -> None:
         """Give back the attempts of ``seqs`` if a decision leased them here: until the
-        database answers (for up to :data:`HAND_BACK_PATIENCE` seconds), or they would
-        wait out their lease unrun, and time out (a run of one attempt would fail)."""
-        # Hold the run's lock throughout: a decision of the run made again meanwhile
-        # (once the database answers) may lease the same attempts here afresh, with
-        # the same fence, and start them; a give-back after that would let them run
-        # twice. The run cannot go on without the database anyway.
-        lock = self._lock(run_id)
-        try:
-            async with lock:
-                await self._hand_back_locked(run_id, seqs)
-        finally:
-            self._forget_lock(run_id, lock)
-
-    async def _hand_back_locked(self, run_id: str, seqs: frozenset[int]) -> None:
+        database answers (for up to :data:`HAND_BACK_PATIENCE` seconds; while it answers
+        but refuses, :data:`HAND_BACK_REFUSED` seconds), or they would wait out their
+        lease unrun, and time out (a run of one attempt would fail). The run's next
+        decision waits for it (see :meth:`_handed_back`)."""
         loop = asyncio.get_running_loop()
-        give_up, delay = loop.time() + HAND_BACK_PATIENCE, 0.05
+        started = loop.time()
+        give_up, delay = started + HAND_BACK_PATIENCE, 0.05
         while True:
             if self._closed:
                 return  # the worker has stopped: they wait out their lease
@@ -190,7 +205,9 @@ class RunnerCore:
                 break
             except (SchemaVersionError, StoreClosedError):
                 return  # nothing more can be written: they wait out their lease
-            except StoreError:
+            except StoreError as exc:
+                if not isinstance(exc, StoreUnavailableError):
+                    give_up = min(give_up, started + HAND_BACK_REFUSED)
                 if loop.time() + delay > give_up:
                     return
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))

@@ -82,9 +82,9 @@ class EagerSteps(RunnerCore):
                 now=now,
                 completion=completion,
             )
-        except BaseException:
+        except BaseException as exc:
             inst.discard()
-            await self._unreserve(run_id, seqs)
+            await self._unreserve(run_id, seqs, exc)
             raise
         if out is None:  # an open run of this id already existed
             inst.discard()
@@ -150,13 +150,14 @@ class EagerSteps(RunnerCore):
                 eager_activity_slots=slots,
                 eager_seqs=seqs,
             )
+            await self._handed_back(task.run_id)
             try:
                 out = await self.store.complete_activity_and_decide(
                     task, result, expected, completion
                 )
-            except BaseException:
+            except BaseException as exc:
                 self._evict(task.run_id)
-                await self._unreserve(task.run_id, seqs)
+                await self._unreserve(task.run_id, seqs, exc)
                 raise
             if out is None:  # stale attempt: nothing recorded
                 self._evict(task.run_id)

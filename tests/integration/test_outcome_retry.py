@@ -284,28 +284,31 @@ class SlowNotify:
 async def test_a_hand_back_never_releases_an_attempt_the_run_leased_here_again(
     client: Client, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A decision's commit fails at the start of an outage longer than the workflow
-    task's lease. Once the database answers, the run is decided again, which leases its
-    activity here afresh (same fence, same attempt) and starts it: the first decision's
-    hand-back must not release that attempt, or it would run twice."""
+    """A decision's commit hangs past the workflow task's lease, then fails with its
+    fate unknown. Meanwhile the run is claimed again, and its next decision waits for
+    the lock; once it may, it leases the activity here afresh (the same fence, the same
+    attempt) and starts it. The first decision's hand-back must not release that
+    attempt, or it would run twice: the next decision waits for the hand-back."""
     _SENT.clear()
     store = client.store
-    real_run, real_complete = store._run, store.complete_workflow_task
-    down_until = [0.0]
+    real_complete, real_release = store.complete_workflow_task, store.release_eager
+    order: list[str] = []
 
     async def complete(c: Any) -> Any:
-        if not down_until[0] and c.eager_seqs:
-            down_until[0] = time.monotonic() + 2.0
-            raise StoreUnavailableError("simulated outage (not sent)", maybe_saved=False)
+        if not order and c.eager_seqs:
+            await asyncio.sleep(2.5)  # a connection that hangs, then breaks
+            order.append("commit failed")
+            raise StoreUnavailableError("simulated hang, then a break", maybe_saved=True)
+        order.append("decided")
         return await real_complete(c)
 
-    async def run(fn: Callable[..., Any], **options: Any) -> Any:
-        if time.monotonic() < down_until[0]:
-            raise StoreUnavailableError("simulated outage", maybe_saved=False)
-        return await real_run(fn, **options)
+    async def release(*args: Any) -> int:
+        n: int = await real_release(*args)
+        order.append(f"handed back {n}")
+        return n
 
     monkeypatch.setattr(store, "complete_workflow_task", complete)
-    monkeypatch.setattr(store, "_run", run)
+    monkeypatch.setattr(store, "release_eager", release)
     # started from another client, so the worker's first decision is a task of its own
     # (not made in the start's commit)
     async with (
@@ -321,7 +324,7 @@ async def test_a_hand_back_never_releases_an_attempt_the_run_leased_here_again(
     ):
         handle = await starter.start_workflow(SlowNotify.run, "fay", id="fay", task_queue="q")
         assert await asyncio.wait_for(handle.result(), 40) == "sent to fay"
-    assert down_until[0]  # the outage happened
+    assert order[:3] == ["commit failed", "handed back 0", "decided"], order
     assert len(_SENT) == 1
 
 
